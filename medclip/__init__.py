@@ -1,0 +1,59 @@
+"""medclip: align medical and scientific modalities in one embedding space with contrastive learning."""
+
+from __future__ import annotations
+
+from .registry import Registry, RegistryError
+from .types import EncoderOutput, Modality, ModalityConfig, ModalityError, Sample
+
+__version__ = "0.1.0"
+
+# Modality plugins register through the "medclip.modalities" entry-point group; the built-ins in `modalities/` do
+# so from pyproject.toml, exactly as a third-party package would.
+MODALITIES: Registry[type[Modality]] = Registry("modality", "medclip.modalities")
+
+
+def register_modality(name: str):
+    """Class decorator registering a modality plugin in code (entry points are the packaged way)."""
+
+    def add(cls: type[Modality]) -> type[Modality]:
+        cls.name = cls.name or name
+        return MODALITIES.register(name, cls)
+
+    return add
+
+
+def list_modalities() -> list[str]:
+    """Names of every registered modality (built-in and third-party)."""
+    return MODALITIES.names()
+
+
+def get_modality(name: str, config: ModalityConfig | dict | None = None) -> Modality:
+    """A fresh instance of the modality plugin ``name``, configured from a config object or a plain dict."""
+    from .config import build
+
+    cls = MODALITIES.get(name)
+    if isinstance(config, dict) or config is None:
+        config = build(cls.config_class, config or {}, _path=f"modalities.{name}")
+    return cls(config)
+
+
+def load_model(path, device: str = "cpu", **kwargs):
+    """Load a checkpoint directory: returns ``(model, modalities)`` (see ``medclip.train.checkpoint``)."""
+    from .train.checkpoint import load_model as _load_model
+
+    return _load_model(path, device=device, **kwargs)
+
+
+__all__ = [
+    "EncoderOutput",
+    "Modality",
+    "ModalityConfig",
+    "ModalityError",
+    "Registry",
+    "RegistryError",
+    "Sample",
+    "get_modality",
+    "list_modalities",
+    "load_model",
+    "register_modality",
+]

@@ -1,0 +1,128 @@
+"""The modality-plugin seam: ``Sample``, ``EncoderOutput`` and the ``Modality`` base class.
+
+See DESIGN.md ("Modality plugin"). A modality is registered under a short name ("report", "expression", "ct", ...)
+that is both its registry key and its key in every sample and batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+# A sample is a plain dict: {name: array | str | tensor, f"{name}_meta": {allow-listed metadata}} plus, once the
+# dataset adds them, "labels" (K,) float with NaN for unknown, "patient_id" and "study_id" (pseudonyms).
+Sample = dict[str, Any]
+# What a modality's collate puts under batch[name]: a tensor, or a dict of tensors (e.g. input_ids + attention_mask).
+EncoderInput = Tensor | dict[str, Tensor]
+
+
+@dataclass
+class EncoderOutput:
+    """What every encoder returns.
+
+    Attributes:
+        pooled: (B, D) one vector per sample, the input of the projection head.
+        tokens: (B, T, D) per-token/region/patch/lead/sentence features for fine-grained losses, or None.
+        token_mask: (B, T) bool, True where a token is real (not padding), or None when all are real.
+    """
+
+    pooled: Tensor
+    tokens: Tensor | None = None
+    token_mask: Tensor | None = None
+
+
+@dataclass
+class ModalityConfig:
+    """Options every modality understands; each plugin subclasses this with its own fields.
+
+    Attributes:
+        encoder: name of the encoder architecture inside the plugin (e.g. "transformer", "mlp").
+        width: hidden size of the encoder; its pooled output has this many features.
+    """
+
+    encoder: str = "default"
+    width: int = 256
+
+
+class ModalityError(ValueError):
+    """A per-input problem (missing file, unreadable file, empty report, ...).
+
+    The message must name the reason, and never patient data. ``reason`` is a short machine-readable code used to
+    count skipped rows in run summaries (e.g. "missing_file", "unreadable", "empty_report").
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"[{reason}] {message}")
+        self.reason = reason
+
+
+class Modality:
+    """Base class of modality plugins.
+
+    Subclasses set ``name`` and ``config_class`` and implement the five methods of DESIGN.md. Plugins that learn
+    preprocessing state from training data (a tokenizer vocabulary, a gene vocabulary) set ``fits_on_data = True`` and
+    implement ``fit``; that state travels with checkpoints through ``preprocess_state`` (JSON-serialisable, saved in
+    ``preprocess.json``) and ``load_preprocess_state``.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[ModalityConfig]] = ModalityConfig
+    fits_on_data: ClassVar[bool] = False
+
+    def __init__(self, config: ModalityConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+
+    # --- the five methods of DESIGN.md -----------------------------------------------------------------------------
+    def load(self, ref: str | os.PathLike | Mapping[str, Any]) -> Sample:
+        """Read one input (file, series folder, row, inline text) into ``{name: data, f"{name}_meta": {...}}``.
+
+        Raises:
+            ModalityError: with a reason code when the input is missing, unreadable or invalid.
+        """
+        raise NotImplementedError
+
+    def transforms(self, cfg: ModalityConfig, train: bool) -> Callable[[Sample], Sample]:
+        """Return a callable turning a loaded sample into tensors ready for ``collate`` (augmenting when ``train``).
+
+        It must pass samples that miss this modality through unchanged.
+        """
+        raise NotImplementedError
+
+    def build_encoder(self, cfg: ModalityConfig) -> nn.Module:
+        """Return an ``nn.Module`` with an ``output_dim`` attribute mapping ``batch[name]`` to ``EncoderOutput``."""
+        raise NotImplementedError
+
+    def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        """Stack/pad the transformed samples; always emit ``f"{name}_mask"``: (B,) bool, True where present.
+
+        Samples without this modality get a placeholder row (zeros / padding) and mask False.
+        """
+        raise NotImplementedError
+
+    def synthetic(self, n: int, seed: int = 0) -> list[Sample]:
+        """Return ``n`` tiny, realistically shaped loaded samples (as ``load`` returns them) for tests and demos."""
+        raise NotImplementedError
+
+    # --- data-dependent preprocessing state ------------------------------------------------------------------------
+    def fit(self, samples: Iterable[Sample], cfg: ModalityConfig) -> None:
+        """Learn preprocessing state from loaded training samples (only called when ``fits_on_data``)."""
+
+    def preprocess_state(self) -> dict[str, Any]:
+        """JSON-serialisable preprocessing fingerprint + learned state, saved into the checkpoint."""
+        return {"config": asdict(self.config)}
+
+    def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``preprocess_state`` returned (the config is restored by the caller)."""
+
+    def check_compatible(self, sample_meta: Mapping[str, Any]) -> None:
+        """Raise ModalityError if an input's metadata disagrees with this model's preprocessing fingerprint."""
+
+
+def present_rows(mask: Tensor) -> Tensor:
+    """Indices of the rows whose modality is present: (B,) bool -> (P,) long."""
+    return torch.nonzero(mask, as_tuple=False).flatten()
