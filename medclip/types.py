@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -76,6 +77,15 @@ class Modality:
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
+
+    # --- manifest cell -> reference ---------------------------------------------------------------------------------
+    def resolve(self, value: str, root: str | os.PathLike) -> str | os.PathLike | Mapping[str, Any]:
+        """Turn a manifest cell into what ``load`` takes; by default a path resolved against the manifest root.
+
+        Plugins whose cells are not plain paths override this (inline report text, ``file.h5ad#cell``).
+        """
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else Path(root) / path
 
     # --- the five methods of DESIGN.md -----------------------------------------------------------------------------
     def load(self, ref: str | os.PathLike | Mapping[str, Any]) -> Sample:
