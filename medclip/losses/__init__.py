@@ -1,0 +1,40 @@
+"""Contrastive losses: pure functions + thin modules, registered by name, exact under torch.distributed.
+
+Importing this package registers the built-in losses ("clip", "siglip"); third-party losses register with
+``@register_loss`` or through the ``medclip.losses`` entry-point group. ``build_loss(cfg.loss)`` turns the experiment
+config's ``loss`` section into the ``CombinedLoss`` the trainer calls on ``ContrastiveModel`` outputs.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    LOSSES,
+    CombinedLoss,
+    LossConfig,
+    PairwiseContrastiveLoss,
+    PairwiseLossConfig,
+    build_loss,
+    list_losses,
+    register_loss,
+    zero_loss_connected_to,
+)
+from .clip import ClipLoss, ClipLossConfig, clip_loss
+from .siglip import SigLipLoss, SigLipLossConfig, siglip_loss
+
+__all__ = [
+    "LOSSES",
+    "ClipLoss",
+    "ClipLossConfig",
+    "CombinedLoss",
+    "LossConfig",
+    "PairwiseContrastiveLoss",
+    "PairwiseLossConfig",
+    "SigLipLoss",
+    "SigLipLossConfig",
+    "build_loss",
+    "clip_loss",
+    "list_losses",
+    "register_loss",
+    "siglip_loss",
+    "zero_loss_connected_to",
+]

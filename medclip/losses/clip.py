@@ -1,0 +1,127 @@
+"""CLIP's symmetric InfoNCE loss (Radford et al. 2021), mask-aware and exact under torch.distributed.
+
+Distributed convention (shared with ``siglip_loss``). Each process computes logits only for its own valid rows
+against the valid rows of the global batch (gathered with gradient), in both directions, and divides by the global
+number of valid rows: summed over processes, these local shares are exactly the single-process loss on the
+concatenated batch. The returned tensor then has
+
+- the value of the global loss, identical on every process (an all-reduce of the shares, for logging), and
+- the gradient of ``world_size * local share``; the gather's backward sums every process's gradient into the rows it
+  produced, so after DistributedDataParallel averages parameter gradients over processes (SUM / world) they equal
+  the gradients of the single-process loss on the concatenated batch.
+
+Logits are (local valid rows, global valid rows): memory grows with the global batch once, not with its square.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    all_reduce_sum_no_grad,
+    get_rank,
+    get_world_size,
+    is_distributed,
+)
+from ..types import present_rows
+from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
+
+
+def check_pair_inputs(features_a: Tensor, features_b: Tensor, mask: Tensor | None) -> Tensor:
+    """Validate a pair of (B, D) feature batches and return the (B,) bool mask (all True when ``mask`` is None)."""
+    if features_a.dim() != 2 or features_a.shape != features_b.shape:
+        raise ValueError(
+            f"expected two (B, D) feature batches of the same shape, got {tuple(features_a.shape)} and "
+            f"{tuple(features_b.shape)}"
+        )
+    if mask is None:
+        return features_a.new_ones(features_a.shape[0], dtype=bool)
+    if mask.shape != features_a.shape[:1]:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({features_a.shape[0]},)")
+    return mask.to(device=features_a.device, dtype=bool)
+
+
+def global_rows(features: Tensor, mask: Tensor, distributed: bool) -> tuple[Tensor, int, bool]:
+    """The global (all-process) mask, the offset of this process's first row in it, and whether to gather at all."""
+    use_distributed = distributed and is_distributed()
+    if not use_distributed:
+        return mask, 0, False
+    return all_gather_no_grad(mask), get_rank() * features.shape[0], True  # (world * B,)
+
+
+def exact_global_value(local_share: Tensor, use_distributed: bool) -> Tensor:
+    """Apply the distributed convention: report the summed shares, backpropagate ``world * local share``."""
+    if not use_distributed:
+        return local_share
+    global_value = all_reduce_sum_no_grad(local_share)
+    loss_for_grad = local_share * get_world_size()
+    return loss_for_grad + (global_value - loss_for_grad).detach()
+
+
+def clip_loss(
+    features_a: Tensor,
+    features_b: Tensor,
+    logit_scale: Tensor,
+    mask: Tensor | None = None,
+    distributed: bool = True,
+) -> Tensor:
+    """Symmetric InfoNCE: mean of cross-entropy a->b and b->a, the matching row being the target.
+
+    Equals open_clip's ``(CE(s * a @ b.T, arange) + CE(s * b @ a.T, arange)) / 2`` on the valid rows.
+
+    Args:
+        features_a: (B, D) L2-normalised embeddings of one modality.
+        features_b: (B, D) L2-normalised embeddings of the other, row i paired with row i of ``features_a``.
+        logit_scale: scalar inverse temperature (already exponentiated).
+        mask: (B,) bool, True where both modalities are present; other rows are neither anchors nor negatives.
+        distributed: under an initialised process group with more than one process, use every process's rows as
+            negatives (see the module docstring for the value/gradient convention).
+
+    Returns:
+        A scalar: the loss on the global batch. With no valid row on any process, a zero connected to the inputs
+        (so that backward reaches every parameter and DistributedDataParallel does not hang).
+    """
+    mask = check_pair_inputs(features_a, features_b, mask)
+    all_masks, offset, use_distributed = global_rows(features_a, mask, distributed)  # (N,)
+    num_valid = int(all_masks.sum())
+    if num_valid == 0:  # decided from global counts, so every process takes this branch together
+        return zero_loss_connected_to(features_a, features_b, logit_scale)
+    all_a = all_gather_with_grad(features_a) if use_distributed else features_a  # (N, D)
+    all_b = all_gather_with_grad(features_b) if use_distributed else features_b  # (N, D)
+    columns = present_rows(all_masks)  # (V,)
+    local = present_rows(mask)  # (P,)
+    targets = (all_masks.long().cumsum(0) - 1)[local + offset]  # (P,) each local row's column among the valid ones
+    logits_a_to_b = logit_scale * features_a[local] @ all_b[columns].T  # (P, V)
+    logits_b_to_a = logit_scale * features_b[local] @ all_a[columns].T  # (P, V)
+    local_sum = F.cross_entropy(logits_a_to_b, targets, reduction="sum") + F.cross_entropy(
+        logits_b_to_a, targets, reduction="sum"
+    )
+    return exact_global_value(local_sum / (2 * num_valid), use_distributed)
+
+
+@dataclass
+class ClipLossConfig(PairwiseLossConfig):
+    """Options of the ``clip`` loss: ``weight``, ``pairs``, ``anchor``, ``distributed`` (see PairwiseLossConfig).
+
+    The temperature is not here: it is the model's learnable logit scale, shared by every loss.
+    """
+
+
+@register_loss("clip")
+class ClipLoss(PairwiseContrastiveLoss):
+    """CLIP loss over pairs of modalities (see ``PairwiseContrastiveLoss``); temperature = the model's logit scale.
+
+    Config: ``loss: {clip: 1.0}`` or ``loss: {clip: {weight: 1.0, anchor: report, distributed: true}}``.
+    """
+
+    config_class: ClassVar[type[ClipLossConfig]] = ClipLossConfig
+    config: ClipLossConfig
+
+    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
+        return clip_loss(features_a, features_b, logit_scale, mask, distributed=self.config.distributed)
