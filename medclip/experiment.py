@@ -46,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress: bool = True
+    resume: str = ""  # a checkpoint directory to continue from (weights, optimizer, RNG, sample order)
 
 
 @dataclass

@@ -74,6 +74,8 @@ class Modality:
     name: ClassVar[str] = ""
     config_class: ClassVar[type[ModalityConfig]] = ModalityConfig
     fits_on_data: ClassVar[bool] = False
+    # File name endings this plugin reads, so `medclip inspect PATH` can pick the plugin without being told.
+    file_suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -1,0 +1,112 @@
+"""``medclip`` command line: one sub-command per registered recipe, plus ``inspect`` and ``recipes``.
+
+    medclip quickstart --out DIR
+    medclip pretrain --config recipes/configs/pretrain_example.yaml train.steps=100 --out runs/x
+    medclip inspect PATH [--modality NAME]
+    medclip recipes list | medclip recipes copy pretrain my.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ConfigError, load
+from .recipes import RECIPES, bundled_configs, recipe_config_path
+from .registry import RegistryError
+
+
+def _recipe_parser(subparsers, name: str, recipe) -> None:
+    parser = subparsers.add_parser(name, help=getattr(recipe, "HELP", ""), description=getattr(recipe, "HELP", ""))
+    parser.add_argument("--config", help="YAML config (defaults to the recipe's bundled config)")
+    parser.add_argument("--out", help="output directory (same as out=DIR)")
+    parser.add_argument("--resume", help="checkpoint directory to continue from (same as train.resume=DIR)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=3e-4")
+    parser.set_defaults(handler=_run_recipe, recipe=recipe)
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    recipe = args.recipe
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if args.resume:
+        overrides.append(f"train.resume={args.resume}")
+    path = args.config or recipe_config_path(recipe)
+    config = load(recipe.Config, path, overrides)
+    metrics = recipe.main(config)
+    if metrics and not getattr(recipe, "PRINTS_OWN_SUMMARY", False):
+        print(json.dumps(metrics, indent=1, default=float))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspect import inspect_input
+
+    print(json.dumps(inspect_input(args.path, modality=args.modality), indent=1, default=str))
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for name, recipe in RECIPES.items():
+            configs = ", ".join(path.name for path in bundled_configs(recipe)) or "-"
+            print(f"{name:<12} {getattr(recipe, 'HELP', '')}\n{'':<12} configs: {configs}")
+        return 0
+    if not args.name or not args.dest:
+        raise ConfigError("usage: medclip recipes copy RECIPE DEST.yaml [--file CONFIG.yaml]")
+    source = recipe_config_path(RECIPES.get(args.name), args.file)
+    if source is None or not source.is_file():
+        raise ConfigError(f"recipe {args.name!r} has no bundled config {args.file or ''}".strip())
+    if Path(args.dest).exists():
+        raise ConfigError(f"{args.dest} exists; not overwriting it")
+    shutil.copyfile(source, args.dest)
+    print(f"copied {source.name} to {args.dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medclip", description="Align medical modalities in one embedding space with contrastive learning."
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="command")
+    for name, recipe in RECIPES.items():
+        _recipe_parser(subparsers, getattr(recipe, "COMMAND", name), recipe)
+    inspect = subparsers.add_parser("inspect", help="JSON summary of one input (never an identifier)")
+    inspect.add_argument("path", help="a file, DICOM series folder, or reference such as cells.h5ad#row=0")
+    inspect.add_argument("--modality", help="modality plugin to read it with (guessed from the suffix otherwise)")
+    inspect.set_defaults(handler=_inspect)
+    recipes = subparsers.add_parser("recipes", help="list recipes or copy a bundled config to edit")
+    recipes.add_argument("action", choices=["list", "copy"])
+    recipes.add_argument("name", nargs="?")
+    recipes.add_argument("dest", nargs="?")
+    recipes.add_argument("--file", help="which bundled config of the recipe to copy (default: its main one)")
+    recipes.set_defaults(handler=_recipes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub unless the user asks for it
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.handler(args)
+    except (ConfigError, RegistryError) as error:
+        print(f"medclip: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The training loop: AdamW + warmup/cosine, gradient accumulation, clipping, bf16 autocast, DDP, exact resume.
+
+Resume is exact: the checkpoint carries weights, optimizer moments, scheduler, RNG states and the number of batches
+consumed, and the sample order is a pure function of (seed, epoch), so N steps + resume + N steps gives the same
+weights as 2N steps straight (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..experiment import ExperimentConfig
+from ..inference import move_to_device
+from ..types import Modality
+from .checkpoint import load_trainer_state, load_weights, save_checkpoint
+from .launch import Runtime, autocast_context
+from .logger import RunLogger
+from .optim import build_optimizer, build_scheduler
+from .sampler import ResumableBatchSampler
+
+
+class _BatchesFrom:
+    """Lets a DataLoader draw batches from the endless sampler, starting at a given number of consumed batches."""
+
+    def __init__(self, sampler: ResumableBatchSampler, consumed: int) -> None:
+        sampler.epoch, sampler.batch_in_epoch = divmod(consumed, sampler.batches_per_epoch)
+        self.sampler = sampler
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+
+class Trainer:
+    """Trains a ``ContrastiveModel`` with a combined loss on a manifest dataset.
+
+    Args:
+        config: the experiment config (``train`` section drives the loop).
+        modalities: the fitted plugins (their state is saved with every checkpoint).
+        model: the ``ContrastiveModel``.
+        criterion: the ``CombinedLoss`` (owns learnable loss parameters, which are optimised and saved too).
+        train_dataset: a map-style dataset of samples.
+        collate: samples -> batch.
+        runtime: process rank/world/device from ``setup_runtime``.
+        out_dir: where logs and checkpoints go.
+        on_skipped: called with each batch's list of skipped-row markers (for the run summary).
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        modalities: Mapping[str, Modality],
+        model: nn.Module,
+        criterion: nn.Module,
+        train_dataset: Dataset,
+        collate: Callable[[list], dict[str, Any]],
+        runtime: Runtime,
+        out_dir: str | Path,
+        on_skipped: Callable[[list], None] | None = None,
+    ) -> None:
+        self.config, self.train_config = config, config.train
+        self.modalities = modalities
+        self.runtime = runtime
+        self.model = model.to(runtime.device)
+        self.criterion = criterion.to(runtime.device)
+        self.train_dataset, self.collate = train_dataset, collate
+        self.out_dir = Path(out_dir)
+        self.on_skipped = on_skipped
+        self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
+        self.scheduler = build_scheduler(self.optimizer, self.train_config)
+        self.step = 0
+        self.consumed_batches = 0
+        self.empty_batches = 0
+        self.wrapped = self.model
+        if runtime.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            # find_unused_parameters: a batch may lack a modality entirely, leaving its encoder unused.
+            self.wrapped = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, scheduler, RNG, step and sample position."""
+        load_weights(path, self.model, self.criterion)
+        state = load_trainer_state(path, self.optimizer, self.scheduler)
+        self.step = int(state["step"])
+        self.consumed_batches = int(state["consumed_batches"])
+
+    def save(self, path: str | Path | None = None) -> Path:
+        state = {"step": self.step, "consumed_batches": self.consumed_batches, "world_size": self.runtime.world_size}
+        return save_checkpoint(
+            path or self.checkpoint_dir,
+            self.model,
+            self.config,
+            self.modalities,
+            criterion=self.criterion,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state=state,
+        )
+
+    def _loader(self) -> DataLoader:
+        sampler = ResumableBatchSampler(
+            len(self.train_dataset),
+            self.train_config.batch_size,
+            seed=self.train_config.seed,
+            rank=self.runtime.rank,
+            world_size=self.runtime.world_size,
+        )
+        # A private generator: creating the loader must not draw from the global RNG, or a resumed run's dropout
+        # and augmentation would diverge from the straight run's.
+        generator = torch.Generator().manual_seed(self.train_config.seed)
+        workers = self.config.data.num_workers
+        return DataLoader(
+            self.train_dataset,
+            batch_sampler=_BatchesFrom(sampler, self.consumed_batches),
+            collate_fn=self.collate,
+            num_workers=workers,
+            pin_memory=self.runtime.device.type == "cuda",
+            persistent_workers=workers > 0,
+            generator=generator,
+        )
+
+    def _next_batch(self, batches) -> dict[str, Any]:
+        """The next non-empty batch (a batch whose every row failed to load is counted and skipped)."""
+        while True:
+            batch = next(batches)
+            self.consumed_batches += 1
+            if self.on_skipped is not None and batch.get("skipped"):
+                self.on_skipped(batch["skipped"])
+            if batch.get("batch_size", len(batch.get("row", []) or [1])) > 0:
+                return batch
+            self.empty_batches += 1
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``train.steps``; returns the last logged values."""
+        config = self.train_config
+        logger = RunLogger(self.out_dir, enabled=self.runtime.is_main)
+        batches = iter(self._loader())
+        progress = None
+        if self.runtime.is_main and config.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=config.steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
+        self.model.train()
+        last: dict[str, float] = {}
+        window_samples, window_start = 0, time.perf_counter()
+        while self.step < config.steps:
+            totals: dict[str, float] = {}
+            for micro_step in range(config.grad_accum):
+                batch = move_to_device(self._next_batch(batches), self.runtime.device)
+                last_micro = micro_step == config.grad_accum - 1
+                sync = nullcontext() if last_micro or not self.runtime.distributed else self.wrapped.no_sync()
+                with sync:
+                    with autocast_context(config.precision, self.runtime.device):
+                        outputs = self.wrapped(batch)
+                    outputs = _to_float32(outputs)
+                    losses = self.criterion(**outputs)
+                    (losses["loss"] / config.grad_accum).backward()
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.grad_accum
+                window_samples += len(batch.get("row", [])) * self.runtime.world_size
+            if config.clip_grad_norm > 0:
+                totals["grad_norm"] = float(
+                    torch.nn.utils.clip_grad_norm_(
+                        list(self.model.parameters()) + list(self.criterion.parameters()), config.clip_grad_norm
+                    )
+                )
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            if progress is not None:
+                progress.update(1)
+            if self.step % max(1, config.log_every) == 0 or self.step == config.steps:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                last = {
+                    **totals,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "logit_scale": float(self.model.logit_scale().detach()),
+                    "samples_per_s": window_samples / elapsed,
+                }
+                logger.log(self.step, last)
+                if progress is not None:
+                    progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{last['samples_per_s']:.0f}")
+                window_samples, window_start = 0, time.perf_counter()
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                self._save_on_main()
+        if progress is not None:
+            progress.close()
+        logger.close()
+        self._save_on_main()
+        return last
+
+    def _save_on_main(self) -> None:
+        if self.runtime.is_main:
+            self.save()
+        if self.runtime.distributed:
+            torch.distributed.barrier()
+
+
+def _to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Losses run in fp32 even when the encoders ran under bf16 autocast (log-sum-exp needs the precision)."""
+    converted = {}
+    for key, value in outputs.items():
+        if isinstance(value, dict):
+            converted[key] = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in value.items()}
+        elif torch.is_tensor(value) and value.is_floating_point():
+            converted[key] = value.float()
+        else:
+            converted[key] = value
+    return converted
