@@ -1,0 +1,183 @@
+"""``ManifestDataset``: the paired samples of one split, with bad rows skipped and counted instead of crashing a run.
+
+Rows are checked in two phases:
+
+1. At construction, a cheap validation pass over this split's rows (no file is read): a row with no modality cell is
+   "no_modality", a cell its modality cannot resolve gets the modality's reason, and a path reference that does not
+   exist is "missing_file". These rows are excluded and recorded in ``summary`` (which starts from the manifest's
+   ingest rejections: missing patient, bad label, bad split).
+2. At load time, ``__getitem__`` catches any failure and returns a skip marker ``{"skipped": SkipRecord}`` instead
+   of raising, so a corrupt file cannot kill a DataLoader worker. ``collate_samples`` drops the markers and reports
+   them in ``batch["skipped"]``; the trainer adds them to its summary (``SkipSummary.extend``).
+
+A failing row is skipped as a whole, never trained on with the failed modality quietly missing: that would silently
+change what the row means. Messages name the row number, column and reason, never the cell (a path or a report can
+hold a patient's name).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..experiment import DataConfig
+from ..types import Modality, ModalityError, Sample
+from .collate import collate_samples
+from .manifest import SPLITS, Manifest, ManifestRow
+from .split import assign_splits
+from .summary import SkipRecord, SkipSummary
+
+logger = logging.getLogger("medclip.data")
+
+UNREADABLE = "unreadable"  # reason for a load failure that is not a ModalityError (a corrupt file, a library error)
+TRANSFORM_FAILED = "transform_failed"  # reason for a transform failure that is not a ModalityError
+UNRESOLVABLE = "unresolvable"  # reason for a cell that ``Modality.resolve`` cannot turn into a reference
+
+
+def _reason(error: Exception, default: str) -> str:
+    return error.reason if isinstance(error, ModalityError) else default
+
+
+class ManifestDataset(Dataset):
+    """The rows of one split as samples ``{name: data, f"{name}_meta": ..., "labels", "patient_id", ...}``.
+
+    Args:
+        manifest: the pseudonymised manifest.
+        modalities: name -> plugin instance, for the modalities this dataset loads (a subset of the manifest's).
+        split: "train", "val", "test", or None for every row.
+        train: whether the samples are for training; selects augmenting transforms when ``transforms`` is None.
+        transforms: modality name -> callable on the sample, applied when that modality is present. None builds each
+            modality's own ``transforms(config, train)`` on first use (after ``Modality.fit`` has run on
+            ``load_raw``); ``{}`` returns samples as loaded.
+        splits: row number -> split, from ``assign_splits`` with the run's fractions and seed. None computes it with
+            the ``DataConfig`` defaults; pass it whenever the run's config sets other fractions.
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        modalities: Mapping[str, Modality],
+        split: str | None = None,
+        train: bool = False,
+        transforms: Mapping[str, Callable[[Sample], Sample]] | None = None,
+        *,
+        splits: Mapping[int, str] | None = None,
+    ) -> None:
+        unknown = sorted(set(modalities) - set(manifest.modalities))
+        if unknown:
+            raise ValueError(f"modalities {unknown} are not columns this manifest was read for {manifest.modalities}")
+        if transforms is not None and set(transforms) - set(modalities):
+            raise ValueError(f"transforms given for {sorted(set(transforms) - set(modalities))}, which are not loaded")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
+        if split is not None and splits is None:
+            defaults = DataConfig()
+            splits = assign_splits(manifest, defaults.val_fraction, defaults.test_fraction, defaults.split_seed)
+        self.manifest = manifest
+        self.modalities = dict(modalities)
+        self.split = split
+        self.train = train
+        self._transforms = dict(transforms) if transforms is not None else None
+        self.summary = SkipSummary().merge(manifest.summary)
+        self._items: list[tuple[ManifestRow, dict[str, Any]]] = []  # (row, modality name -> load reference)
+        for row in manifest.rows:
+            if split is not None and splits.get(row.row_number) != split:
+                continue
+            references = self._validate(row)
+            if references is not None:
+                self._items.append((row, references))
+        logger.info(
+            "dataset %s: %d rows usable, %d skipped rows in the manifest so far",
+            split or "all",
+            len(self._items),
+            len(self.summary.skipped_rows),
+        )
+
+    def _validate(self, row: ManifestRow) -> dict[str, Any] | None:
+        """Phase 1: resolve each present cell and check path existence; record every problem of the row."""
+        present = {name: row.cells.get(name) for name in self.modalities if row.cells.get(name) is not None}
+        if not present:
+            self.summary.add(row.row_number, "", "no_modality")
+            return None
+        references: dict[str, Any] = {}
+        usable = True
+        for name, cell in present.items():
+            try:
+                reference = self.modalities[name].resolve(cell, self.manifest.root)
+            except Exception as error:
+                self.summary.add(row.row_number, name, _reason(error, UNRESOLVABLE), type(error).__name__)
+                usable = False
+                continue
+            if isinstance(reference, os.PathLike) and not os.path.exists(reference):
+                self.summary.add(row.row_number, name, "missing_file", FileNotFoundError.__name__)
+                usable = False
+            references[name] = reference
+        return references if usable else None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def row_numbers(self) -> list[int]:
+        """Manifest row numbers of the usable rows, in dataset order."""
+        return [row.row_number for row, _ in self._items]
+
+    @property
+    def collate_fn(self) -> Callable[[list[Sample]], dict[str, Any]]:
+        """``collate_samples`` bound to this dataset's modalities, for ``DataLoader(collate_fn=...)``."""
+        return functools.partial(collate_samples, modalities=self.modalities)
+
+    def _active_transforms(self) -> dict[str, Callable[[Sample], Sample]]:
+        # Built lazily so that modalities that fit on data (tokenizers, gene vocabularies) are fitted first.
+        if self._transforms is None:
+            self._transforms = {
+                name: modality.transforms(modality.config, self.train) for name, modality in self.modalities.items()
+            }
+        return self._transforms
+
+    def __getitem__(self, index: int) -> Sample:
+        """Phase 2: load and transform one row, or return ``{"skipped": SkipRecord}`` if anything fails."""
+        row, references = self._items[index]
+        sample: Sample = {}
+        for name, reference in references.items():
+            try:
+                sample.update(self.modalities[name].load(reference))
+            except Exception as error:  # any failure skips the row; the worker must survive a corrupt file
+                return {"skipped": SkipRecord(row.row_number, name, _reason(error, UNREADABLE), type(error).__name__)}
+        transforms = self._active_transforms()
+        for name in references:
+            if name not in transforms:
+                continue
+            try:
+                sample = transforms[name](sample)
+            except Exception as error:
+                reason = _reason(error, TRANSFORM_FAILED)
+                return {"skipped": SkipRecord(row.row_number, name, reason, type(error).__name__)}
+        sample["labels"] = torch.from_numpy(row.labels.copy())  # (K,) float32, NaN = unknown
+        sample["patient_id"] = row.patient
+        sample["study_id"] = row.study
+        sample["row"] = row.row_number
+        return sample
+
+    def load_raw(self, modality_name: str) -> Iterator[Sample]:
+        """Loaded (untransformed) samples of one modality over this dataset's rows, for ``Modality.fit``.
+
+        Only ``modality_name`` is read, so fitting a tokenizer does not load every CT. Failures are recorded in
+        ``summary`` and skipped.
+        """
+        if modality_name not in self.modalities:
+            raise ValueError(f"modality {modality_name!r} is not loaded by this dataset ({sorted(self.modalities)})")
+        modality = self.modalities[modality_name]
+        for row, references in self._items:
+            if modality_name not in references:
+                continue
+            try:
+                yield modality.load(references[modality_name])
+            except Exception as error:
+                self.summary.add(row.row_number, modality_name, _reason(error, UNREADABLE), type(error).__name__)
