@@ -342,7 +342,7 @@ def test_dataset_validation_and_load_time_skips(csv_manifest, caplog):
         dataset = ManifestDataset(manifest, modality_instances(), split=None, train=True)
         samples = [dataset[index] for index in range(len(dataset))]
     # Validation excluded the missing file (row 4) and the row with no modality (row 9); ingest rejections carried over.
-    assert dataset.row_numbers == [1, 2, 3, 5, 6]
+    assert dataset.row_numbers() == [1, 2, 3, 5, 6]
     assert dataset.summary.counts() == {"bad_label": 1, "missing_patient_id": 1, "missing_file": 1, "no_modality": 1}
     assert {record.row_number: record.column for record in dataset.summary.records}[4] == "vector"
     markers = [sample["skipped"] for sample in samples if "skipped" in sample]
@@ -363,15 +363,19 @@ def test_dataset_validation_and_load_time_skips(csv_manifest, caplog):
 
     raw = ManifestDataset(manifest, modality_instances(), transforms={})
     assert isinstance(raw[0]["vector"], np.ndarray)  # {} = samples exactly as loaded
+    raw.set_transforms({"vector": modality_instances()["vector"].transforms(VectorConfig(), train=False)})
+    assert isinstance(raw[0]["vector"], torch.Tensor) and raw[0]["note"] == "small effusion"
+    with pytest.raises(ValueError, match="not loaded"):
+        raw.set_transforms({"ecg": lambda sample: sample})
 
 
 def test_dataset_filters_split_and_only_loaded_modalities(csv_manifest):
     manifest = read(csv_manifest)
     splits = {row.row_number: ("test" if row.row_number == 3 else "train") for row in manifest.rows}
     test_set = ManifestDataset(manifest, modality_instances(), "test", splits=splits)
-    assert test_set.row_numbers == [3]
+    assert test_set.row_numbers() == [3]
     notes_only = ManifestDataset(manifest, {"note": modality_instances()["note"]}, "train", splits=splits)
-    assert notes_only.row_numbers == [1, 4, 5, 6]  # row 2 has no note: no_modality for this dataset
+    assert notes_only.row_numbers() == [1, 4, 5, 6]  # row 2 has no note: no_modality for this dataset
     assert (2, "", "no_modality") in {(r.row_number, r.column, r.reason) for r in notes_only.summary.records}
     with pytest.raises(ValueError, match="split must be one of"):
         ManifestDataset(manifest, modality_instances(), "validation", splits=splits)
@@ -410,14 +414,14 @@ def test_dataloader_skip_markers_survive_workers(csv_manifest, num_workers):
     loader = DataLoader(dataset, batch_size=2, num_workers=num_workers, collate_fn=dataset.collate_fn)
     summary, rows = SkipSummary(), []
     for batch in loader:
-        summary.extend(batch["skipped"])
+        summary.add_markers(batch["skipped"])
         if not is_empty_batch(batch):
             rows += batch["row"]
             assert batch["vector_mask"].shape == (batch["batch_size"],)
     assert rows == [1, 2, 3]
     assert {(r.row_number, r.reason) for r in summary.records} == {(5, "unreadable"), (6, "empty_note")}
     dataset.summary.merge(summary)
-    assert dataset.summary.counts()["unreadable"] == 1 and len(dataset.summary.skipped_rows) == 6
+    assert dataset.summary.counts()["unreadable"] == 1 and dataset.summary.total() == 6
 
 
 # --- summary ---------------------------------------------------------------------------------------------------------

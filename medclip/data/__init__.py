@@ -11,7 +11,7 @@ Typical use (what the pretraining recipe does)::
             modality.fit(train_set.load_raw(name), modality.config)
     loader = DataLoader(train_set, batch_size=64, collate_fn=train_set.collate_fn)
     for batch in loader:
-        train_set.summary.extend(batch["skipped"])
+        train_set.summary.add_markers(batch["skipped"])
         if is_empty_batch(batch):
             continue
         ...

@@ -8,7 +8,7 @@ Rows are checked in two phases:
    ingest rejections: missing patient, bad label, bad split).
 2. At load time, ``__getitem__`` catches any failure and returns a skip marker ``{"skipped": SkipRecord}`` instead
    of raising, so a corrupt file cannot kill a DataLoader worker. ``collate_samples`` drops the markers and reports
-   them in ``batch["skipped"]``; the trainer adds them to its summary (``SkipSummary.extend``).
+   them in ``batch["skipped"]``; the trainer adds them to its summary (``SkipSummary.add_markers``).
 
 A failing row is skipped as a whole, never trained on with the failed modality quietly missing: that would silently
 change what the row means. Messages name the row number, column and reason, never the cell (a path or a report can
@@ -72,8 +72,6 @@ class ManifestDataset(Dataset):
         unknown = sorted(set(modalities) - set(manifest.modalities))
         if unknown:
             raise ValueError(f"modalities {unknown} are not columns this manifest was read for {manifest.modalities}")
-        if transforms is not None and set(transforms) - set(modalities):
-            raise ValueError(f"transforms given for {sorted(set(transforms) - set(modalities))}, which are not loaded")
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
         if split is not None and splits is None:
@@ -83,7 +81,9 @@ class ManifestDataset(Dataset):
         self.modalities = dict(modalities)
         self.split = split
         self.train = train
-        self._transforms = dict(transforms) if transforms is not None else None
+        self._transforms: dict[str, Callable[[Sample], Sample]] | None = None
+        if transforms is not None:
+            self.set_transforms(transforms)
         self.summary = SkipSummary().merge(manifest.summary)
         self._items: list[tuple[ManifestRow, dict[str, Any]]] = []  # (row, modality name -> load reference)
         for row in manifest.rows:
@@ -96,7 +96,7 @@ class ManifestDataset(Dataset):
             "dataset %s: %d rows usable, %d skipped rows in the manifest so far",
             split or "all",
             len(self._items),
-            len(self.summary.skipped_rows),
+            self.summary.total(),
         )
 
     def _validate(self, row: ManifestRow) -> dict[str, Any] | None:
@@ -123,7 +123,6 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
     def row_numbers(self) -> list[int]:
         """Manifest row numbers of the usable rows, in dataset order."""
         return [row.row_number for row, _ in self._items]
@@ -132,6 +131,14 @@ class ManifestDataset(Dataset):
     def collate_fn(self) -> Callable[[list[Sample]], dict[str, Any]]:
         """``collate_samples`` bound to this dataset's modalities, for ``DataLoader(collate_fn=...)``."""
         return functools.partial(collate_samples, modalities=self.modalities)
+
+    def set_transforms(self, transforms: Mapping[str, Callable[[Sample], Sample]]) -> None:
+        """Replace the transforms, e.g. with ones built after ``Modality.fit`` (``{}`` = samples as loaded)."""
+        if set(transforms) - set(self.modalities):
+            raise ValueError(
+                f"transforms given for {sorted(set(transforms) - set(self.modalities))}, which are not loaded"
+            )
+        self._transforms = dict(transforms)
 
     def _active_transforms(self) -> dict[str, Callable[[Sample], Sample]]:
         # Built lazily so that modalities that fit on data (tokenizers, gene vocabularies) are fitted first.

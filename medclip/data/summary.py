@@ -57,7 +57,7 @@ class SkipSummary:
         logger.warning("manifest row %d%s: skipped (%s%s)", record.row_number, where, reason, cause)
         return True
 
-    def extend(self, records: Iterable[SkipRecord | tuple]) -> int:
+    def add_markers(self, records: Iterable[SkipRecord | tuple]) -> int:
         """Add skip records (e.g. ``batch["skipped"]`` from ``collate_samples``); returns how many were new."""
         return sum(self.add(*record) for record in records)
 
@@ -90,6 +90,10 @@ class SkipSummary:
         """Row numbers with at least one problem (a row failing in two columns counts once here)."""
         return {record.row_number for record in self._records.values()}
 
+    def total(self) -> int:
+        """Number of distinct skipped rows (0 when the run skipped nothing)."""
+        return len(self.skipped_rows)
+
     def counts(self) -> dict[str, int]:
         """Number of records per reason, most frequent first."""
         return dict(Counter(record.reason for record in self._records.values()).most_common())
@@ -102,7 +106,7 @@ class SkipSummary:
 
     def render(self, max_rows_listed: int = 10) -> str:
         """A plain-text table for logs and the end-of-run report: reasons, counts, example rows, ignored columns."""
-        lines = [f"skipped rows: {len(self.skipped_rows)}"]
+        lines = [f"skipped rows: {self.total()}"]
         if self._records:
             rows_by_reason: dict[str, list[int]] = {}
             for record in self.records:
@@ -122,7 +126,7 @@ class SkipSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for run reports: row numbers, columns, reasons and exception classes, never cell values."""
         return {
-            "skipped_rows": len(self.skipped_rows),
+            "skipped_rows": self.total(),
             "counts": self.counts(),
             "skips": [record._asdict() for record in self.records],
             "ignored_columns": [
@@ -142,7 +146,7 @@ def check_skip_fraction(summary: SkipSummary, total_rows: int, max_fraction: flo
     """
     if total_rows <= 0:
         raise TooManySkippedError("the manifest has no rows: nothing to train or evaluate on")
-    skipped = len(summary.skipped_rows)
+    skipped = summary.total()
     fraction = skipped / total_rows
     if fraction > max_fraction:
         raise TooManySkippedError(
