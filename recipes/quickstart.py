@@ -124,7 +124,9 @@ def evaluate(cfg: Config, checkpoint: Path, table: pd.DataFrame, classes: list[s
         refs = [expression.resolve(table.loc[row, "expression"], data_dir) for row in rows]
         return embed(model, preprocess, "expression", refs, batch_size=cfg.eval_batch_size)  # (n, D)
 
-    train_rows, test_rows = splits["train"], splits["test"]
+    # Manifest row numbers are 1-based (row 1 = the first line after the header); the table is 0-based.
+    train_rows = [number - 1 for number in splits["train"]]
+    test_rows = [number - 1 for number in splits["test"]]
     train_cells, test_cells = embed_cells(train_rows), embed_cells(test_rows)
     train_y, test_y = cell_class[train_rows], cell_class[test_rows]
 

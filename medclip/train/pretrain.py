@@ -87,7 +87,7 @@ def pretrain(config: ExperimentConfig, runtime: Runtime | None = None) -> Pretra
         else:
             modalities = build_modalities(config)
         manifest, splits, datasets, summary = prepare_data(config, modalities, fit=resume is None)
-        check_skip_fraction(summary, len(manifest.rows), config.data.max_skip_fraction)
+        check_skip_fraction(summary, manifest.total_rows, config.data.max_skip_fraction)
         model = build_model(config, modalities)
         criterion = build_loss(config.loss)
         out_dir = Path(config.out)
