@@ -1,0 +1,76 @@
+"""Expression normalisations: what the values in a file are, and how each kind becomes model input.
+
+Files arrive in one of three states, and mixing them would put cells on different scales:
+
+- ``counts``: raw UMI / read counts (non-negative integers). Library-size normalised to ``target_sum`` and then
+  ``log1p``-transformed, exactly as ``scanpy.pp.normalize_total`` + ``scanpy.pp.log1p`` do, so sequencing depth does
+  not dominate the embedding.
+- ``log1p``: already log-normalised (non-negative, non-integer): used as is.
+- ``scaled``: z-scored per gene (has negative values): used as is, but it lives in a different value space than the
+  other two, so a model trained on one space refuses the other (see ``ExpressionModality.check_compatible``).
+
+``detect_kind`` tells them apart from a sample of a file's values; ``NORMALIZATIONS`` maps each kind to its transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from medclip.registry import Registry
+
+# The value spaces a model can be trained in; counts and log1p both end up log-normalised.
+LOG_SPACE = "log1p"
+SCALED_SPACE = "scaled"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """One kind of input values and how to bring a cell of that kind into the model's value space.
+
+    Attributes:
+        name: the kind ("counts", "log1p", "scaled").
+        space: the value space of the output (``LOG_SPACE`` or ``SCALED_SPACE``).
+        non_negative: whether input values of this kind are never negative (used to refuse a wrong explicit choice).
+        apply: (G,) float64 values of one cell and the target sum -> (G,) normalised values.
+    """
+
+    name: str
+    space: str
+    non_negative: bool
+    apply: Callable[[np.ndarray, float], np.ndarray]
+
+
+def library_size_log1p(values: np.ndarray, target_sum: float) -> np.ndarray:
+    """Scale a cell's counts to ``target_sum`` in total, then log1p (scanpy's normalize_total + log1p)."""
+    total = values.sum()
+    return np.log1p(values * (target_sum / total))
+
+
+def unchanged(values: np.ndarray, target_sum: float) -> np.ndarray:
+    """Values that are already normalised are used as they are."""
+    return values
+
+
+NORMALIZATIONS: Registry[Normalization] = Registry("expression normalization")
+NORMALIZATIONS.register("counts", Normalization("counts", LOG_SPACE, non_negative=True, apply=library_size_log1p))
+NORMALIZATIONS.register("log1p", Normalization("log1p", LOG_SPACE, non_negative=True, apply=unchanged))
+NORMALIZATIONS.register("scaled", Normalization("scaled", SCALED_SPACE, non_negative=False, apply=unchanged))
+
+AUTO = "auto"
+
+
+def detect_kind(values: np.ndarray) -> str:
+    """Tell counts, log-normalised and scaled values apart from a sample of a file's (finite) values.
+
+    Negative values only occur after z-scoring; non-negative integers are counts; anything else non-negative is
+    taken as log-normalised. An all-zero sample reads as counts, which normalises to zeros either way.
+    """
+    values = values[np.isfinite(values)]
+    if values.size and values.min() < 0:
+        return "scaled"
+    if np.array_equal(values, np.round(values)):
+        return "counts"
+    return "log1p"
