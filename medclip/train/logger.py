@@ -50,6 +50,9 @@ class RunLogger:
 
 
 def _number(value: Any) -> Any:
+    """A plain JSON value; non-finite numbers (a metric undefined on this batch) become null, keeping the file valid."""
     if hasattr(value, "item"):
         value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

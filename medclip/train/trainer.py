@@ -171,6 +171,8 @@ class Trainer:
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.grad_accum
                 window_samples += len(batch.get("row", [])) * self.runtime.world_size
+            if self.runtime.distributed:
+                self._average_loss_gradients()
             if config.clip_grad_norm > 0:
                 totals["grad_norm"] = float(
                     torch.nn.utils.clip_grad_norm_(
@@ -202,6 +204,14 @@ class Trainer:
         logger.close()
         self._save_on_main()
         return last
+
+    def _average_loss_gradients(self) -> None:
+        """DDP averages the model's gradients; the loss's own parameters (e.g. SigLIP's bias) are averaged here."""
+        world_size = self.runtime.world_size
+        for parameter in self.criterion.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad.div_(world_size)
 
     def _save_on_main(self) -> None:
         if self.runtime.is_main:
