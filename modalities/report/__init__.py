@@ -1,0 +1,23 @@
+"""The ``report`` modality: free-text clinical reports (sections, sentences, tokenizer, encoders)."""
+
+from __future__ import annotations
+
+from .backends import REPORT_ENCODERS, ReportBackend
+from .config import ReportConfig
+from .hf_local import OfflineModelError
+from .plugin import ReportModality
+from .sections import SECTION_ALIASES, extract_sections
+from .sentences import split_sentences
+from .synthetic import generate_reports
+
+__all__ = [
+    "REPORT_ENCODERS",
+    "SECTION_ALIASES",
+    "OfflineModelError",
+    "ReportBackend",
+    "ReportConfig",
+    "ReportModality",
+    "extract_sections",
+    "generate_reports",
+    "split_sentences",
+]

@@ -1,0 +1,63 @@
+"""``ReportConfig``: the options of the ``report`` modality (what ``modalities.report:`` holds in a run's YAML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medclip.types import ModalityConfig
+
+from .sections import SECTION_NAMES
+
+
+@dataclass
+class ReportConfig(ModalityConfig):
+    """Options of the report plugin.
+
+    Attributes:
+        encoder: "transformer" (a small text transformer trained from scratch, with a BPE tokenizer fitted on
+            the training reports) or "hf" (a pretrained Hugging Face model and its own tokenizer, from local files).
+        hf_model: local directory (or name already in the local Hugging Face cache) of the "hf" model; never
+            downloaded.
+        width: hidden size of the "transformer" encoder; the "hf" encoder uses the model's own hidden size.
+        layers: transformer blocks of the "transformer" encoder.
+        heads: attention heads of the "transformer" encoder; must divide ``width``.
+        dropout: dropout inside the "transformer" encoder.
+        max_tokens: tokens per report including [CLS]/[SEP]; longer reports are truncated.
+        vocab_size: BPE vocabulary size of the fitted tokenizer (and rows of the token embedding).
+        lowercase: lowercase (and strip accents) before tokenizing; "hf" follows its own tokenizer's settings.
+        sections: which report sections to keep, in this order, when their headers are present; a report with none
+            of them is used whole.
+        max_sentences: sentences per report kept for the sentence-level tokens; later ones are truncated.
+        shuffle_sentences: training-time augmentation that shuffles sentence order (sentences of a report are mostly
+            independent statements, so their order carries little meaning).
+        min_frequency: a word piece must occur this often in the training reports to enter the vocabulary.
+    """
+
+    encoder: str = "transformer"
+    hf_model: str = ""
+    width: int = 256  # small enough to train from scratch on one institution's reports
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    max_tokens: int = 128  # covers findings + impression of most radiology reports
+    vocab_size: int = 4000  # radiology language is narrow: a few thousand word pieces cover it
+    lowercase: bool = True
+    sections: list[str] = field(default_factory=lambda: ["findings", "impression"])
+    max_sentences: int = 32
+    shuffle_sentences: bool = False
+    min_frequency: int = 2  # a piece seen once is usually a typo or an identifier
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.sections if name not in SECTION_NAMES]
+        if unknown:
+            raise ValueError(
+                f"report.sections: unknown section name(s) {unknown}; known: {', '.join(sorted(SECTION_NAMES))}"
+            )
+        if self.max_tokens < 3:
+            raise ValueError("report.max_tokens must be at least 3 ([CLS], one token, [SEP])")
+        if self.max_sentences < 1:
+            raise ValueError("report.max_sentences must be at least 1")
+        if self.encoder == "transformer" and self.width % self.heads != 0:
+            raise ValueError(f"report.heads ({self.heads}) must divide report.width ({self.width})")
+        if self.encoder == "hf" and not self.hf_model:
+            raise ValueError("report.encoder 'hf' needs report.hf_model: a local model directory (save_pretrained)")

@@ -1,0 +1,103 @@
+"""The report encoders: a small transformer trained from scratch, and a pretrained Hugging Face model.
+
+Both return ``EncoderOutput(pooled=(B, D), tokens=(B, S, D), token_mask=(B, S))`` where the tokens are SENTENCE
+embeddings (the mean state of each sentence's word pieces): a sentence ("small left pleural effusion") is the unit
+that matches an image region, so sentence-level losses align those rather than word pieces.
+
+The pooled vector is the masked mean of all real token states rather than the [CLS] state. A transformer trained
+from scratch with a contrastive loss gets a useful mean from the first steps, while [CLS] must first learn to
+aggregate; for pretrained BERT-style models, [CLS] was trained for next-sentence prediction and mean pooling gives
+better sentence similarity (the sentence-transformers finding). Using one rule for both keeps them comparable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from medclip.types import EncoderOutput
+
+from .config import ReportConfig
+from .hf_local import load_local, transformers_module
+from .pooling import masked_mean, sentence_means
+
+
+def _attention_mask(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The real-token mask (B, T) bool, and a copy safe for attention where rows without tokens attend position 0.
+
+    ContrastiveModel only passes rows whose report is present, so empty rows only come from direct calls; without
+    the guard their fully masked attention would be NaN.
+    """
+    mask = inputs["attention_mask"].bool()  # (B, T)
+    safe = mask.clone()
+    safe[:, 0] |= ~mask.any(dim=1)
+    return mask, safe
+
+
+class TransformerReportEncoder(nn.Module):
+    """Token + learned position embeddings, a pre-norm ``nn.TransformerEncoder`` (PyTorch SDPA attention).
+
+    Pre-norm (``norm_first=True``) trains stably without learning-rate warm-up tricks at small scale; a final
+    LayerNorm normalises the output of the last residual stream.
+    """
+
+    def __init__(self, cfg: ReportConfig) -> None:
+        super().__init__()
+        self.output_dim = cfg.width
+        self.max_tokens = cfg.max_tokens
+        self.max_sentences = cfg.max_sentences
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.position_embedding = nn.Embedding(cfg.max_tokens, cfg.width)
+        self.embedding_dropout = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=cfg.width,
+            nhead=cfg.heads,
+            dim_feedforward=4 * cfg.width,  # the usual 4x MLP expansion
+            dropout=cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        # Nested tensors do not support norm_first; padding is handled by the key padding mask instead.
+        self.blocks = nn.TransformerEncoder(
+            layer, num_layers=cfg.layers, norm=nn.LayerNorm(cfg.width), enable_nested_tensor=False
+        )
+        nn.init.normal_(self.token_embedding.weight, std=0.02)  # GPT-2/CLIP text initialisation
+        nn.init.normal_(self.position_embedding.weight, std=0.01)
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        input_ids = inputs["input_ids"]  # (B, T)
+        length = input_ids.shape[1]
+        if length > self.max_tokens:
+            raise ValueError(f"report batch has {length} tokens per row, more than max_tokens={self.max_tokens}")
+        mask, safe_mask = _attention_mask(inputs)
+        positions = torch.arange(length, device=input_ids.device)  # (T,)
+        hidden = self.token_embedding(input_ids) + self.position_embedding(positions)  # (B, T, D)
+        hidden = self.blocks(self.embedding_dropout(hidden), src_key_padding_mask=~safe_mask)  # (B, T, D)
+        tokens, token_mask = sentence_means(hidden, mask, inputs["sentence_ids"], self.max_sentences)
+        return EncoderOutput(pooled=masked_mean(hidden, mask), tokens=tokens, token_mask=token_mask)
+
+
+class HFReportEncoder(nn.Module):
+    """A pretrained Hugging Face encoder (BERT, RoBERTa, BiomedBERT, CXR-BERT ...) loaded from local files.
+
+    Its width is the model's hidden size; ``cfg.width``, ``layers``, ``heads`` and ``dropout`` do not apply.
+    """
+
+    def __init__(self, cfg: ReportConfig) -> None:
+        super().__init__()
+        transformers = transformers_module()
+        self.model = load_local(transformers.AutoModel.from_pretrained, cfg.hf_model, "model")
+        self.output_dim = int(self.model.config.hidden_size)
+        self.max_sentences = cfg.max_sentences
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is not None and cfg.max_tokens > positions:
+            raise ValueError(
+                f"report.max_tokens={cfg.max_tokens} exceeds the {positions} positions of hf_model={cfg.hf_model!r}"
+            )
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        mask, safe_mask = _attention_mask(inputs)
+        hidden = self.model(input_ids=inputs["input_ids"], attention_mask=safe_mask.long()).last_hidden_state
+        tokens, token_mask = sentence_means(hidden, mask, inputs["sentence_ids"], self.max_sentences)  # (B, S, D)
+        return EncoderOutput(pooled=masked_mean(hidden, mask), tokens=tokens, token_mask=token_mask)

@@ -1,0 +1,163 @@
+"""``ReportModality``: free-text clinical reports (radiology, pathology) as a medclip modality.
+
+Pipeline: ``resolve`` (manifest cell -> inline text or file) -> ``load`` (clean text + allow-listed metadata) ->
+``transforms`` (keep FINDINGS / IMPRESSION, split sentences, tokenize) -> ``collate`` (pad + masks) -> encoder
+(pooled report vector + one embedding per sentence for fine-grained losses).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from medclip.config import build
+from medclip.types import Modality, ModalityError, Sample
+
+from .backends import REPORT_ENCODERS, ReportBackend
+from .cleaning import clean_report_text
+from .config import ReportConfig
+from .reading import read_report, resolve_cell
+from .sections import extract_sections
+from .sentences import split_sentences
+from .synthetic import generate_reports
+from .tokenizer import ReportTokenizer
+from .transform import ReportTransform, report_sentences
+
+PREPROCESS_FORMAT = 1  # bump when the meaning of the saved state changes
+
+
+class ReportModality(Modality):
+    """Free-text reports: inline manifest text or .txt/.md files, tokenized per sentence.
+
+    The "transformer" encoder needs its BPE tokenizer fitted on the training reports (``fit``) or restored
+    from a checkpoint (``load_preprocess_state``) before ``transforms``; the "hf" encoder uses its model's tokenizer.
+    """
+
+    name = "report"
+    config_class = ReportConfig
+    fits_on_data = True
+
+    def __init__(self, config: ReportConfig | None = None) -> None:
+        super().__init__(config)
+        REPORT_ENCODERS.get(self.config.encoder)  # fail early, listing the available encoders
+        self._tokenizer: ReportTokenizer | None = None
+
+    # --- manifest cell -> reference -> sample ----------------------------------------------------------------------
+    def resolve(self, value: str, root: str | os.PathLike) -> str | os.PathLike | Mapping[str, Any]:
+        """Inline report text, unless the cell names a .txt/.md file (relative to ``root`` or absolute)."""
+        return resolve_cell(value, root)
+
+    def load(self, ref: str | os.PathLike | Mapping[str, Any]) -> Sample:
+        """Read and clean a report; metadata is allow-listed (never file names, which can hold identifiers).
+
+        Raises:
+            ModalityError: "missing_file", "unreadable", "invalid_reference", or "empty_report" when nothing is left
+                after section extraction.
+        """
+        raw, source = read_report(ref)
+        text = clean_report_text(raw)
+        sections = extract_sections(text, self.config.sections)
+        sentences = split_sentences(sections.text)
+        if not sentences:
+            where = "" if sections.used_whole_text else f" in the kept sections ({', '.join(self.config.sections)})"
+            raise ModalityError("empty_report", f"report has no text{where}")
+        meta = {
+            "source": source,
+            "n_chars": len(text),
+            "n_sentences": len(sentences),
+            "sections_found": sections.found,
+        }
+        return {self.name: text, f"{self.name}_meta": meta}
+
+    # --- learned preprocessing -------------------------------------------------------------------------------------
+    def _backend(self, cfg: ReportConfig) -> ReportBackend:
+        return REPORT_ENCODERS.get(cfg.encoder)
+
+    def fit(self, samples: Iterable[Sample], cfg: ReportConfig) -> None:
+        """Fit the tokenizer on the training reports (the "hf" encoder only records its model path/name)."""
+        self.config = cfg
+        sentences = (
+            sentence
+            for sample in samples
+            if isinstance(sample.get(self.name), str)
+            for sentence in report_sentences(sample[self.name], cfg)
+        )
+        self._tokenizer = self._backend(cfg).tokenizer.fit(sentences, cfg)
+
+    def _require_tokenizer(self, cfg: ReportConfig) -> ReportTokenizer:
+        backend = self._backend(cfg)
+        if self._tokenizer is None:
+            self._tokenizer = backend.tokenizer.from_config(cfg)
+        if self._tokenizer is None:
+            raise RuntimeError(
+                f"report encoder {cfg.encoder!r}: the tokenizer must be fitted on the training reports "
+                "(ReportModality.fit) or loaded from a checkpoint's preprocess.json (load_preprocess_state) first"
+            )
+        if not isinstance(self._tokenizer, backend.tokenizer):
+            raise RuntimeError(
+                f"report tokenizer is of kind {self._tokenizer.kind!r}, which encoder {cfg.encoder!r} cannot read"
+            )
+        return self._tokenizer
+
+    def preprocess_state(self) -> dict[str, Any]:
+        """The config and the tokenizer (BPE tokenizer JSON, or the "hf" model name + vocabulary size)."""
+        return {
+            "format": PREPROCESS_FORMAT,
+            "config": asdict(self.config),
+            "tokenizer": self._require_tokenizer(self.config).state(),
+        }
+
+    def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
+        """Restore config and tokenizer so reports tokenize exactly as in training."""
+        if state.get("format") != PREPROCESS_FORMAT:
+            found = state.get("format")
+            raise ValueError(f"report preprocess state has format {found!r}, expected {PREPROCESS_FORMAT}")
+        if "tokenizer" not in state:
+            raise ValueError("report preprocess state holds no tokenizer")
+        self.config = build(ReportConfig, state.get("config", {}), _path="modalities.report")
+        self._tokenizer = self._backend(self.config).tokenizer.from_state(state["tokenizer"], self.config)
+
+    # --- the five methods of DESIGN.md -----------------------------------------------------------------------------
+    def transforms(self, cfg: ReportConfig, train: bool) -> Callable[[Sample], Sample]:
+        """Sections -> sentences -> ids; sentence shuffling when ``train`` and ``cfg.shuffle_sentences``."""
+        return ReportTransform(self._require_tokenizer(cfg), cfg, shuffle_sentences=train and cfg.shuffle_sentences)
+
+    def build_encoder(self, cfg: ReportConfig) -> nn.Module:
+        """The encoder ``cfg.encoder`` names: batch["report"] -> pooled (B, D), sentence tokens (B, S, D)."""
+        return self._backend(cfg).encoder(cfg)
+
+    def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        """Pad to the longest report: input_ids (B, T) long, attention_mask (B, T) bool, sentence_ids (B, T) long.
+
+        Missing reports get an all-padding row (attention False, sentence -1) and ``report_mask`` False.
+        """
+        rows = [sample.get(self.name) for sample in samples]
+        for row in rows:
+            if isinstance(row, str):
+                raise TypeError("report collate expects transformed samples: apply transforms() before collate()")
+        present = [row is not None for row in rows]
+        length = max((len(row["input_ids"]) for row in rows if row is not None), default=1)
+        pad_id = self._tokenizer.pad_id if self._tokenizer is not None else 0
+        input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros(len(rows), length, dtype=torch.bool)  # (B, T)
+        sentence_ids = torch.full((len(rows), length), -1, dtype=torch.long)  # (B, T)
+        for index, row in enumerate(rows):
+            if row is None:
+                continue
+            size = len(row["input_ids"])
+            input_ids[index, :size] = row["input_ids"]
+            attention_mask[index, :size] = True
+            sentence_ids[index, :size] = row["sentence_ids"]
+        return {
+            self.name: {"input_ids": input_ids, "attention_mask": attention_mask, "sentence_ids": sentence_ids},
+            f"{self.name}_mask": torch.tensor(present, dtype=torch.bool),
+        }
+
+    def synthetic(self, n: int, seed: int = 0) -> list[Sample]:
+        """``n`` synthetic chest CT reports, loaded as inline text."""
+        return [self.load(report.text) for report in generate_reports(n, seed)]
