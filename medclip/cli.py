@@ -1,9 +1,9 @@
 """``medclip`` command line: one sub-command per registered recipe, plus ``inspect`` and ``recipes``.
 
-    medclip quickstart --out DIR
-    medclip pretrain --config recipes/configs/pretrain_example.yaml train.steps=100 --out runs/x
-    medclip inspect PATH [--modality NAME]
-    medclip recipes list | medclip recipes copy pretrain my.yaml
+medclip quickstart --out DIR
+medclip pretrain --config recipes/configs/pretrain_example.yaml train.steps=100 --out runs/x
+medclip inspect PATH [--modality NAME]
+medclip recipes list | medclip recipes copy pretrain my.yaml
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

@@ -80,7 +80,11 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         except ValueError as error:
             raise ConfigError(f"{path}: expected a number, got {value!r}") from error
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            and not (isinstance(value, float) and value.is_integer())
+        ):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return int(value)
     if annotation is str:

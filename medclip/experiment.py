@@ -46,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress: bool = True
+    stop_at: int = 0  # stop (with a checkpoint) after this step although the schedule runs to `steps`; 0 = run all
     resume: str = ""  # a checkpoint directory to continue from (weights, optimizer, RNG, sample order)
 
 

@@ -36,7 +36,9 @@ class Preprocess:
 
     def __init__(self, modalities: Mapping[str, Modality]) -> None:
         self.modalities = dict(modalities)
-        self.transforms = {name: plugin.transforms(plugin.config, train=False) for name, plugin in self.modalities.items()}
+        self.transforms = {
+            name: plugin.transforms(plugin.config, train=False) for name, plugin in self.modalities.items()
+        }
 
     def load(self, name: str, ref: Any) -> Sample:
         """Read one input with the plugin's loader (a path, a series folder, inline text, ``file.h5ad#row=3``)."""

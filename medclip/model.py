@@ -22,7 +22,9 @@ def select_rows(inputs: EncoderInput, rows: Tensor) -> EncoderInput:
     """Index the batch dimension of a tensor or of every tensor in a dict."""
     if isinstance(inputs, Tensor):
         return inputs.index_select(0, rows.to(inputs.device))
-    return {key: select_rows(value, rows) if isinstance(value, Tensor | dict) else value for key, value in inputs.items()}
+    return {
+        key: select_rows(value, rows) if isinstance(value, Tensor | dict) else value for key, value in inputs.items()
+    }
 
 
 def batch_size_of(inputs: EncoderInput) -> int:

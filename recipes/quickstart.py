@@ -32,6 +32,7 @@ from medclip.train import pretrain
 
 COMMAND = "quickstart"
 HELP = "expression <-> text on scanpy's bundled pbmc68k_reduced: zero-shot cell typing on CPU in minutes"
+CONFIGS = ("quickstart.yaml",)
 DEFAULT_CONFIG = "quickstart.yaml"
 PRINTS_OWN_SUMMARY = True
 
@@ -158,15 +159,21 @@ def evaluate(cfg: Config, checkpoint: Path, table: pd.DataFrame, classes: list[s
     }
     out = Path(cfg.out)
     plot_confusion(
-        confusion(test_y, zero_shot_pred, len(classes)), classes, out / "confusion_matrix.png",
+        confusion(test_y, zero_shot_pred, len(classes)),
+        classes,
+        out / "confusion_matrix.png",
         title="Zero-shot cell typing on held-out cells (rows: annotated type)",
     )
     both = torch.cat([test_cells, class_emb]).numpy()
     both_labels = np.concatenate([test_y, np.arange(len(classes))])
     markers = np.array(["cell"] * len(test_y) + ["text prompt"] * len(classes))
     plot_embedding_map(
-        both, both_labels, classes, out / "embedding_map.png",
-        title="Joint embedding: held-out cells and cell-type prompts", modality_marker=markers,
+        both,
+        both_labels,
+        classes,
+        out / "embedding_map.png",
+        title="Joint embedding: held-out cells and cell-type prompts",
+        modality_marker=markers,
     )
     return metrics
 
@@ -209,5 +216,7 @@ def main(cfg: Config) -> dict[str, float]:
     metrics["seconds"] = seconds
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(render_table(metrics, seconds))
-    print(f"\noutputs in {out}/: metrics.json, confusion_matrix.png, embedding_map.png, training_curve.png, checkpoint/")
+    print(
+        f"\noutputs in {out}/: metrics.json, confusion_matrix.png, embedding_map.png, training_curve.png, checkpoint/"
+    )
     return metrics

@@ -90,18 +90,26 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
                 tensors[f"state.{param_id}.{key}"] = value
             else:
                 scalars.setdefault(str(param_id), {})[key] = value
-    groups = [{key: (list(value) if isinstance(value, tuple) else value) for key, value in group.items()} for group in state_dict["param_groups"]]
+    groups = [
+        {key: (list(value) if isinstance(value, tuple) else value) for key, value in group.items()}
+        for group in state_dict["param_groups"]
+    ]
     return _contiguous(tensors), {"param_groups": groups, "scalars": scalars}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+def _restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, param_id, name = key.split(".", 2)
         state.setdefault(int(param_id), {})[name] = value
     for param_id, values in meta.get("scalars", {}).items():
         state.setdefault(int(param_id), {}).update(values)
-    groups = [{key: (tuple(value) if key == "betas" else value) for key, value in group.items()} for group in meta["param_groups"]]
+    groups = [
+        {key: (tuple(value) if key == "betas" else value) for key, value in group.items()}
+        for group in meta["param_groups"]
+    ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -123,7 +131,10 @@ def save_checkpoint(
         metadata = {"format": "pt", "medclip_version": __version__}
         write_atomic(staging / MODEL_FILE, lambda temp: save_file(weights_state(model, criterion), str(temp), metadata))
         write_text_atomic(staging / CONFIG_FILE, _yaml(to_dict(config)))
-        preprocess = {"medclip_version": __version__, "modalities": {n: p.preprocess_state() for n, p in modalities.items()}}
+        preprocess = {
+            "medclip_version": __version__,
+            "modalities": {n: p.preprocess_state() for n, p in modalities.items()},
+        }
         write_text_atomic(staging / PREPROCESS_FILE, json.dumps(preprocess, indent=1, sort_keys=True))
         if trainer_state is not None:
             state: dict[str, Any] = {**trainer_state, "rng": _rng_state()}

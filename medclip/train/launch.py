@@ -57,9 +57,7 @@ def autocast_context(precision: str, device: torch.device):
     """
     if precision not in {"auto", "fp32", "bf16"}:
         raise ValueError(f"train.precision must be auto, fp32 or bf16, not {precision!r}")
-    use_bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     if not use_bf16:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -18,7 +18,7 @@ import torch
 
 from ..experiment import ExperimentConfig
 from ..types import Modality
-from .builder import build_model, build_modalities
+from .builder import build_modalities, build_model
 from .checkpoint import read_config, restore_modalities
 from .launch import Runtime, setup_runtime, teardown_runtime
 

@@ -85,6 +85,7 @@ class Trainer:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             # find_unused_parameters: a batch may lack a modality entirely, leaving its encoder unused.
             self.wrapped = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
+            self._broadcast_loss_state()
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -144,7 +145,7 @@ class Trainer:
             self.empty_batches += 1
 
     def fit(self) -> dict[str, float]:
-        """Train until ``train.steps``; returns the last logged values."""
+        """Train until ``train.steps`` (or ``train.stop_at``); returns the last logged values."""
         config = self.train_config
         logger = RunLogger(self.out_dir, enabled=self.runtime.is_main)
         batches = iter(self._loader())
@@ -156,7 +157,8 @@ class Trainer:
         self.model.train()
         last: dict[str, float] = {}
         window_samples, window_start = 0, time.perf_counter()
-        while self.step < config.steps:
+        last_step = min(config.steps, config.stop_at) if config.stop_at > 0 else config.steps
+        while self.step < last_step:
             totals: dict[str, float] = {}
             for micro_step in range(config.grad_accum):
                 batch = move_to_device(self._next_batch(batches), self.runtime.device)
@@ -185,7 +187,7 @@ class Trainer:
             self.step += 1
             if progress is not None:
                 progress.update(1)
-            if self.step % max(1, config.log_every) == 0 or self.step == config.steps:
+            if self.step % max(1, config.log_every) == 0 or self.step == last_step:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 last = {
                     **totals,
@@ -197,13 +199,23 @@ class Trainer:
                 if progress is not None:
                     progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{last['samples_per_s']:.0f}")
                 window_samples, window_start = 0, time.perf_counter()
-            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < last_step:
                 self._save_on_main()
         if progress is not None:
             progress.close()
         logger.close()
         self._save_on_main()
         return last
+
+    def _broadcast_loss_state(self) -> None:
+        """Start every rank from rank 0's loss parameters, as DDP does for the model's.
+
+        ``pretrain`` seeds rank r with ``train.seed + r``, so a loss whose parameters are drawn from the RNG (e.g.
+        prototypes) would otherwise start differently on each process; the criterion is not DDP-wrapped.
+        """
+        with torch.no_grad():
+            for tensor in [*self.criterion.parameters(), *self.criterion.buffers()]:
+                torch.distributed.broadcast(tensor, src=0)
 
     def _average_loss_gradients(self) -> None:
         """DDP averages the model's gradients; the loss's own parameters (e.g. SigLIP's bias) are averaged here."""
@@ -225,7 +237,9 @@ def _to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
     converted = {}
     for key, value in outputs.items():
         if isinstance(value, dict):
-            converted[key] = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in value.items()}
+            converted[key] = {
+                k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in value.items()
+            }
         elif torch.is_tensor(value) and value.is_floating_point():
             converted[key] = value.float()
         else:

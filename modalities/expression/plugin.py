@@ -83,6 +83,7 @@ class ExpressionModality(Modality):
     name = "expression"
     config_class = ExpressionConfig
     fits_on_data = True
+    file_suffixes = (".h5ad",)
 
     def __init__(self, config: ExpressionConfig | None = None) -> None:
         super().__init__(config)

@@ -41,6 +41,7 @@ class ReportModality(Modality):
     name = "report"
     config_class = ReportConfig
     fits_on_data = True
+    file_suffixes = (".txt", ".md")
 
     def __init__(self, config: ReportConfig | None = None) -> None:
         super().__init__(config)

@@ -1,0 +1,90 @@
+"""The ``medclip`` command line: help, config errors, inspect, recipes, shipped configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from medclip import config
+from medclip.cli import main
+from medclip.recipes import RECIPES, bundled_configs
+from medclip.train.builder import build_modalities
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medclip.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands():
+    finished = run_cli("--help")
+    assert finished.returncode == 0
+    for command in ("quickstart", "pretrain", "inspect", "recipes"):
+        assert command in finished.stdout
+
+
+def test_misspelled_override_is_a_clear_error(capsys):
+    assert main(["pretrain", "train.stepz=3"]) == 2
+    assert "did you mean 'steps'" in capsys.readouterr().err
+
+
+def test_unknown_modality_in_config_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"modalities": {"reprot": {}}, "data": {"manifest": "x.csv"}}))
+    assert main(["pretrain", "--config", str(path)]) == 2
+    assert "did you mean 'report'" in capsys.readouterr().err
+
+
+def test_inspect_expression_and_report(pbmc_manifest, tmp_path, capsys):
+    h5ad = pbmc_manifest.parent / "pbmc68k_reduced.h5ad"
+    assert main(["inspect", f"{h5ad}#row=3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["modality"] == "expression"
+    assert summary["data"] == {"shape": [765], "dtype": "float32"}
+    assert summary["input_pseudonym"].startswith("s-")
+    assert "pbmc68k" not in json.dumps(summary)  # never the file name
+
+    report = tmp_path / "Doe_John_report.txt"
+    report.write_text("FINDINGS: No focal consolidation.\nIMPRESSION: Normal chest.")
+    assert main(["inspect", str(report), "--modality", "report"]) == 0
+    text = capsys.readouterr().out
+    assert json.loads(text)["modality"] == "report"
+    assert "Doe" not in text and "consolidation" not in text
+
+
+def test_recipes_list_and_copy(tmp_path, capsys):
+    assert main(["recipes", "list"]) == 0
+    assert "quickstart.yaml" in capsys.readouterr().out
+    destination = tmp_path / "mine.yaml"
+    assert main(["recipes", "copy", "pretrain", str(destination)]) == 0
+    assert yaml.safe_load(destination.read_text())["data"]["manifest"]
+    assert main(["recipes", "copy", "pretrain", str(destination)]) == 2  # never overwrites
+
+
+def test_every_yaml_in_recipes_configs_belongs_to_exactly_one_recipe():
+    from pathlib import Path
+
+    import recipes
+
+    claimed = [path.name for _, recipe in RECIPES.items() for path in bundled_configs(recipe)]
+    on_disk = sorted(path.name for path in (Path(recipes.__file__).parent / "configs").glob("*.yaml"))
+    assert sorted(claimed) == on_disk
+
+
+@pytest.mark.parametrize(
+    "recipe_name,path",
+    [(name, path) for name, recipe in RECIPES.items() for path in bundled_configs(recipe)],
+    ids=lambda value: getattr(value, "name", value),
+)
+def test_every_shipped_config_is_valid(recipe_name, path):
+    """Each bundled YAML builds against its recipe's Config, and its modality and loss sections validate."""
+    from medclip.losses import build_loss
+
+    recipe = RECIPES.get(recipe_name)
+    loaded = config.load(recipe.Config, path)
+    experiment = getattr(loaded, "pretrain", loaded)
+    assert build_modalities(experiment)
+    assert build_loss(experiment.loss)
