@@ -5,8 +5,10 @@ A recipe module (see ``recipes/``) defines:
     HELP             one line for ``medclip --help``
     Config           a dataclass; YAML files and ``key=value`` overrides are validated against it
     DEFAULT_CONFIG   file name under the recipe package's ``configs/`` used when ``--config`` is not given, or None
-    CONFIGS          every bundled config file this recipe runs (DEFAULT_CONFIG included), so each is tested
     main(cfg)        runs the recipe and returns its metrics as ``dict[str, float]``
+
+Bundled configs live in ``recipes/configs/`` and name their recipe on their first line (``# recipe: pretrain``), so a
+new config needs no code change and the test suite validates every one against its recipe's ``Config``.
 
 Built-in recipes register through the ``medclip.recipes`` entry-point group exactly like a third-party one, so the
 CLI never imports ``recipes`` by name.
@@ -30,10 +32,16 @@ def recipe_config_path(recipe: ModuleType, name: str | None = None) -> Path | No
     return Path(recipe.__file__).resolve().parent / "configs" / name
 
 
+def config_recipe_name(path: Path) -> str | None:
+    """The recipe a bundled YAML belongs to, from its first line ``# recipe: <command>``."""
+    with Path(path).open() as handle:
+        first = handle.readline().strip()
+    prefix = "# recipe:"
+    return first[len(prefix) :].strip() if first.startswith(prefix) else None
+
+
 def bundled_configs(recipe: ModuleType) -> list[Path]:
-    """The bundled YAML files a recipe declares in ``CONFIGS`` (its ``DEFAULT_CONFIG`` at least)."""
-    names = list(getattr(recipe, "CONFIGS", ()))
-    default = getattr(recipe, "DEFAULT_CONFIG", None)
-    if default and default not in names:
-        names.insert(0, default)
-    return [path for name in names if (path := recipe_config_path(recipe, name)) is not None]
+    """The YAML files in the recipe package's ``configs/`` that name this recipe on their first line."""
+    folder = Path(recipe.__file__).resolve().parent / "configs"
+    command = getattr(recipe, "COMMAND", None)
+    return [path for path in sorted(folder.glob("*.yaml")) if config_recipe_name(path) == command]

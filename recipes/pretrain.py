@@ -16,7 +16,6 @@ from medclip.train import pretrain
 
 COMMAND = "pretrain"
 HELP = "contrastive pretraining on a manifest of institutional data (DDP under torchrun)"
-CONFIGS = ("pretrain_example.yaml",)
 DEFAULT_CONFIG = "pretrain_example.yaml"
 Config = ExperimentConfig
 

@@ -32,7 +32,6 @@ from medclip.train import pretrain
 
 COMMAND = "quickstart"
 HELP = "expression <-> text on scanpy's bundled pbmc68k_reduced: zero-shot cell typing on CPU in minutes"
-CONFIGS = ("quickstart.yaml",)
 DEFAULT_CONFIG = "quickstart.yaml"
 PRINTS_OWN_SUMMARY = True
 

@@ -23,11 +23,18 @@ def test_round_trip_reloads_model_and_preprocessing(small_experiment, pbmc_manif
     checkpoint = result.checkpoint
     assert sorted(p.name for p in checkpoint.iterdir()) == [
         "config.yaml",
+        "data_provenance.json",
         "model.safetensors",
         "optimizer.safetensors",
         "preprocess.json",
         "trainer_state.json",
     ]
+    provenance = json.loads((checkpoint / "data_provenance.json").read_text())
+    assert len(provenance["manifest_sha256"]) == 64
+    train_patients = set(provenance["patients"]["train"])
+    assert len(train_patients) == len(result.splits["train"])
+    assert not train_patients & set(provenance["patients"]["test"])
+    assert all(patient.startswith("p-") for patient in train_patients)  # pseudonyms, never the manifest's ids
     preprocess_state = json.loads((checkpoint / PREPROCESS_FILE).read_text())["modalities"]
     assert set(preprocess_state) == {"expression", "report"}
 

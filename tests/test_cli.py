@@ -64,14 +64,18 @@ def test_recipes_list_and_copy(tmp_path, capsys):
     assert main(["recipes", "copy", "pretrain", str(destination)]) == 2  # never overwrites
 
 
-def test_every_yaml_in_recipes_configs_belongs_to_exactly_one_recipe():
+def test_every_yaml_in_recipes_configs_names_a_registered_recipe():
     from pathlib import Path
 
     import recipes
+    from medclip.recipes import config_recipe_name
 
-    claimed = [path.name for _, recipe in RECIPES.items() for path in bundled_configs(recipe)]
-    on_disk = sorted(path.name for path in (Path(recipes.__file__).parent / "configs").glob("*.yaml"))
-    assert sorted(claimed) == on_disk
+    on_disk = sorted((Path(recipes.__file__).parent / "configs").glob("*.yaml"))
+    assert on_disk
+    for path in on_disk:
+        assert config_recipe_name(path) in RECIPES.names(), f"{path.name}: first line must be '# recipe: <command>'"
+    claimed = sorted(path.name for _, recipe in RECIPES.items() for path in bundled_configs(recipe))
+    assert claimed == [path.name for path in on_disk]
 
 
 @pytest.mark.parametrize(

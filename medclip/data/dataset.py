@@ -123,6 +123,10 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    def rows(self) -> list[ManifestRow]:
+        """The usable manifest rows (pseudonymised), in dataset order."""
+        return [row for row, _ in self._items]
+
     def row_numbers(self) -> list[int]:
         """Manifest row numbers of the usable rows, in dataset order."""
         return [row.row_number for row, _ in self._items]

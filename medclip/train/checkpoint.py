@@ -37,6 +37,7 @@ CONFIG_FILE = "config.yaml"
 PREPROCESS_FILE = "preprocess.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+DATA_FILE = "data_provenance.json"  # manifest hash, pseudonym-key fingerprint, the patients (pseudonyms) of each split
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 
 
@@ -122,8 +123,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     trainer_state: Mapping[str, Any] | None = None,
+    extra_json: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint directory at ``path`` (atomically replacing an older one)."""
+    """Write a complete checkpoint directory at ``path`` (atomically replacing an older one).
+
+    ``extra_json`` maps file names to JSON-able data written into the same directory (e.g. the data provenance).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".staging", dir=path.parent))
@@ -136,6 +141,8 @@ def save_checkpoint(
             "modalities": {n: p.preprocess_state() for n, p in modalities.items()},
         }
         write_text_atomic(staging / PREPROCESS_FILE, json.dumps(preprocess, indent=1, sort_keys=True))
+        for name, data in (extra_json or {}).items():
+            write_text_atomic(staging / name, json.dumps(data, indent=1, sort_keys=True))
         if trainer_state is not None:
             state: dict[str, Any] = {**trainer_state, "rng": _rng_state()}
             if optimizer is not None:
@@ -174,6 +181,12 @@ def check_checkpoint_path(path: str | Path) -> Path:
     if missing:
         raise CheckpointError(f"{path} is not a complete medclip checkpoint: missing {', '.join(missing)}")
     return path
+
+
+def read_data_provenance(path: str | Path) -> dict[str, Any] | None:
+    """The data provenance saved with a checkpoint (None for checkpoints saved without it)."""
+    file = Path(path) / DATA_FILE
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def read_config(path: str | Path) -> ExperimentConfig:

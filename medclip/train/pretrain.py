@@ -63,6 +63,19 @@ def prepare_data(config: ExperimentConfig, modalities: dict[str, Modality], fit:
     return manifest, splits, datasets, summary
 
 
+def data_provenance(manifest, datasets) -> dict[str, Any]:
+    """What a checkpoint records about its data: enough to refuse evaluating on patients it was trained on.
+
+    Only pseudonyms are stored (never raw identifiers), with the manifest's hash and the key's fingerprint: an
+    evaluation under another key cannot match patients and is told so.
+    """
+    return {
+        "manifest_sha256": manifest.manifest_hash(),
+        "pseudonym_key_fingerprint": manifest.key_fingerprint,
+        "patients": {split: sorted({row.patient for row in dataset.rows()}) for split, dataset in datasets.items()},
+    }
+
+
 def pretrain(config: ExperimentConfig, runtime: Runtime | None = None) -> PretrainResult:
     """Run one pretraining job; returns where the checkpoint is and the final training values.
 
@@ -91,6 +104,7 @@ def pretrain(config: ExperimentConfig, runtime: Runtime | None = None) -> Pretra
         model = build_model(config, modalities)
         criterion = build_loss(config.loss)
         out_dir = Path(config.out)
+        provenance = data_provenance(manifest, datasets)
         trainer = Trainer(
             config,
             modalities,
@@ -101,6 +115,7 @@ def pretrain(config: ExperimentConfig, runtime: Runtime | None = None) -> Pretra
             runtime=runtime,
             out_dir=out_dir,
             on_skipped=lambda markers: summary.add_markers(markers),
+            provenance=provenance,
         )
         if resume is not None:
             trainer.resume(resume)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..experiment import ExperimentConfig
 from ..inference import move_to_device
 from ..types import Modality
-from .checkpoint import load_trainer_state, load_weights, save_checkpoint
+from .checkpoint import DATA_FILE, load_trainer_state, load_weights, save_checkpoint
 from .launch import Runtime, autocast_context
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
@@ -51,6 +51,7 @@ class Trainer:
         runtime: process rank/world/device from ``setup_runtime``.
         out_dir: where logs and checkpoints go.
         on_skipped: called with each batch's list of skipped-row markers (for the run summary).
+        provenance: JSON-able description of the training data, saved with every checkpoint.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class Trainer:
         runtime: Runtime,
         out_dir: str | Path,
         on_skipped: Callable[[list], None] | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         self.config, self.train_config = config, config.train
         self.modalities = modalities
@@ -73,6 +75,7 @@ class Trainer:
         self.train_dataset, self.collate = train_dataset, collate
         self.out_dir = Path(out_dir)
         self.on_skipped = on_skipped
+        self.provenance = dict(provenance or {})
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         self.step = 0
@@ -109,6 +112,7 @@ class Trainer:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             trainer_state=state,
+            extra_json={DATA_FILE: self.provenance} if self.provenance else None,
         )
 
     def _loader(self) -> DataLoader:
