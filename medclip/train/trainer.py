@@ -89,7 +89,6 @@ class Trainer:
             # find_unused_parameters: a batch may lack a modality entirely, leaving its encoder unused.
             self.wrapped = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
             self._broadcast_loss_state()
-            self._broadcast_loss_state()
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -211,16 +210,6 @@ class Trainer:
         logger.close()
         self._save_on_main()
         return last
-
-    def _broadcast_loss_state(self) -> None:
-        """Start every rank from rank 0's loss parameters, as DDP does for the model's.
-
-        ``pretrain`` seeds rank r with ``train.seed + r``, so a loss whose parameters are drawn from the RNG (e.g.
-        prototypes) would otherwise start differently on each process; the criterion is not DDP-wrapped.
-        """
-        with torch.no_grad():
-            for tensor in [*self.criterion.parameters(), *self.criterion.buffers()]:
-                torch.distributed.broadcast(tensor, src=0)
 
     def _broadcast_loss_state(self) -> None:
         """Start every rank from rank 0's loss parameters, as DDP does for the model's.
