@@ -92,3 +92,22 @@ def test_every_shipped_config_is_valid(recipe_name, path):
     experiment = getattr(loaded, "pretrain", loaded)
     assert build_modalities(experiment)
     assert build_loss(experiment.loss)
+
+
+def test_pretrain_and_resume_from_the_cli(pbmc_manifest, tmp_path, capsys):
+    """`medclip pretrain --config ... key=value --out DIR`, then `--resume`, on a real-format manifest."""
+    from conftest import SMALL_EXPERIMENT
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"modalities": {"expression": {}, "report": {}}}))
+    out = tmp_path / "out"
+    base = ["pretrain", "--config", str(path), "--out", str(out), f"data.manifest={pbmc_manifest}", *SMALL_EXPERIMENT]
+    assert main([*base, "train.steps=4", "train.stop_at=2"]) == 0
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    assert main([*base, "train.steps=4", "--resume", str(out / "checkpoint")]) == 0
+    assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["loss"] > 0 and metrics["data"]["skipped_rows"] == 0
+    assert (out / "training_curve.png").stat().st_size > 1000
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # the resumed run appended steps 3 and 4 to the same log

@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,21 @@ logger = logging.getLogger("medclip.data")
 UNREADABLE = "unreadable"  # reason for a load failure that is not a ModalityError (a corrupt file, a library error)
 TRANSFORM_FAILED = "transform_failed"  # reason for a transform failure that is not a ModalityError
 UNRESOLVABLE = "unresolvable"  # reason for a cell that ``Modality.resolve`` cannot turn into a reference
+
+
+def _reference_exists(reference: Any) -> bool:
+    """False when a reference names a file or folder that is not there: a path, or a mapping with a "path" entry.
+
+    Checked up front for every split, so a missing file is reported before training instead of whenever (if ever)
+    its row is first drawn. Inline values (report text) have no path and always pass.
+    """
+    if isinstance(reference, Mapping):
+        reference = reference.get("path")
+        if isinstance(reference, str):
+            reference = Path(reference)
+    if isinstance(reference, os.PathLike):
+        return os.path.exists(reference)
+    return True
 
 
 def _reason(error: Exception, default: str) -> str:
@@ -114,7 +130,7 @@ class ManifestDataset(Dataset):
                 self.summary.add(row.row_number, name, _reason(error, UNRESOLVABLE), type(error).__name__)
                 usable = False
                 continue
-            if isinstance(reference, os.PathLike) and not os.path.exists(reference):
+            if not _reference_exists(reference):
                 self.summary.add(row.row_number, name, "missing_file", FileNotFoundError.__name__)
                 usable = False
             references[name] = reference
