@@ -7,6 +7,7 @@ modality is present, so padding placeholders never reach an encoder (an all-padd
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .types import EncoderInput, EncoderOutput, present_rows
+
+
+def patient_keys(patient_ids: Any) -> Tensor:
+    """Pseudonymised patient ids (strings) -> (B,) int64 keys, stable across processes (not Python's salted hash)."""
+    digests = [hashlib.blake2b(str(pid).encode(), digest_size=8).digest() for pid in patient_ids]
+    return torch.tensor([int.from_bytes(digest, "little") >> 1 for digest in digests], dtype=torch.long)  # (B,)
 
 
 def select_rows(inputs: EncoderInput, rows: Tensor) -> EncoderInput:
@@ -109,6 +116,8 @@ class ContrastiveModel(nn.Module):
             token_masks: name -> (B, T) bool, True for real tokens.
             masks: name -> (B,) bool, True where the sample has the modality.
             labels: (B, K) float with NaN for unknown, or None.
+            patient_ids: (B,) int64 stable keys of the batch's pseudonymised ``patient_id`` (equal ids, equal keys on
+                every process), or None; multi-positive losses treat studies of one patient as positives.
             logit_scale: scalar tensor.
         """
         features: dict[str, Tensor] = {}
@@ -154,8 +163,15 @@ class ContrastiveModel(nn.Module):
             "token_masks": token_masks,
             "masks": masks,
             "labels": batch.get("labels"),
+            "patient_ids": self._patient_keys(batch),
             "logit_scale": self.logit_scale(),
         }
+
+    def _patient_keys(self, batch: Mapping[str, Any]) -> Tensor | None:
+        patient_ids = batch.get("patient_id")
+        if patient_ids is None:
+            return None
+        return patient_keys(patient_ids).to(self.log_logit_scale.device)
 
     def _embed_dim(self, name: str) -> int:
         for module in reversed(list(self.heads[name].modules())):

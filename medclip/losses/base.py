@@ -196,6 +196,7 @@ class PairwiseContrastiveLoss(nn.Module):
         for (a, b), mask, count in zip(pairs, pair_masks, global_counts.tolist(), strict=True):
             if count == 0:  # nothing to contrast anywhere: every rank skips this pair alike
                 continue
+            self.pair_names = (a, b)  # for subclasses whose pair loss needs per-modality outputs (e.g. CWCL)
             value = self.pair_loss(features[a], features[b], logit_scale, mask)
             values.append(value)
             metrics[f"{self.name}/{a}-{b}"] = value.detach()

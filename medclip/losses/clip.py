@@ -21,6 +21,7 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import ConfigError
 from ..distributed import (
     all_gather_no_grad,
     all_gather_with_grad,
@@ -110,7 +111,20 @@ class ClipLossConfig(PairwiseLossConfig):
     """Options of the ``clip`` loss: ``weight``, ``pairs``, ``anchor``, ``distributed`` (see PairwiseLossConfig).
 
     The temperature is not here: it is the model's learnable logit scale, shared by every loss.
+
+    Attributes:
+        tiled_above: when the global batch (local batch x processes) is larger than this, use ``tiled_clip_loss``
+            (same value and gradients, O(B * D) memory instead of O(B^2)); 0 = always tiled.
+        tile_size: block edge of the tiled path.
     """
+
+    tiled_above: int = 4096  # below, plain logits are small and autograd is as fast
+    tile_size: int = 1024  # a 1024 x 1024 fp32 block is 4 MiB
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tiled_above < 0 or self.tile_size < 1:
+            raise ConfigError(f"need tiled_above >= 0 and tile_size >= 1, got {self.tiled_above}, {self.tile_size}")
 
 
 @register_loss("clip")
@@ -124,4 +138,11 @@ class ClipLoss(PairwiseContrastiveLoss):
     config: ClipLossConfig
 
     def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
+        global_batch = features_a.shape[0] * (get_world_size() if self.config.distributed else 1)
+        if global_batch > self.config.tiled_above:  # equal local batch sizes: every rank takes the same path
+            from .tiled import tiled_clip_loss
+
+            return tiled_clip_loss(
+                features_a, features_b, logit_scale, mask, self.config.distributed, self.config.tile_size
+            )
         return clip_loss(features_a, features_b, logit_scale, mask, distributed=self.config.distributed)
