@@ -47,7 +47,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress: bool = True
     stop_at: int = 0  # stop (with a checkpoint) after this step although the schedule runs to `steps`; 0 = run all
-    resume: str = ""  # a checkpoint directory to continue from (weights, optimizer, RNG, sample order)
+    resume: str = ""  # a checkpoint directory to continue from, or "auto": this run's own checkpoint if there is one
+    max_nonfinite_steps: int = 10  # consecutive NaN/inf steps (skipped, counted) before training stops
 
 
 @dataclass

@@ -130,11 +130,20 @@ def save_checkpoint(
     ``extra_json`` maps file names to JSON-able data written into the same directory (e.g. the data provenance).
     """
     path = Path(path)
+    weights = weights_state(model, criterion)
+    non_finite = [
+        key for key, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if non_finite:
+        raise CheckpointError(
+            f"refusing to save non-finite weights ({len(non_finite)} tensors, e.g. {non_finite[0]}); "
+            "the previous checkpoint is kept"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".staging", dir=path.parent))
     try:
         metadata = {"format": "pt", "medclip_version": __version__}
-        write_atomic(staging / MODEL_FILE, lambda temp: save_file(weights_state(model, criterion), str(temp), metadata))
+        write_atomic(staging / MODEL_FILE, lambda temp: save_file(weights, str(temp), metadata))
         write_text_atomic(staging / CONFIG_FILE, _yaml(to_dict(config)))
         preprocess = {
             "medclip_version": __version__,

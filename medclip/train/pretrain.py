@@ -63,6 +63,23 @@ def prepare_data(config: ExperimentConfig, modalities: dict[str, Modality], fit:
     return manifest, splits, datasets, summary
 
 
+def resolve_resume(config: ExperimentConfig) -> Path | None:
+    """The checkpoint to continue from: ``train.resume`` as given, or with "auto" this run's own latest one.
+
+    "auto" is what job scripts that may be pre-empted or killed use: the first run starts fresh, every restart
+    continues from the newest complete checkpoint (repairing an interrupted checkpoint swap first).
+    """
+    from .resilience import recover_checkpoint_dir
+
+    if config.train.resume != "auto":
+        return Path(config.train.resume) if config.train.resume else None
+    found = recover_checkpoint_dir(Path(config.out) / "checkpoint")
+    if found is not None and (found / "trainer_state.json").is_file():
+        log.info("train.resume=auto: continuing from the run's own checkpoint")
+        return found
+    return None
+
+
 def data_provenance(manifest, datasets) -> dict[str, Any]:
     """What a checkpoint records about its data: enough to refuse evaluating on patients it was trained on.
 
@@ -87,7 +104,7 @@ def pretrain(config: ExperimentConfig, runtime: Runtime | None = None) -> Pretra
     from ..losses import build_loss
     from .trainer import Trainer
 
-    resume = config.train.resume or None
+    resume = resolve_resume(config)
     own_runtime = runtime is None
     runtime = runtime or setup_runtime(config.train.device)
     try:

@@ -24,6 +24,7 @@ from .checkpoint import DATA_FILE, load_trainer_state, load_weights, save_checkp
 from .launch import Runtime, autocast_context
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
+from .resilience import NonFiniteGuard, PreemptionFlag
 from .sampler import ResumableBatchSampler
 
 
@@ -80,6 +81,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         self.step = 0
         self.consumed_batches = 0
+        self.skipped_nonfinite_steps = 0
         self.empty_batches = 0
         self.wrapped = self.model
         if runtime.distributed:
@@ -159,9 +161,24 @@ class Trainer:
 
             progress = tqdm(total=config.steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
         self.model.train()
+        last_step = min(config.steps, config.stop_at) if config.stop_at > 0 else config.steps
+        guard = NonFiniteGuard(config.max_nonfinite_steps, distributed=self.runtime.distributed)
+        preemption = PreemptionFlag()
+        try:
+            last = self._train_until(last_step, batches, logger, progress, guard, preemption)
+        finally:
+            preemption.close()
+            if progress is not None:
+                progress.close()
+            logger.close()
+        self.skipped_nonfinite_steps = guard.skipped
+        self._save_on_main()
+        return last
+
+    def _train_until(self, last_step, batches, logger, progress, guard, preemption) -> dict[str, float]:
+        config = self.train_config
         last: dict[str, float] = {}
         window_samples, window_start = 0, time.perf_counter()
-        last_step = min(config.steps, config.stop_at) if config.stop_at > 0 else config.steps
         while self.step < last_step:
             totals: dict[str, float] = {}
             for micro_step in range(config.grad_accum):
@@ -185,10 +202,14 @@ class Trainer:
                         list(self.model.parameters()) + list(self.criterion.parameters()), config.clip_grad_norm
                     )
                 )
-            self.optimizer.step()
+            if guard.step_is_finite(totals["loss"], totals.get("grad_norm")):
+                self.optimizer.step()
+            # A skipped step still advances the schedule and the step count, so the sample order and the
+            # learning-rate curve stay those of an uninterrupted run.
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
+            totals["skipped_nonfinite_steps"] = guard.skipped
             if progress is not None:
                 progress.update(1)
             if self.step % max(1, config.log_every) == 0 or self.step == last_step:
@@ -205,10 +226,10 @@ class Trainer:
                 window_samples, window_start = 0, time.perf_counter()
             if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < last_step:
                 self._save_on_main()
-        if progress is not None:
-            progress.close()
-        logger.close()
-        self._save_on_main()
+            if preemption.agreed(self.runtime.distributed):
+                if self.runtime.is_main:
+                    print(f"medclip: SIGTERM received; checkpoint at step {self.step}; continue with train.resume=auto")
+                break
         return last
 
     def _broadcast_loss_state(self) -> None:
