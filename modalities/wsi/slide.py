@@ -1,0 +1,209 @@
+"""``Slide``: one open whole-slide image, read at a target resolution with reason-coded errors.
+
+Coordinates throughout medclip are level-0 pixels of a patch's top-left corner (OpenSlide's convention), so a
+coordinate means the same place whatever level a patch is read from. ``read_patch`` picks the coarsest pyramid level
+at least as fine as the target MPP and resizes from there (a 0.5 MPP patch of a slide with 0.25 / 1.0 MPP levels
+is read at 0.25 and halved); when the target equals a level's MPP there is no resize and a grid with stride = tile
+size is tile-aligned.
+
+Errors are ``ModalityError`` with a reason: ``missing_file``, ``unreadable`` (the file cannot be opened),
+``no_mpp`` (no resolution metadata and no ``assume_mpp``), ``unreadable_level`` (a level's tiles fail to decode),
+``out_of_bounds``. Messages never contain the path or slide metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medclip.types import ModalityError
+
+from .backends import READERS, Level, SlideBackend
+
+# A level whose MPP is within this fraction of the target counts as the target resolution (scanners report 0.2527).
+MPP_TOLERANCE = 0.01
+# Slides kept open per process; the least recently used one is closed beyond this.
+MAX_OPEN_SLIDES = 16
+WHITE = 255  # glass: the padding outside the slide
+
+
+class Slide:
+    """An open slide with its reader.
+
+    Args:
+        path: the slide file.
+        reader: a name in ``backends.READERS``.
+        assume_mpp: MPP to use when the slide has none (0 = none: ``mpp`` is None and MPP-based reads refuse).
+    """
+
+    def __init__(self, path: str | os.PathLike, reader: str = "tiffslide", assume_mpp: float = 0.0) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ModalityError("missing_file", "the slide file does not exist")
+        backend_class = READERS.get(reader)
+        try:
+            self.backend: SlideBackend = backend_class(path)
+        except ImportError:
+            raise
+        except Exception as error:  # each library raises its own types; the message could hold the path
+            raise ModalityError(
+                "unreadable", f"the slide could not be opened by the {reader} reader ({type(error).__name__})"
+            ) from None
+        self.reader = reader
+        self.levels: list[Level] = self.backend.levels
+        if not self.levels:
+            raise ModalityError("unreadable", f"the {reader} reader found no pyramid level in the slide")
+        mpp = self.backend.mpp
+        self.mpp_source = "slide" if mpp is not None else ("assumed" if assume_mpp > 0 else "none")
+        self.mpp: float | None = (mpp[0] + mpp[1]) / 2 if mpp is not None else (assume_mpp or None)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(width, height) of level 0."""
+        return self.levels[0].width, self.levels[0].height
+
+    def require_mpp(self) -> float:
+        """The level-0 MPP, or ``no_mpp`` when the slide has no resolution metadata."""
+        if self.mpp is None:
+            raise ModalityError(
+                "no_mpp",
+                "the slide has no microns-per-pixel metadata; set wsi.assume_mpp if you know the scanner's resolution, "
+                "or reference patches by level",
+            )
+        return self.mpp
+
+    def level_mpp(self, level: int) -> float:
+        return self.require_mpp() * self.levels[level].downsample
+
+    def level_for_mpp(self, target_mpp: float) -> int:
+        """The coarsest level at least as fine as ``target_mpp`` (level 0 when the target is finer than the scan)."""
+        base = self.require_mpp()
+        fine_enough = [
+            index
+            for index, level in enumerate(self.levels)
+            if base * level.downsample <= target_mpp * (1 + MPP_TOLERANCE)
+        ]
+        return max(fine_enough, key=lambda index: self.levels[index].downsample) if fine_enough else 0
+
+    # --- reading --------------------------------------------------------------------------------------------------
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """(height, width, 3) uint8 at ``level``, top-left at level-0 (x, y); outside the slide is white.
+
+        Raises:
+            ModalityError: ``out_of_bounds`` (no overlap with the slide at all) or ``unreadable_level``.
+        """
+        if not 0 <= level < len(self.levels):
+            raise ModalityError("bad_reference", f"level {level} does not exist; the slide has {len(self.levels)}")
+        info = self.levels[level]
+        left = int(np.floor(x / info.downsample))  # level pixels
+        top = int(np.floor(y / info.downsample))
+        inner_left, inner_top = max(left, 0), max(top, 0)
+        inner_right, inner_bottom = min(left + width, info.width), min(top + height, info.height)
+        if inner_right <= inner_left or inner_bottom <= inner_top:
+            raise ModalityError("out_of_bounds", "the requested patch lies entirely outside the slide")
+        try:
+            inner = self.backend.read(level, inner_left, inner_top, inner_right - inner_left, inner_bottom - inner_top)
+        except ModalityError:
+            raise
+        except Exception as error:
+            raise ModalityError(
+                "unreadable_level", f"level {level} of the slide could not be read ({type(error).__name__})"
+            ) from None
+        if inner.shape[:2] == (height, width):
+            return inner
+        region = np.full((height, width, 3), WHITE, dtype=np.uint8)  # (H, W, 3)
+        region[inner_top - top : inner_bottom - top, inner_left - left : inner_right - left] = inner
+        return region
+
+    def patch_extent(self, size: int, mpp: float) -> float:
+        """Level-0 pixels covered by ``size`` pixels at ``mpp``."""
+        return size * mpp / self.require_mpp()
+
+    def read_patch(self, x: int, y: int, size: int, mpp: float) -> np.ndarray:
+        """A (size, size, 3) uint8 patch at ``mpp`` whose top-left is level-0 (x, y): level choice, then resize."""
+        level = self.level_for_mpp(mpp)
+        extent = self.patch_extent(size, mpp)  # level-0 pixels
+        level_size = max(1, round(extent / self.levels[level].downsample))
+        region = self.read_region(x, y, level, level_size, level_size)
+        if level_size == size:
+            return region
+        # Area averaging when shrinking avoids aliasing nuclei texture; bicubic when the scan is coarser than asked.
+        method = Image.Resampling.BOX if level_size > size else Image.Resampling.BICUBIC
+        return np.asarray(Image.fromarray(region).resize((size, size), method))
+
+    def read_patches(
+        self, coordinates: Sequence[tuple[int, int]] | np.ndarray, size: int, mpp: float, threads: int = 1
+    ) -> np.ndarray:
+        """Patches at level-0 top-left ``coordinates`` (N, 2) -> (N, size, size, 3) uint8, read in ``threads``."""
+        coordinates = np.asarray(coordinates, dtype=np.int64).reshape(-1, 2)  # (N, 2)
+        out = np.empty((len(coordinates), size, size, 3), dtype=np.uint8)  # (N, S, S, 3)
+
+        def read_one(index: int) -> None:
+            out[index] = self.read_patch(int(coordinates[index, 0]), int(coordinates[index, 1]), size, mpp)
+
+        if threads <= 1 or len(coordinates) <= 1:
+            for index in range(len(coordinates)):
+                read_one(index)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(read_one, range(len(coordinates))))  # list(): re-raises the first error
+        return out
+
+    def thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
+        """The whole slide, longest side at most ``max_side`` -> (image (h, w, 3) uint8, level-0 pixels per pixel).
+
+        Read from the coarsest level whose longest side is still at least ``max_side`` (level 0 for a small slide).
+        """
+        candidates = [index for index, level in enumerate(self.levels) if max(level.width, level.height) >= max_side]
+        level = max(candidates, key=lambda i: self.levels[i].downsample) if candidates else 0
+        info = self.levels[level]
+        image = self.read_region(0, 0, level, info.width, info.height)
+        scale = max(info.width, info.height) / max_side
+        if scale > 1:
+            size = (max(1, round(info.width / scale)), max(1, round(info.height / scale)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+        width0 = self.levels[0].width
+        return image, width0 / image.shape[1]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+_OPEN: OrderedDict[tuple[str, str, float, int], Slide] = OrderedDict()
+_OPEN_PID = os.getpid()
+
+
+def open_slide(path: str | os.PathLike, reader: str = "tiffslide", assume_mpp: float = 0.0) -> Slide:
+    """The cached open ``Slide`` for ``path`` in this process (DataLoader workers reopen after fork)."""
+    global _OPEN_PID
+    if os.getpid() != _OPEN_PID:  # a forked worker must not share the parent's file handles
+        _OPEN.clear()
+        _OPEN_PID = os.getpid()
+    absolute = Path(path).expanduser().absolute()
+    try:
+        modified = absolute.stat().st_mtime_ns  # a rewritten file is reopened, never served from a stale handle
+    except OSError:
+        raise ModalityError("missing_file", "the slide file does not exist") from None
+    key = (str(absolute), reader, float(assume_mpp), modified)
+    if key in _OPEN:
+        _OPEN.move_to_end(key)
+        return _OPEN[key]
+    slide = Slide(key[0], reader=reader, assume_mpp=assume_mpp)
+    _OPEN[key] = slide
+    while len(_OPEN) > MAX_OPEN_SLIDES:
+        _, oldest = _OPEN.popitem(last=False)
+        oldest.close()
+    return slide
+
+
+def close_slides() -> None:
+    """Close every cached slide of this process (tests and long-running services)."""
+    while _OPEN:
+        _, slide = _OPEN.popitem(last=False)
+        slide.close()

@@ -1,0 +1,100 @@
+"""Tile-aligned reading straight from a tiled TIFF level: the fast path of medclip's slide reader.
+
+A pyramidal TIFF stores each level as a grid of independently compressed tiles. Reading a patch means reading the
+bytes of the tiles it covers (``os.pread``: no shared file position, so threads never contend) and decoding them
+(imagecodecs, which releases the GIL, so threads decode in parallel). A patch that is exactly one tile - the grid
+is tile-aligned whenever the patch size is the tile size and the target MPP is a level's MPP - is one read and one
+decode, with no copy. Only the pages of the slide's pyramid are ever touched: associated label and macro images
+(which can show a burned-in patient name) are separate pages this reader never opens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+# Decoded tiles are RGB uint8; pages in other layouts (planar, 16-bit, ...) are read by the backend itself.
+SUPPORTED_SAMPLES = (1, 3, 4)
+
+
+class TiledLevel:
+    """Random access to the tiles of one TIFF page (one pyramid level).
+
+    Args:
+        page: the ``tifffile.TiffPage`` of the level (tiled, contiguous, uint8).
+        path: the slide file, opened here once for ``os.pread``.
+    """
+
+    def __init__(self, page, path: str | os.PathLike) -> None:
+        self.width = int(page.imagewidth)
+        self.height = int(page.imagelength)
+        self.tile_width = int(page.tilewidth)
+        self.tile_height = int(page.tilelength)
+        self.tiles_across = -(-self.width // self.tile_width)
+        self.samples = int(page.samplesperpixel)
+        self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        self._byte_counts = np.asarray(page.databytecounts, dtype=np.int64)
+        self._decode = page.decode  # tifffile's decoder for this page's compression, predictor and JPEG tables
+        self._jpeg_tables = page.jpegtables
+        self._descriptor = os.open(os.fspath(path), os.O_RDONLY)
+        self._closed = threading.Event()
+
+    @staticmethod
+    def supports(page) -> bool:
+        """Whether ``page`` can be read tile by tile here (else the backend's own reader is used)."""
+        return bool(
+            page.is_tiled
+            and page.dtype == np.uint8
+            and page.samplesperpixel in SUPPORTED_SAMPLES
+            and (page.samplesperpixel == 1 or page.planarconfig == 1)  # 1 = contiguous RGBRGB...
+            and page.imagedepth == 1
+            and len(page.dataoffsets) == -(-page.imagewidth // page.tilewidth) * -(-page.imagelength // page.tilelength)
+        )
+
+    def tile(self, column: int, row: int) -> np.ndarray:
+        """Decode tile (column, row) -> (tile_height, tile_width, 3) uint8 RGB; a tile never written is white."""
+        index = row * self.tiles_across + column
+        byte_count = int(self._byte_counts[index])
+        if byte_count == 0:  # sparse TIFF: scanners skip empty (background) tiles
+            return np.full((self.tile_height, self.tile_width, 3), 255, dtype=np.uint8)
+        data = os.pread(self._descriptor, byte_count, int(self._offsets[index]))
+        if len(data) != byte_count:
+            raise OSError("the slide file ended inside a tile")
+        decoded = self._decode(data, index, jpegtables=self._jpeg_tables)[0]  # (1, th, tw, S) or (th, tw, S)
+        decoded = decoded.reshape(self.tile_height, self.tile_width, self.samples)  # (th, tw, S)
+        if self.samples == 1:
+            return np.repeat(decoded, 3, axis=2)  # grey -> RGB, (th, tw, 3)
+        return decoded[:, :, :3] if self.samples == 4 else decoded  # RGBA -> RGB
+
+    def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """The in-bounds region at (x, y) of this level, (height, width, 3) uint8, assembled from its tiles."""
+        first_column, first_row = x // self.tile_width, y // self.tile_height
+        last_column, last_row = (x + width - 1) // self.tile_width, (y + height - 1) // self.tile_height
+        if (
+            first_column == last_column
+            and first_row == last_row
+            and x % self.tile_width == 0
+            and y % self.tile_height == 0
+            and width == self.tile_width
+            and height == self.tile_height
+        ):
+            return self.tile(first_column, first_row)  # the tile-aligned fast path: no copy
+        region = np.empty((height, width, 3), dtype=np.uint8)  # (H, W, 3)
+        for row in range(first_row, last_row + 1):
+            for column in range(first_column, last_column + 1):
+                tile = self.tile(column, row)
+                tile_x, tile_y = column * self.tile_width, row * self.tile_height
+                left, top = max(x, tile_x), max(y, tile_y)
+                right = min(x + width, tile_x + self.tile_width)
+                bottom = min(y + height, tile_y + self.tile_height)
+                region[top - y : bottom - y, left - x : right - x] = tile[
+                    top - tile_y : bottom - tile_y, left - tile_x : right - tile_x
+                ]
+        return region
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            os.close(self._descriptor)
