@@ -1,8 +1,9 @@
 """Contrastive losses: pure functions + thin modules, registered by name, exact under torch.distributed.
 
-Importing this package registers the built-in losses (``list_losses()``; docs/losses.md describes each); third-party losses register with
-``@register_loss`` or through the ``medclip.losses`` entry-point group. ``build_loss(cfg.loss)`` turns the experiment
-config's ``loss`` section into the ``CombinedLoss`` the trainer calls on ``ContrastiveModel`` outputs.
+Importing this package registers the built-in losses (``list_losses()``, described in docs/losses.md);
+third-party losses register with ``@register_loss`` or through the ``medclip.losses`` entry-point group.
+``build_loss(cfg.loss)`` turns the experiment config's ``loss`` section into the ``CombinedLoss`` the trainer calls
+on ``ContrastiveModel`` outputs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .base import (
     zero_loss_connected_to,
 )
 from .clip import ClipLoss, ClipLossConfig, clip_loss
+from .multimodal import GramLoss, GramLossConfig, SymileLoss, SymileLossConfig, gram_loss, symile_loss
+from .prototype import PrototypeLoss, PrototypeLossConfig, prototype_loss, sinkhorn_knopp
 from .siglip import SigLipLoss, SigLipLossConfig, siglip_loss
 from .soft_label import (
     CwclLoss,
@@ -32,6 +35,14 @@ from .soft_label import (
     soft_label_loss,
 )
 from .tiled import tiled_clip_loss, tiled_cross_entropy
+from .token import (
+    FilipLoss,
+    FilipLossConfig,
+    TokenAlignmentLoss,
+    TokenAlignmentLossConfig,
+    filip_loss,
+    token_alignment_loss,
+)
 
 __all__ = [
     "LOSSES",
@@ -45,6 +56,22 @@ __all__ = [
     "SoftLabelLoss",
     "SoftLabelLossConfig",
     "cwcl_loss",
+    "FilipLoss",
+    "FilipLossConfig",
+    "GramLoss",
+    "GramLossConfig",
+    "PrototypeLoss",
+    "PrototypeLossConfig",
+    "SymileLoss",
+    "SymileLossConfig",
+    "TokenAlignmentLoss",
+    "TokenAlignmentLossConfig",
+    "filip_loss",
+    "gram_loss",
+    "prototype_loss",
+    "sinkhorn_knopp",
+    "symile_loss",
+    "token_alignment_loss",
     "multi_positive_loss",
     "soft_label_loss",
     "tiled_clip_loss",
