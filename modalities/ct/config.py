@@ -1,0 +1,78 @@
+"""``CTConfig``: the options of the ``ct`` modality (the ``modalities.ct`` section of a run's YAML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medclip.config import ConfigError
+from medclip.types import ModalityConfig
+from modalities.volume.encoders import resolve_spec
+from modalities.volume.geometry import check_orientation_code
+
+from .windows import parse_window
+
+
+@dataclass
+class CTConfig(ModalityConfig):
+    """Options of the CT plugin.
+
+    Attributes:
+        encoder: "vit" (3D ViT, patch tokens) or "resnet" (3D ResNet, feature-map tokens).
+        preset: "tiny" (CPU tests and demos) or "base" (GPUs); width/layers/heads/patch_size override it when set.
+        width: encoder hidden size; 0 = the preset's.
+        layers: ViT blocks / ResNet blocks per stage; 0 = the preset's.
+        heads: ViT attention heads; 0 = the preset's.
+        patch_size: ViT patch in voxels, one number or three; empty = the preset's.
+        dropout: dropout inside the transformer.
+        gradient_checkpointing: trade compute for memory in the ViT (large volumes on one GPU).
+        orientation: axis code every volume is reoriented to; RAS is nibabel's and most NIfTI tools' convention.
+        spacing: target voxel size in mm along the three output axes.
+        size: output volume shape after resampling (centre crop / pad with air, -1024 HU).
+        hu_windows: one input channel per window: names ("lung", "mediastinum", "bone", ...) or "level:width".
+        augment: train-time augmentation (small rotations/shifts/scaling, HU offset, noise); never left-right flips,
+            because reports name sides.
+        hu_shift: the largest random HU offset of the augmentation (scanner calibration differences).
+        cache_dir: folder of the preprocessing cache; empty = no cache (preprocess on every load).
+    """
+
+    encoder: str = "vit"
+    preset: str = "tiny"
+    width: int = 0
+    layers: int = 0
+    heads: int = 0
+    patch_size: list[int] = field(default_factory=list)
+    dropout: float = 0.0
+    gradient_checkpointing: bool = False
+    orientation: str = "RAS"
+    spacing: list[float] = field(default_factory=lambda: [3.0, 3.0, 3.0])  # 3 mm keeps the tiny preset CPU-sized
+    size: list[int] = field(default_factory=lambda: [112, 112, 96])  # ~34 x 34 x 29 cm at 3 mm: a whole chest
+    hu_windows: list[str] = field(default_factory=lambda: ["lung", "mediastinum", "bone"])
+    augment: bool = True
+    hu_shift: float = 20.0
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            check_orientation_code(self.orientation)
+            for window in self.hu_windows:
+                parse_window(window)
+            resolve_spec(
+                self.encoder,
+                self.preset,
+                max(1, len(self.hu_windows)),
+                self.size,
+                width=self.width,
+                layers=self.layers,
+                heads=self.heads,
+                patch_size=self.patch_size,
+            )
+        except (ValueError, KeyError) as error:
+            raise ConfigError(f"modalities.ct: {error}") from error
+        if not 1 <= len(self.hu_windows) <= 8:
+            raise ConfigError("modalities.ct.hu_windows must name 1 to 8 windows (one input channel each)")
+        if len(self.spacing) != 3 or any(value <= 0 for value in self.spacing):
+            raise ConfigError(f"modalities.ct.spacing must be three positive numbers (mm), got {self.spacing}")
+        if len(self.size) != 3 or any(value < 1 for value in self.size):
+            raise ConfigError(f"modalities.ct.size must be three positive integers, got {self.size}")
+        if self.hu_shift < 0:
+            raise ConfigError("modalities.ct.hu_shift must be >= 0")

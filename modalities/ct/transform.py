@@ -1,0 +1,57 @@
+"""The CT transform on a loaded sample: (deterministic preprocessing unless cached) -> HU windows -> augmentation.
+
+Output: ``sample["ct"]`` becomes a (C, I, J, K) float16 tensor in [0, 1], C = number of HU windows. float16 halves
+the memory of batches and of DataLoader worker transfers; the encoders cast to their own dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medclip.types import Sample
+from modalities.volume.augment import VolumeAugmentation
+from modalities.volume.pipeline import VolumePreprocessing, ensure_preprocessed
+
+from .windows import HUWindow, apply_windows
+
+
+class CTTransform:
+    """A picklable callable (DataLoader workers) applying the CT transform to samples that have a CT.
+
+    Args:
+        name: the sample key ("ct").
+        preprocessing: the deterministic steps (skipped when the sample comes preprocessed from the cache).
+        windows: HU windows, one channel each.
+        augmentation: train-time augmentation, or None.
+        hu_shift: largest random HU offset applied before windowing when augmenting.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        preprocessing: VolumePreprocessing,
+        windows: list[HUWindow],
+        augmentation: VolumeAugmentation | None = None,
+        hu_shift: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.preprocessing = preprocessing
+        self.windows = windows
+        self.augmentation = augmentation
+        self.hu_shift = hu_shift
+
+    def __call__(self, sample: Sample) -> Sample:
+        if self.name not in sample:
+            return sample
+        meta = sample[f"{self.name}_meta"]
+        hounsfield = ensure_preprocessed(sample[self.name], meta, self.preprocessing)  # (I, J, K) int16
+        hounsfield = np.asarray(hounsfield, dtype=np.float32)
+        if self.augmentation is not None and self.hu_shift > 0:
+            hounsfield = hounsfield + np.float32(torch.empty(()).uniform_(-self.hu_shift, self.hu_shift).item())
+        channels = apply_windows(hounsfield, self.windows)  # (C, I, J, K) float32
+        if self.augmentation is not None:
+            tensor = self.augmentation(channels)  # (C, I, J, K)
+        else:
+            tensor = torch.from_numpy(channels)
+        return {**sample, self.name: tensor.to(torch.float16)}

@@ -1,0 +1,55 @@
+"""Hounsfield-unit windows: each maps HU to [0, 1] over [level - width/2, level + width/2], one input channel each.
+
+Named windows are the radiology defaults; any window can also be written as "level:width" (e.g. "-600:1500").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medclip.registry import Registry
+
+
+@dataclass(frozen=True)
+class HUWindow:
+    level: float  # centre, HU
+    width: float  # HU
+
+    def apply(self, hounsfield: np.ndarray) -> np.ndarray:
+        low = self.level - self.width / 2.0
+        return np.clip((hounsfield - np.float32(low)) / np.float32(self.width), 0.0, 1.0)
+
+
+HU_WINDOWS: Registry[HUWindow] = Registry("HU window")
+HU_WINDOWS.register("lung", HUWindow(level=-600.0, width=1500.0))
+HU_WINDOWS.register("mediastinum", HUWindow(level=40.0, width=400.0))
+HU_WINDOWS.register("bone", HUWindow(level=400.0, width=1800.0))
+HU_WINDOWS.register("abdomen", HUWindow(level=40.0, width=350.0))
+HU_WINDOWS.register("brain", HUWindow(level=40.0, width=80.0))
+HU_WINDOWS.register("liver", HUWindow(level=60.0, width=160.0))
+
+
+def parse_window(text: str) -> HUWindow:
+    """A registered window name, or "level:width" in HU.
+
+    Raises:
+        ValueError: unknown name, malformed pair, or a non-positive width.
+    """
+    if ":" in text:
+        level, _, width = text.partition(":")
+        try:
+            window = HUWindow(level=float(level), width=float(width))
+        except ValueError as error:
+            raise ValueError(f"HU window {text!r} must be a name or 'level:width' in HU") from error
+        if window.width <= 0:
+            raise ValueError(f"HU window {text!r} needs a positive width")
+        return window
+    return HU_WINDOWS.get(text)
+
+
+def apply_windows(hounsfield: np.ndarray, windows: list[HUWindow]) -> np.ndarray:
+    """(I, J, K) HU -> (C, I, J, K) float32 in [0, 1], one channel per window."""
+    values = np.asarray(hounsfield, dtype=np.float32)
+    return np.stack([window.apply(values) for window in windows])  # (C, I, J, K)

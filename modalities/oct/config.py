@@ -1,0 +1,73 @@
+"""``OCTConfig``: the options of the ``oct`` modality (the ``modalities.oct`` section of a run's YAML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medclip.config import ConfigError
+from medclip.types import ModalityConfig
+from modalities.volume.encoders import resolve_spec
+
+from .normalize import OCT_NORMALIZATIONS
+
+
+@dataclass
+class OCTConfig(ModalityConfig):
+    """Options of the OCT plugin.
+
+    Attributes:
+        encoder: "vit" or "resnet" (the shared 3D encoders).
+        preset: "tiny" or "base"; width/layers/heads/patch_size override it when set.
+        width, layers, heads, patch_size, dropout, gradient_checkpointing: as for CT.
+        n_bscans: B-scans per volume after resampling (volumes differ: 25, 49, 97, 128 are common).
+        bscan_size: (lateral, axial) pixels of each B-scan after resampling.
+        normalization: per-volume intensity normalisation: "percentile" (low/high percentiles -> 0/1, clipped) or
+            "zscore" (mean 0, standard deviation 1). Devices differ in gain, so a fixed scale would not transfer.
+        percentiles: the low/high percentiles of "percentile".
+        augment: train-time augmentation (small affine, noise).
+        cache_dir: folder of the preprocessing cache; empty = none.
+    """
+
+    encoder: str = "vit"
+    preset: str = "tiny"
+    width: int = 0
+    layers: int = 0
+    heads: int = 0
+    patch_size: list[int] = field(default_factory=list)
+    dropout: float = 0.0
+    gradient_checkpointing: bool = False
+    n_bscans: int = 32
+    bscan_size: list[int] = field(default_factory=lambda: [128, 128])
+    normalization: str = "percentile"
+    percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
+    augment: bool = True
+    cache_dir: str = ""
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """Output volume shape (lateral, axial, B-scans)."""
+        return (int(self.bscan_size[0]), int(self.bscan_size[1]), int(self.n_bscans))
+
+    def __post_init__(self) -> None:
+        if len(self.bscan_size) != 2 or any(value < 1 for value in self.bscan_size) or self.n_bscans < 1:
+            raise ConfigError("modalities.oct: bscan_size must be two positive integers and n_bscans positive")
+        if self.normalization not in OCT_NORMALIZATIONS:
+            raise ConfigError(
+                f"modalities.oct.normalization {self.normalization!r} is unknown; use one of "
+                f"{', '.join(OCT_NORMALIZATIONS.names())}"
+            )
+        if len(self.percentiles) != 2 or not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ConfigError("modalities.oct.percentiles must be [low, high] with 0 <= low < high <= 100")
+        try:
+            resolve_spec(
+                self.encoder,
+                self.preset,
+                1,
+                self.size,
+                width=self.width,
+                layers=self.layers,
+                heads=self.heads,
+                patch_size=self.patch_size,
+            )
+        except (ValueError, KeyError) as error:
+            raise ConfigError(f"modalities.oct: {error}") from error

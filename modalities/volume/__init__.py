@@ -1,0 +1,23 @@
+"""Shared 3D imaging code of the CT and OCT plugins: readers (DICOM series, NIfTI, NumPy), geometry, deterministic
+preprocessing, the cache-aware loading pipeline, augmentation, 3D encoders and the chest CT phantom."""
+
+from .encoders import PRESETS, VOLUME_ENCODERS, VolumeEncoderSpec, build_volume_encoder, resolve_spec
+from .geometry import LPS_TO_RAS, check_affine, orientation_code, reorient, spacing_of
+from .preprocess import GeometrySpec, apply_geometry
+from .volume import Volume
+
+__all__ = [
+    "LPS_TO_RAS",
+    "PRESETS",
+    "VOLUME_ENCODERS",
+    "GeometrySpec",
+    "Volume",
+    "VolumeEncoderSpec",
+    "apply_geometry",
+    "build_volume_encoder",
+    "check_affine",
+    "orientation_code",
+    "reorient",
+    "resolve_spec",
+    "spacing_of",
+]

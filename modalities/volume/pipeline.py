@@ -1,0 +1,138 @@
+"""From a reference to a sample, through the preprocessing cache: the loading logic CT and OCT share.
+
+``VolumePreprocessing`` is the deterministic part (optional intensity step -> geometry -> storage dtype), with the
+fingerprint that keys the cache and travels with checkpoints. ``load_volume_sample`` either returns the cached
+result of it (a memory map: no DICOM parsing, no resampling) or reads the input, and, when a cache is configured,
+preprocesses and stores it. The sample's metadata says which: ``meta["preprocessed"]`` is the fingerprint hash of the
+preprocessing already applied, or None for a raw volume.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medclip.data.cache import PreprocessCache
+from medclip.data.pseudonym import KEY_ENV, KEY_FILE_ENV, Pseudonymizer
+from medclip.types import ModalityError, Sample
+
+from .preprocess import GeometrySpec, ResizeSpec, fingerprint_hash
+from .volume import Volume, geometry_meta, volume_meta
+
+# Arrays as stored in the cache / handed to augmentation: (I, J, K) in the storage dtype.
+IntensityStep = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class VolumePreprocessing:
+    """The deterministic preprocessing of one modality.
+
+    Attributes:
+        geometry: a ``GeometrySpec`` (orientation, spacing, size, pad value) or a ``ResizeSpec`` (fixed shape).
+        store: converts the float32 result to its compact storage dtype (int16 HU, float16 intensities).
+        before: an intensity step on the raw volume, before geometry (OCT's per-volume normalisation), or None.
+        settings: the remaining values that change the output (e.g. normalisation percentiles), for the fingerprint.
+    """
+
+    geometry: GeometrySpec | ResizeSpec
+    store: IntensityStep
+    before: IntensityStep | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            **self.geometry.fingerprint(),
+            "store": getattr(self.store, "__name__", type(self.store).__name__),
+            "before": None if self.before is None else getattr(self.before, "__name__", type(self.before).__name__),
+            **self.settings,
+        }
+
+    @functools.cached_property
+    def fingerprint_hash(self) -> str:
+        return fingerprint_hash(self.fingerprint())
+
+    def __call__(self, data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(I, J, K) raw -> (I', J', K') = ``geometry.size`` in the storage dtype, and its affine."""
+        values = self.before(data) if self.before is not None else data
+        resampled, new_affine = self.geometry.apply(values, affine)
+        return self.store(resampled), new_affine
+
+
+def preprocessed_meta(meta: Mapping[str, Any], array: np.ndarray, affine: np.ndarray, hash_: str) -> dict[str, Any]:
+    """Metadata of a preprocessed volume: its own geometry, the source's geometry as ``source_*``."""
+    source = {f"source_{key}": meta[key] for key in ("spacing", "orientation", "shape") if key in meta}
+    kept = {key: value for key, value in meta.items() if key not in ("spacing", "orientation", "shape", "affine")}
+    return {**kept, **source, **geometry_meta(array.shape, affine), "preprocessed": hash_}
+
+
+@functools.lru_cache(maxsize=4)
+def _pseudonymizer(_key_env: str | None, _key_file_env: str | None) -> Pseudonymizer:
+    return Pseudonymizer.from_environment()
+
+
+def study_pseudonym(study_key: str) -> str:
+    """The keyed pseudonym of a study (StudyInstanceUID or resolved path); the key comes from the environment."""
+    pseudonymizer = _pseudonymizer(os.environ.get(KEY_ENV), os.environ.get(KEY_FILE_ENV))
+    return pseudonymizer.pseudonym(study_key, kind="study")
+
+
+def load_volume_sample(
+    name: str,
+    path: Path,
+    read: Callable[[], Volume],
+    preprocessing: VolumePreprocessing,
+    cache: PreprocessCache | None,
+) -> Sample:
+    """``{name: array, f"{name}_meta": meta}``: from the cache when it has the input, else read (and cache) it.
+
+    Args:
+        name: the modality's sample key.
+        path: the input file or folder, whose content is hashed for the cache key.
+        read: reads the input as a ``Volume`` (only called on a cache miss or without a cache).
+        preprocessing: the deterministic preprocessing (run before storing in the cache).
+        cache: the cache, or None to return the raw volume (preprocessed later by the modality's transform).
+    """
+    if cache is None:
+        volume = read()
+        return {name: volume.data, f"{name}_meta": volume_meta(volume, study_pseudonym(volume.study_key))}
+    if not path.exists():
+        raise ModalityError("missing_file", "the input does not exist")
+    content = cache.content_hash(path)
+    hit = cache.get(content)
+    if hit is not None:
+        return {name: hit.array, f"{name}_meta": hit.meta}
+    volume = read()
+    meta = volume_meta(volume, study_pseudonym(volume.study_key))
+    array, affine = preprocessing(volume.data, volume.affine)
+    stored = cache.put(content, array, preprocessed_meta(meta, array, affine, preprocessing.fingerprint_hash))
+    return {name: stored.array, f"{name}_meta": stored.meta}
+
+
+def check_fingerprint(meta: Mapping[str, Any], preprocessing: VolumePreprocessing) -> None:
+    """Refuse a sample preprocessed (cached) with other settings than ``preprocessing`` (``preprocess_mismatch``)."""
+    done = meta.get("preprocessed")
+    if done is not None and done != preprocessing.fingerprint_hash:
+        raise ModalityError(
+            "preprocess_mismatch",
+            f"the input was preprocessed with settings {done} but this model expects {preprocessing.fingerprint_hash}",
+        )
+
+
+def ensure_preprocessed(sample_array: np.ndarray, meta: Mapping[str, Any], preprocessing: VolumePreprocessing):
+    """The preprocessed (I', J', K') array of a sample, running the deterministic steps unless already applied.
+
+    Raises:
+        ModalityError: ``preprocess_mismatch`` when the sample was preprocessed with other settings.
+    """
+    if meta.get("preprocessed") is None:
+        affine = np.asarray(meta["affine"], dtype=np.float64)
+        array, _ = preprocessing(np.asarray(sample_array), affine)
+        return array
+    check_fingerprint(meta, preprocessing)
+    return sample_array
