@@ -6,14 +6,47 @@ recipe (zero-shot diagnosis, report-to-scan retrieval, cell-type probing) scores
 
 from __future__ import annotations
 
+from .calibration import expected_calibration_error, reliability_curve
+from .classification import THRESHOLD_RULES, average_precision, choose_threshold, threshold_metrics
+from .findings import choose_thresholds, evaluate_findings, evaluate_multiclass
+from .hygiene import SeenPatientsError, check_unseen_patients, checkpoint_sha256, provenance_record
+from .index import INDEXES, EmbeddingIndex, build_index, load_index
 from .metrics import accuracy, auroc, bootstrap_ci, confusion, macro_f1
 from .plots import EMBEDDING_MAP_METHODS, plot_confusion, plot_embedding_map, plot_training_curve
 from .probe import linear_probe
+from .prompts import PromptSet, PromptSetError, read_prompt_set
+from .ranking import average_precision_per_query, finding_relevance, label_aware_retrieval, ndcg_per_query
 from .retrieval import mean_average_precision, median_rank, recall_at_k, retrieval_ranks, similarity
 from .zero_shot import class_embeddings, zero_shot_predict, zero_shot_scores
+from .zero_shot_binary import binary_zero_shot_scores
 
 __all__ = [
     "EMBEDDING_MAP_METHODS",
+    "INDEXES",
+    "THRESHOLD_RULES",
+    "EmbeddingIndex",
+    "PromptSet",
+    "PromptSetError",
+    "SeenPatientsError",
+    "average_precision",
+    "average_precision_per_query",
+    "binary_zero_shot_scores",
+    "build_index",
+    "check_unseen_patients",
+    "checkpoint_sha256",
+    "choose_threshold",
+    "choose_thresholds",
+    "evaluate_findings",
+    "evaluate_multiclass",
+    "expected_calibration_error",
+    "finding_relevance",
+    "label_aware_retrieval",
+    "load_index",
+    "ndcg_per_query",
+    "provenance_record",
+    "read_prompt_set",
+    "reliability_curve",
+    "threshold_metrics",
     "accuracy",
     "auroc",
     "bootstrap_ci",

@@ -39,7 +39,7 @@ def provenance_record(
     checkpoint: str | os.PathLike,
     manifest_sha256: str,
     pseudonym_key_fingerprint: str,
-    seed: int,
+    seed: int | None,
     prompt_set: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def provenance_record(
         checkpoint: checkpoint directory (only its weights' hash is recorded, not its path).
         manifest_sha256: hash of the evaluated manifest's bytes.
         pseudonym_key_fingerprint: which pseudonym key the manifest was read with.
-        seed: the run's seed (bootstrap, probe subsampling).
+        seed: the run's seed (bootstrap, probe subsampling); None for deterministic recipes without one.
         prompt_set: name, file hash and contents summary of the prompt set, for recipes that use prompts.
         **extra: recipe-specific settings (split, modalities, ...).
     """
@@ -61,7 +61,7 @@ def provenance_record(
         "manifest_sha256": manifest_sha256,
         "pseudonym_key_fingerprint": pseudonym_key_fingerprint,
         "prompt_set": dict(prompt_set) if prompt_set is not None else None,
-        "seed": int(seed),
+        "seed": None if seed is None else int(seed),
         **extra,
     }
 
