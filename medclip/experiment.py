@@ -49,6 +49,10 @@ class TrainConfig:
     stop_at: int = 0  # stop (with a checkpoint) after this step although the schedule runs to `steps`; 0 = run all
     resume: str = ""  # a checkpoint directory to continue from, or "auto": this run's own checkpoint if there is one
     max_nonfinite_steps: int = 10  # consecutive NaN/inf steps (skipped, counted) before training stops
+    parallel: str = "ddp"  # ddp | fsdp (FSDP2 sharding per encoder/block, for encoders too big to replicate)
+    compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
+    channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
+    grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
 
 
 @dataclass

@@ -380,15 +380,20 @@ def test_register_loss_rejects_what_cannot_be_configured():
 
 
 class _TinyEncoder(nn.Module):
-    """A real (small) encoder: a linear layer over a feature vector, returning pooled features."""
+    """A real (small) encoder: a linear layer over a feature vector, returning pooled features and 3 tokens (the
+    last one padding for samples whose first input is negative), as token-level losses need."""
 
     def __init__(self, input_dim: int, width: int) -> None:
         super().__init__()
         self.output_dim = width
         self.linear = nn.Linear(input_dim, width)
+        self.token_linear = nn.Linear(input_dim, 3 * width)
 
     def forward(self, inputs: Tensor) -> EncoderOutput:
-        return EncoderOutput(pooled=torch.tanh(self.linear(inputs)))
+        tokens = torch.tanh(self.token_linear(inputs)).reshape(inputs.shape[0], 3, self.output_dim)  # (B, 3, W)
+        token_mask = torch.ones(inputs.shape[0], 3, dtype=torch.bool)
+        token_mask[:, 2] = inputs[:, 0] >= 0
+        return EncoderOutput(pooled=torch.tanh(self.linear(inputs)), tokens=tokens, token_mask=token_mask)
 
 
 def tiny_model() -> ContrastiveModel:
@@ -398,11 +403,15 @@ def tiny_model() -> ContrastiveModel:
     return ContrastiveModel(encoders, heads)
 
 
+LOSS_OPTIONS = {"prototype": {"embed_dim": 6, "num_prototypes": 4}}  # tiny_model embeds into 6 dimensions
+SCALE_FREE_LOSSES = {"token", "prototype"}  # their temperatures are their own: the logit scale gets a zero gradient
+
+
 @pytest.mark.parametrize("name", list_losses())
 def test_every_registered_loss_trains_on_model_outputs(name):
     """timm-style: every registered loss runs on ContrastiveModel outputs and sends gradients to every parameter."""
     model = tiny_model()
-    loss = build_loss({name: 1.0})
+    loss = build_loss({name: LOSS_OPTIONS.get(name, 1.0)})
     generator = torch.Generator().manual_seed(1)
     batch = {
         "ecg": torch.randn(5, 12, generator=generator),
@@ -410,12 +419,18 @@ def test_every_registered_loss_trains_on_model_outputs(name):
         "report": torch.randn(5, 10, generator=generator),
         "report_mask": torch.tensor([True, False, True, True, True]),
         "labels": torch.full((5, 2), float("nan")),
+        "patient_id": ["p1", "p2", "p1", "p3", "p4"],
     }
     out = loss(**model(batch))
     assert torch.isfinite(out["loss"]) and out["loss"].item() > 0
     out["loss"].backward()
     for param_name, param in list(model.named_parameters()) + list(loss.named_parameters()):
+        reads_tokens = name in {"token", "filip"}
+        if ("token_linear" in param_name) != reads_tokens and "encoders" in param_name:
+            continue  # pooled-feature losses do not read the tokens, token-level losses not the pooled vector
         assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
+        if name in SCALE_FREE_LOSSES and param_name == "log_logit_scale":
+            continue
         assert param.grad.abs().sum() > 0, param_name
 
 

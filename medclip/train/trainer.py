@@ -20,10 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from ..experiment import ExperimentConfig
 from ..inference import move_to_device
 from ..types import Modality
-from .checkpoint import DATA_FILE, load_trainer_state, load_weights, save_checkpoint
+from .checkpoint import DATA_FILE, load_trainer_state, save_checkpoint
+from .gradcache import GradCache
 from .launch import Runtime, autocast_context
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
+from .parallel import build_parallel, prepare_model, to_channels_last
 from .resilience import NonFiniteGuard, PreemptionFlag
 from .sampler import ResumableBatchSampler
 
@@ -77,20 +79,29 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.on_skipped = on_skipped
         self.provenance = dict(provenance or {})
+        # --- scale-out (parallel.py): speed options, then DDP / FSDP wrapping. FSDP replaces the parameters with
+        # sharded ones, so the optimizer is built after wrapping ---
+        prepare_model(self.model, self.train_config.compile, self.train_config.channels_last)
+        self.parallel = build_parallel(self.train_config.parallel, runtime)
+        self.wrapped = self.parallel.wrap(self.model)
+        if runtime.distributed:
+            self._broadcast_loss_state()
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         self.step = 0
         self.consumed_batches = 0
         self.skipped_nonfinite_steps = 0
         self.empty_batches = 0
-        self.wrapped = self.model
-        if runtime.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-            # find_unused_parameters: a batch may lack a modality entirely, leaving its encoder unused.
-            self.wrapped = DistributedDataParallel(self.model, device_ids=device_ids, find_unused_parameters=True)
-            self._broadcast_loss_state()
+        # --- GradCache hook: encoders embed grad_cache_chunk rows at a time, the loss sees the whole batch ---
+        self.grad_cache: GradCache | None = None
+        if self.train_config.grad_cache_chunk > 0:
+            self.grad_cache = GradCache(
+                self.wrapped,
+                self.criterion,
+                self.train_config.grad_cache_chunk,
+                forward_context=lambda: autocast_context(self.train_config.precision, self.runtime.device),
+                convert=_to_float32,
+            )
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -98,12 +109,14 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint: weights, optimizer, scheduler, RNG, step and sample position."""
-        load_weights(path, self.model, self.criterion)
-        state = load_trainer_state(path, self.optimizer, self.scheduler)
+        # The checkpoint is full (unsharded) whatever strategy wrote it; the strategy loads (and re-shards) it.
+        self.parallel.load_checkpoint(path, self.model, self.criterion, self.optimizer)
+        state = load_trainer_state(path, None, self.scheduler)
         self.step = int(state["step"])
         self.consumed_batches = int(state["consumed_batches"])
 
-    def save(self, path: str | Path | None = None) -> Path:
+    def save(self, path: str | Path | None = None, full_state: tuple[Any, Any] = (None, None)) -> Path:
+        """Write the checkpoint (rank 0). ``full_state``: (model, optimizer) state dicts gathered by FSDP."""
         state = {"step": self.step, "consumed_batches": self.consumed_batches, "world_size": self.runtime.world_size}
         return save_checkpoint(
             path or self.checkpoint_dir,
@@ -115,6 +128,8 @@ class Trainer:
             scheduler=self.scheduler,
             trainer_state=state,
             extra_json={DATA_FILE: self.provenance} if self.provenance else None,
+            model_state=full_state[0],
+            optimizer_state=full_state[1],
         )
 
     def _loader(self) -> DataLoader:
@@ -183,25 +198,27 @@ class Trainer:
             totals: dict[str, float] = {}
             for micro_step in range(config.grad_accum):
                 batch = move_to_device(self._next_batch(batches), self.runtime.device)
+                if config.channels_last:
+                    batch = to_channels_last(batch)
                 last_micro = micro_step == config.grad_accum - 1
-                sync = nullcontext() if last_micro or not self.runtime.distributed else self.wrapped.no_sync()
+                sync = nullcontext() if last_micro else self.parallel.no_sync(self.wrapped)
                 with sync:
-                    with autocast_context(config.precision, self.runtime.device):
-                        outputs = self.wrapped(batch)
-                    outputs = _to_float32(outputs)
-                    losses = self.criterion(**outputs)
-                    (losses["loss"] / config.grad_accum).backward()
+                    if self.grad_cache is not None:  # --- GradCache hook (train.grad_cache_chunk > 0) ---
+                        losses = self.grad_cache.step(batch, loss_scale=1.0 / config.grad_accum)
+                    else:  # --- the plain step ---
+                        with autocast_context(config.precision, self.runtime.device):
+                            outputs = self.wrapped(batch)
+                        outputs = _to_float32(outputs)
+                        losses = self.criterion(**outputs)
+                        (losses["loss"] / config.grad_accum).backward()
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.grad_accum
                 window_samples += len(batch.get("row", [])) * self.runtime.world_size
             if self.runtime.distributed:
                 self._average_loss_gradients()
             if config.clip_grad_norm > 0:
-                totals["grad_norm"] = float(
-                    torch.nn.utils.clip_grad_norm_(
-                        list(self.model.parameters()) + list(self.criterion.parameters()), config.clip_grad_norm
-                    )
-                )
+                parameters = list(self.model.parameters()) + list(self.criterion.parameters())
+                totals["grad_norm"] = self.parallel.clip_grad_norm(parameters, config.clip_grad_norm)
             if guard.step_is_finite(totals["loss"], totals.get("grad_norm")):
                 self.optimizer.step()
             # A skipped step still advances the schedule and the step count, so the sample order and the
@@ -243,16 +260,20 @@ class Trainer:
                 torch.distributed.broadcast(tensor, src=0)
 
     def _average_loss_gradients(self) -> None:
-        """DDP averages the model's gradients; the loss's own parameters (e.g. SigLIP's bias) are averaged here."""
+        """DDP averages the model's gradients; the loss's own parameters (e.g. SigLIP's bias) are averaged here,
+        and so are model parameters the strategy leaves replicated (FSDP cannot shard the scalar logit scale)."""
         world_size = self.runtime.world_size
-        for parameter in self.criterion.parameters():
+        for parameter in [*self.criterion.parameters(), *self.parallel.replicated_parameters(self.model)]:
             if parameter.grad is not None:
                 torch.distributed.all_reduce(parameter.grad)
                 parameter.grad.div_(world_size)
 
     def _save_on_main(self) -> None:
+        # Gathering FSDP's full state is a collective: every rank takes part, rank 0 alone writes.
+        model_state = self.parallel.full_model_state(self.model)
+        optimizer_state = self.parallel.full_optimizer_state(self.model, self.criterion, self.optimizer)
         if self.runtime.is_main:
-            self.save()
+            self.save(full_state=(model_state, optimizer_state))
         if self.runtime.distributed:
             torch.distributed.barrier()
 
