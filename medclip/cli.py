@@ -23,7 +23,8 @@ from .registry import RegistryError
 
 
 def _recipe_parser(subparsers, name: str, recipe) -> None:
-    parser = subparsers.add_parser(name, help=getattr(recipe, "HELP", ""), description=getattr(recipe, "HELP", ""))
+    text = getattr(recipe, "HELP", "").replace("%", "%%")  # argparse treats help text as a %-format string
+    parser = subparsers.add_parser(name, help=text, description=text)
     parser.add_argument("--config", help="YAML config (defaults to the recipe's bundled config)")
     parser.add_argument("--out", help="output directory (same as out=DIR)")
     parser.add_argument("--resume", help="checkpoint directory to continue from (same as train.resume=DIR)")
