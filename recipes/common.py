@@ -85,6 +85,11 @@ def check_split_name(name: str, key: str = "split") -> str | None:
     return name
 
 
+def split_patients(manifest: Manifest, splits: dict[int, str], *names: str | None) -> set[str]:
+    """Patient pseudonyms of the rows in any of the splits ``names`` (None = every row): checked before embedding."""
+    return {row.patient for row in manifest.rows if None in names or splits.get(row.row_number) in names}
+
+
 def label_columns(manifest: Manifest, findings: Sequence[str]) -> list[int]:
     """Column indices of ``findings`` in ``manifest.label_names``; a missing one is an error naming the closest."""
     import difflib

@@ -41,7 +41,7 @@ class Config:
     out: str = "runs/embed"
     modalities: list[str] = field(default_factory=list)  # empty = every checkpoint modality the manifest has
     split: str = "all"  # all | train | val | test (the checkpoint's patient split)
-    rows_per_file: int = 4096  # manifest rows per Parquet part: an interruption loses at most one part
+    rows_per_file: int = 4096  # manifest rows per Parquet part (whole batches): an interruption loses one part at most
     resume: bool = True  # skip rows already written by an earlier run into the same out
     batch_size: int = 64
     num_workers: int = 0

@@ -38,7 +38,15 @@ from medclip.eval.report import (
     write_json,
     write_report,
 )
-from recipes.common import EmbeddedRows, check_split_name, embed_rows, label_columns, open_manifest, open_model
+from recipes.common import (
+    EmbeddedRows,
+    check_split_name,
+    embed_rows,
+    label_columns,
+    open_manifest,
+    open_model,
+    split_patients,
+)
 
 COMMAND = "probe"
 HELP = "linear / few-shot probes (1%/10%/100% of patients, several seeds) on frozen embeddings, optional fine-tuning"
@@ -159,6 +167,8 @@ def main(cfg: Config) -> dict[str, float]:
     if not cfg.findings:
         raise ConfigError("the manifest has no label:<finding> columns to probe")
     columns = label_columns(manifest, cfg.findings)
+    evaluated = split_patients(manifest, splits, splits_used["threshold_split"], splits_used["split"])
+    hygiene = check_unseen_patients(cfg.checkpoint, evaluated, manifest.key_fingerprint, cfg.allow_seen_patients)
     options = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "progress": cfg.progress}
     embedded = {
         key: embed_rows(opened, manifest, [cfg.modality], split, splits, **options)
@@ -167,9 +177,6 @@ def main(cfg: Config) -> dict[str, float]:
     train, val, test = (embedded[key][0] for key in ("train_split", "threshold_split", "split"))
     if len(test) == 0 or len(train) == 0:
         raise ValueError(f"no usable rows: {len(train)} training and {len(test)} evaluated rows")
-    hygiene = check_unseen_patients(
-        cfg.checkpoint, set(test.patients) | set(val.patients), manifest.key_fingerprint, cfg.allow_seen_patients
-    )
     y_test, y_val = test.labels[:, columns], val.labels[:, columns]
 
     runs, curves, figures = [], {}, []

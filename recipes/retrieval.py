@@ -32,7 +32,7 @@ from medclip.eval.index import INDEXES, build_index, load_index
 from medclip.eval.ranking import finding_relevance, label_aware_retrieval
 from medclip.eval.report import ReportSection, data_section, format_ci, provenance_section, write_json, write_report
 from medclip.inference import embed
-from recipes.common import EmbeddedRows, check_split_name, embed_rows, open_manifest, open_model
+from recipes.common import EmbeddedRows, check_split_name, embed_rows, open_manifest, open_model, split_patients
 
 COMMAND = "retrieve"
 HELP = "cross-modal retrieval (any modality -> any modality): Recall@K, mAP, nDCG with CIs; FAISS index; text search"
@@ -166,6 +166,10 @@ def main(cfg: Config) -> dict[str, float]:
     opened.require(cfg.query_modality, cfg.target_modality, *([cfg.text_modality] if cfg.query_text else []))
     modalities = [cfg.query_modality, cfg.target_modality]
     manifest, splits = open_manifest(cfg.manifest, modalities, cfg.root, opened.experiment)
+    # Checked on every patient of the split before anything is embedded (the evaluated pairs are a subset).
+    hygiene = check_unseen_patients(
+        cfg.checkpoint, split_patients(manifest, splits, split), manifest.key_fingerprint, cfg.allow_seen_patients
+    )
     rows, skips = embed_rows(opened, manifest, modalities, split, splits, cfg.batch_size, cfg.num_workers, cfg.progress)
     both = rows.present[cfg.query_modality] & rows.present[cfg.target_modality]
     pairs = rows.subset(both)
@@ -173,9 +177,6 @@ def main(cfg: Config) -> dict[str, float]:
     pairs = pairs.subset(keep)
     if len(pairs) < 2:
         raise ValueError(f"split {cfg.split!r} has {len(pairs)} usable rows with both {modalities}; need at least 2")
-    hygiene = check_unseen_patients(
-        cfg.checkpoint, set(pairs.patients), manifest.key_fingerprint, cfg.allow_seen_patients
-    )
 
     query, target = pairs.embeddings[cfg.query_modality], pairs.embeddings[cfg.target_modality]
     directions = {

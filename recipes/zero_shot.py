@@ -47,6 +47,7 @@ from recipes.common import (
     open_manifest,
     open_model,
     resolve_prompt_file,
+    split_patients,
 )
 
 COMMAND = "zero-shot"
@@ -133,6 +134,13 @@ def main(cfg: Config) -> dict[str, float]:
     opened.require(cfg.query_modality, cfg.text_modality)
     manifest, splits = open_manifest(cfg.manifest, [cfg.query_modality], cfg.root, opened.experiment)
     columns = label_columns(manifest, findings)
+    scored_splits = [test_split] if threshold_split is None else [test_split, threshold_split]
+    hygiene = check_unseen_patients(
+        cfg.checkpoint,
+        split_patients(manifest, splits, *scored_splits),
+        manifest.key_fingerprint,
+        cfg.allow_seen_patients,
+    )
     embed_options = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "progress": cfg.progress}
     test, test_skips = embed_rows(opened, manifest, [cfg.query_modality], test_split, splits, **embed_options)
     if len(test) == 0:
@@ -140,10 +148,8 @@ def main(cfg: Config) -> dict[str, float]:
     validation = None
     if threshold_split is not None and threshold_split != test_split:
         validation, _ = embed_rows(opened, manifest, [cfg.query_modality], threshold_split, splits, **embed_options)
-    evaluated = set(test.patients) | (set(validation.patients) if validation is not None else set())
-    hygiene = check_unseen_patients(cfg.checkpoint, evaluated, manifest.key_fingerprint, cfg.allow_seen_patients)
 
-    scale = 1.0 / cfg.temperature if cfg.temperature > 0 else float(opened.model.logit_scale())
+    scale = 1.0 / cfg.temperature if cfg.temperature > 0 else float(opened.model.logit_scale().detach())
     positive, negative = prompt_class_embeddings(opened, cfg, prompts, findings)
     y_test, scores_test = test.labels[:, columns], finding_scores(test, cfg, positive, negative, scale)
     if validation is not None and len(validation):
