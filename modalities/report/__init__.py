@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backends import REPORT_ENCODERS, ReportBackend
 from .config import ReportConfig
+from .deid import Deidentifier, PhiSpan, deidentify
 from .hf_local import OfflineModelError
 from .plugin import ReportModality
 from .sections import SECTION_ALIASES, extract_sections
@@ -13,10 +14,13 @@ from .synthetic import generate_reports
 __all__ = [
     "REPORT_ENCODERS",
     "SECTION_ALIASES",
+    "Deidentifier",
     "OfflineModelError",
+    "PhiSpan",
     "ReportBackend",
     "ReportConfig",
     "ReportModality",
+    "deidentify",
     "extract_sections",
     "generate_reports",
     "split_sentences",

@@ -31,6 +31,10 @@ class ReportConfig(ModalityConfig):
         shuffle_sentences: training-time augmentation that shuffles sentence order (sentences of a report are mostly
             independent statements, so their order carries little meaning).
         min_frequency: a word piece must occur this often in the training reports to enter the vocabulary.
+        deidentify: replace names, dates, ID-like numbers, phone numbers, e-mail/web/postal addresses with typed
+            placeholders ("[NAME]", "[DATE]", ...) as soon as a report is read, before it is used or stored (rule set
+            and measured recall in docs/deid.md). Turn off only for text that is already de-identified.
+        deidentify_ages_over_89: also replace ages above 89 with "[AGE]" (HIPAA Safe Harbor).
     """
 
     encoder: str = "transformer"
@@ -46,6 +50,8 @@ class ReportConfig(ModalityConfig):
     max_sentences: int = 32
     shuffle_sentences: bool = False
     min_frequency: int = 2  # a piece seen once is usually a typo or an identifier
+    deidentify: bool = True  # on by default: report text is protected health information
+    deidentify_ages_over_89: bool = True
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.sections if name not in SECTION_NAMES]

@@ -26,7 +26,7 @@ from .sections import extract_sections
 from .sentences import split_sentences
 from .synthetic import generate_reports
 from .tokenizer import ReportTokenizer
-from .transform import ReportTransform, report_sentences
+from .transform import ReportTransform, deidentify_report, report_sentences
 
 PREPROCESS_FORMAT = 1  # bump when the meaning of the saved state changes
 
@@ -54,14 +54,17 @@ class ReportModality(Modality):
         return resolve_cell(value, root)
 
     def load(self, ref: str | os.PathLike | Mapping[str, Any]) -> Sample:
-        """Read and clean a report; metadata is allow-listed (never file names, which can hold identifiers).
+        """Read, clean and de-identify a report; metadata is allow-listed (never file names: they can hold identifiers).
+
+        With ``deidentify`` on (the default), identifiers are replaced by typed placeholders here, before the text is
+        split, tokenized, cached or logged.
 
         Raises:
             ModalityError: "missing_file", "unreadable", "invalid_reference", or "empty_report" when nothing is left
                 after section extraction.
         """
         raw, source = read_report(ref)
-        text = clean_report_text(raw)
+        text = deidentify_report(clean_report_text(raw), self.config)
         sections = extract_sections(text, self.config.sections)
         sentences = split_sentences(sections.text)
         if not sentences:

@@ -10,14 +10,25 @@ from medclip.types import Sample
 
 from .cleaning import clean_report_text
 from .config import ReportConfig
+from .deid import Deidentifier
 from .sections import extract_sections
 from .sentences import split_sentences
 from .tokenizer import ReportTokenizer, tokenize_sentences
 
 
+def deidentify_report(text: str, cfg: ReportConfig) -> str:
+    """``text`` with identifiers replaced by typed placeholders when ``cfg.deidentify`` (see ``deid.py``)."""
+    return Deidentifier(ages_over_89=cfg.deidentify_ages_over_89)(text) if cfg.deidentify else text
+
+
 def report_sentences(text: str, cfg: ReportConfig) -> list[str]:
-    """The sentences the model sees: cleaned, kept sections only, split, at most ``cfg.max_sentences``."""
-    return split_sentences(extract_sections(clean_report_text(text), cfg.sections).text)[: cfg.max_sentences]
+    """The sentences the model sees: cleaned, de-identified, kept sections only, split, at most ``max_sentences``.
+
+    ``load`` has already de-identified loaded reports; doing it again here (it is idempotent) covers text that never
+    went through ``load``: zero-shot prompts, retrieval queries, samples built by hand.
+    """
+    text = deidentify_report(clean_report_text(text), cfg)
+    return split_sentences(extract_sections(text, cfg.sections).text)[: cfg.max_sentences]
 
 
 class ReportTransform:
