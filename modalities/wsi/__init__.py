@@ -1,7 +1,11 @@
-"""The ``wsi`` modality: whole-slide images, patch grids at a target MPP, slide encoders, spatial transcriptomics."""
+"""The ``wsi`` modality: whole-slide images, patch grids at a target MPP, slide encoders, spatial transcriptomics.
+
+Modules that are also command-line scripts are imported by name, not from here: ``modalities.wsi.cache`` (the
+patch-feature cache), ``modalities.wsi.synthetic`` (synthetic slides and spatial data), ``modalities.wsi.spatial``
+(spot -> patch manifests) and ``modalities.wsi.spatial_eval`` (Recall@K per sample).
+"""
 
 from .backends import READERS, Level, SlideBackend
-from .cache import build_feature_cache, read_features, slide_key, write_features
 from .config import WSIConfig
 from .encoder import WSIEncoder
 from .grid import PatchGrid, tissue_grid
@@ -25,15 +29,11 @@ __all__ = [
     "WSIConfig",
     "WSIEncoder",
     "WSIModality",
-    "build_feature_cache",
     "format_reference",
     "open_slide",
     "otsu_threshold",
     "parse_reference",
-    "read_features",
     "saturation",
-    "slide_key",
     "tissue_grid",
     "tissue_mask",
-    "write_features",
 ]

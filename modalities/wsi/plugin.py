@@ -22,13 +22,11 @@ from torch import nn
 
 from medclip.types import Modality, ModalityError, Sample
 
-from .cache import read_features, slide_key
 from .config import WSIConfig
 from .encoder import WSIEncoder
 from .grid import PatchGrid, tissue_grid
 from .reference import PatchSpec, SlideReference, parse_reference
 from .slide import Slide, open_slide
-from .synthetic import synthetic_samples
 from .transforms import PIXEL_MEAN, PIXEL_STD, WSITransform
 
 STATE_FORMAT = "medclip.wsi/1"
@@ -167,6 +165,8 @@ class WSIModality(Modality):
             raise ModalityError("not_cached", "source 'features' needs wsi.feature_cache (the cache folder)")
         if not slide_path.is_file():
             raise ModalityError("missing_file", "the slide file does not exist")
+        from .cache import slide_key  # lazy: cache.py is also run as a script (python -m modalities.wsi.cache)
+
         entry = Path(self.config.feature_cache) / f"{slide_key(slide_path)}.safetensors"
         if not entry.is_file():
             raise ModalityError(
@@ -176,6 +176,8 @@ class WSIModality(Modality):
         return self._load_features(entry)
 
     def _load_features(self, path: Path) -> Sample:
+        from .cache import read_features
+
         features, coords, record = read_features(path)
         cfg = self.config
         if cfg.source != "features":
@@ -255,6 +257,8 @@ class WSIModality(Modality):
                 features = rng.standard_normal((count, self.config.feature_dim)).astype(np.float32)
                 samples.append({self.name: features, f"{self.name}_coords": coords, f"{self.name}_meta": meta})
             return samples
+        from .synthetic import synthetic_samples  # lazy: synthetic.py is also a script
+
         return synthetic_samples(n, self.config.patch_size, self.config.mpp, seed)
 
     # --- preprocessing fingerprint -----------------------------------------------------------------------------------

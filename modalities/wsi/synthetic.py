@@ -240,7 +240,7 @@ def write_spatial_dataset(
 
     from modalities.expression.synthetic import synthetic_gene_names
 
-    from .reference import format_reference
+    from .spatial import spot_rows
 
     out = Path(out)
     (out / "slides").mkdir(parents=True, exist_ok=True)
@@ -282,20 +282,16 @@ def write_spatial_dataset(
             f"sample{sample}": {"scalefactors": {"spot_diameter_fullres": 2 * radius, "tissue_hires_scalef": 1.0}}
         }
         adata.write_h5ad(out / "expression" / f"sample{sample}.h5ad")
-        for row, (cx, cy) in enumerate(grid):
-            rows.append(
-                {
-                    "patient_id": f"synthetic-{sample}",
-                    "study_id": f"sample{sample}-spot{row}",
-                    "split": splits[sample],
-                    "site": f"sample{sample}",
-                    "wsi": format_reference(
-                        f"slides/sample{sample}.tiff", mpp=patch_mpp, cx=round(cx, 1), cy=round(cy, 1), size=patch_size
-                    ),
-                    "expression": f"expression/sample{sample}.h5ad#row={row}",
-                    "label:tumour_like": int(composition[row].argmax() == 0),
-                }
-            )
+        spots = spot_rows(
+            out / "expression" / f"sample{sample}.h5ad",
+            out / "slides" / f"sample{sample}.tiff",
+            f"sample{sample}",
+            patch_mpp,
+            patch_size,
+            relative_to=out,
+        )
+        for spot, mixture in zip(spots, composition, strict=True):
+            rows.append({**spot, "split": splits[sample], "label:tumour_like": int(mixture.argmax() == 0)})
     manifest = out / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     (out / "dataset.json").write_text(
