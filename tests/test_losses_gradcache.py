@@ -71,6 +71,15 @@ def gradients(*modules: nn.Module) -> dict[str, Tensor]:
     }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core box (20x slower under load)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def float64_default():
     previous = torch.get_default_dtype()

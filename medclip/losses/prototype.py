@@ -57,9 +57,12 @@ def sinkhorn_knopp(
     def global_sum(tensor: Tensor) -> Tensor:
         return all_reduce_sum_no_grad(tensor) if use_distributed else tensor
 
-    # Subtracting each row's max changes nothing after the row normalisation below, and avoids overflow.
+    # Subtracting one global constant changes nothing (the first step divides by the total) and avoids overflow.
     logits = scores / epsilon
-    assignments = (logits - logits.max(dim=1, keepdim=True).values).exp() * mask[:, None]  # (B, K)
+    top = logits.max().detach().reshape(1)
+    if use_distributed:
+        torch.distributed.all_reduce(top, op=torch.distributed.ReduceOp.MAX)
+    assignments = (logits - top).exp() * mask[:, None]  # (B, K)
     num_rows = global_sum(mask.sum().to(scores.dtype))
     num_prototypes = scores.shape[1]
     assignments = assignments / global_sum(assignments.sum())
