@@ -201,14 +201,14 @@ def test_probe_few_shot_and_fine_tuning(trained, tmp_path):
     summary = main(cfg)
     metrics = json.loads((tmp_path / "pr" / "metrics.json").read_text())
     assert_provenance(metrics, trained)
-    assert len(metrics["runs"]) == 4
+    assert len(metrics["runs"]) == 3  # two seeds at 5%, one fit at 100% (same patients for every seed)
     few_shot = metrics["few_shot"]
     assert few_shot["0.05"]["n_train_patients_mean"] < few_shot["1"]["n_train_patients_mean"]
     assert few_shot["1"]["macro_auroc_mean"] > 0.7
     full = next(run for run in metrics["runs"] if run["fraction"] == 1.0 and run["seed"] == 0)
     assert full["n_train_patients"] == len(trained["splits"]["train"])
     assert full["multiclass"]["accuracy"]["value"] > full["multiclass"]["majority_class_accuracy"]
-    assert metrics["finetune"]["training"]["steps"] == 15 and "auroc" in metrics["finetune"]["findings"]["macro"]
+    assert metrics["finetune"]["training"]["steps"] == 4 and "auroc" in metrics["finetune"]["findings"]["macro"]
     assert summary["macro_auroc"] == pytest.approx(full["findings"]["macro"]["auroc"]["value"])
     for name in ("few_shot.png", "roc.png", "reliability.png"):
         assert_png(tmp_path / "pr" / name)
