@@ -4,6 +4,7 @@ medclip quickstart --out DIR
 medclip pretrain --config recipes/configs/pretrain_example.yaml train.steps=100 --out runs/x
 medclip inspect PATH [--modality NAME]
 medclip recipes list | medclip recipes copy pretrain my.yaml
+medclip convert-weights IN.pt OUT.safetensors [--trust-pickle]
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_weights(args: argparse.Namespace) -> int:
+    from .train.checkpoint import CheckpointError
+    from .train.foreign_weights import convert_weights
+
+    try:
+        path = convert_weights(args.source, args.destination, trust_pickle=args.trust_pickle)
+    except CheckpointError as error:
+        print(f"medclip: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medclip", description="Align medical modalities in one embedding space with contrastive learning."
@@ -90,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_argument("dest", nargs="?")
     recipes.add_argument("--file", help="which bundled config of the recipe to copy (default: its main one)")
     recipes.set_defaults(handler=_recipes)
+    convert = subparsers.add_parser(
+        "convert-weights",
+        help="convert user-supplied PyTorch weights (.pt/.pth/.bin/.ckpt) to safetensors, never running pickled code",
+    )
+    convert.add_argument("source", help="the weights file (.safetensors, or a pickle-based PyTorch file)")
+    convert.add_argument("destination", help="the .safetensors file to write")
+    convert.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a pickle-based file; it is read with torch.load(weights_only=True), which accepts tensors only",
+    )
+    convert.set_defaults(handler=_convert_weights)
     return parser
 
 
