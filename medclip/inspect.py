@@ -16,13 +16,19 @@ from . import MODALITIES, get_modality
 
 
 def guess_modality(path: str) -> str:
-    """The registered modality whose ``file_suffixes`` match ``path`` (ignoring a ``#fragment``)."""
+    """The registered modality whose ``file_suffixes`` match ``path`` (ignoring a ``#fragment``).
+
+    A folder is claimed by the plugins whose class sets ``reads_directories = True`` (CT: DICOM series folders).
+    """
     name = path.split("#", 1)[0].lower()
-    matches = [
-        modality
-        for modality, cls in MODALITIES.items()
-        if any(name.endswith(suffix) for suffix in getattr(cls, "file_suffixes", ()))
-    ]
+    if Path(path.split("#", 1)[0]).is_dir():  # a folder (a DICOM series): plugins that read folders claim it
+        matches = [modality for modality, cls in MODALITIES.items() if getattr(cls, "reads_directories", False)]
+    else:
+        matches = [
+            modality
+            for modality, cls in MODALITIES.items()
+            if any(name.endswith(suffix) for suffix in getattr(cls, "file_suffixes", ()))
+        ]
     if len(matches) != 1:
         known = ", ".join(MODALITIES.names())
         reason = "several modalities read it" if matches else "no modality claims its file type"
