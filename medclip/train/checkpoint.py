@@ -50,10 +50,18 @@ def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().contiguous().clone() for key, value in state.items()}
 
 
-def weights_state(model: torch.nn.Module, criterion: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """The model's (unwrapped from DDP) and the loss's parameters and buffers under "model." / "loss." prefixes."""
-    model = getattr(model, "module", model)
-    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+def weights_state(
+    model: torch.nn.Module,
+    criterion: torch.nn.Module | None = None,
+    model_state: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The model's (unwrapped from DDP) and the loss's parameters and buffers under "model." / "loss." prefixes.
+
+    ``model_state``: the model's full state dict when it was gathered beforehand (FSDP shards live on many ranks).
+    """
+    if model_state is None:
+        model_state = getattr(model, "module", model).state_dict()
+    state = {f"model.{key}": value for key, value in model_state.items()}
     if criterion is not None:
         state.update({f"loss.{key}": value for key, value in criterion.state_dict().items()})
     return _contiguous(state)
@@ -80,9 +88,11 @@ def _restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(item, dtype=torch.uint8) for item in state["cuda"]])
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state into tensors (for safetensors) and JSON-able hyper-parameters."""
-    state_dict = optimizer.state_dict()
+def _optimizer_tensors(
+    optimizer: torch.optim.Optimizer, state_dict: Mapping[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state (``state_dict``, or the optimizer's own) into tensors and JSON-able hyper-parameters."""
+    state_dict = optimizer.state_dict() if state_dict is None else state_dict
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for param_id, param_state in state_dict["state"].items():
@@ -101,6 +111,11 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 def _restore_optimizer(
     optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
 ) -> None:
+    optimizer.load_state_dict(_optimizer_state_dict(tensors, meta))
+
+
+def _optimizer_state_dict(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The full ``Optimizer.state_dict`` (integer parameter ids) from the saved tensors and hyper-parameters."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, param_id, name = key.split(".", 2)
@@ -111,7 +126,19 @@ def _restore_optimizer(
         {key: (tuple(value) if key == "betas" else value) for key, value in group.items()}
         for group in meta["param_groups"]
     ]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
+
+
+def read_optimizer_state(path: str | Path) -> dict[str, Any] | None:
+    """The full optimizer state dict saved in a checkpoint (None if it has none), for strategies that load it
+    themselves (FSDP re-shards it onto the ranks)."""
+    path = Path(path)
+    if not (path / TRAINER_STATE_FILE).is_file():
+        raise CheckpointError(f"{path} has no {TRAINER_STATE_FILE}: it was saved for inference only and cannot resume")
+    meta = json.loads((path / TRAINER_STATE_FILE).read_text()).get("optimizer")
+    if meta is None:
+        return None
+    return _optimizer_state_dict(load_file(str(path / OPTIMIZER_FILE)), meta)
 
 
 def save_checkpoint(
@@ -124,13 +151,17 @@ def save_checkpoint(
     scheduler: Any | None = None,
     trainer_state: Mapping[str, Any] | None = None,
     extra_json: Mapping[str, Any] | None = None,
+    model_state: Mapping[str, torch.Tensor] | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint directory at ``path`` (atomically replacing an older one).
 
     ``extra_json`` maps file names to JSON-able data written into the same directory (e.g. the data provenance).
+    ``model_state`` / ``optimizer_state``: full state dicts gathered beforehand (FSDP); by default the model's and
+    the optimizer's own are saved. Either way the files hold the full, unsharded state.
     """
     path = Path(path)
-    weights = weights_state(model, criterion)
+    weights = weights_state(model, criterion, model_state)
     non_finite = [
         key for key, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()
     ]
@@ -155,7 +186,7 @@ def save_checkpoint(
         if trainer_state is not None:
             state: dict[str, Any] = {**trainer_state, "rng": _rng_state()}
             if optimizer is not None:
-                tensors, optimizer_meta = _optimizer_tensors(optimizer)
+                tensors, optimizer_meta = _optimizer_tensors(optimizer, optimizer_state)
                 write_atomic(staging / OPTIMIZER_FILE, lambda temp: save_file(tensors, str(temp), metadata))
                 state["optimizer"] = optimizer_meta
             if scheduler is not None:
@@ -217,12 +248,17 @@ def restore_modalities(path: str | Path, config: ExperimentConfig) -> dict[str, 
 
 def load_weights(path: str | Path, model: torch.nn.Module, criterion: torch.nn.Module | None = None) -> None:
     """Load "model." (and "loss.") weights strictly: a missing or unexpected tensor is an error."""
-    state = load_file(str(Path(path) / MODEL_FILE))
-    model_state = {key[len("model.") :]: value for key, value in state.items() if key.startswith("model.")}
+    model_state, loss_state = split_weights(load_file(str(Path(path) / MODEL_FILE)))
     getattr(model, "module", model).load_state_dict(model_state, strict=True)
     if criterion is not None:
-        loss_state = {key[len("loss.") :]: value for key, value in state.items() if key.startswith("loss.")}
         criterion.load_state_dict(loss_state, strict=True)
+
+
+def split_weights(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A checkpoint's weights -> (model state dict, loss state dict), without their "model." / "loss." prefixes."""
+    model_state = {key[len("model.") :]: value for key, value in state.items() if key.startswith("model.")}
+    loss_state = {key[len("loss.") :]: value for key, value in state.items() if key.startswith("loss.")}
+    return model_state, loss_state
 
 
 def load_trainer_state(
