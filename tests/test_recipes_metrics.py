@@ -228,3 +228,34 @@ def test_prompt_set_expands_templates_and_rejects_bad_files(tmp_path):
 def test_metric_files_are_strict_json(tmp_path):
     path = write_json(tmp_path / "m.json", {"a": float("nan"), "b": np.float32(0.5), "c": np.arange(2)})
     assert json.loads(path.read_text()) == {"a": None, "b": 0.5, "c": [0, 1]}
+
+
+@pytest.mark.parametrize("command", ["zero-shot", "retrieve", "probe", "embed"])
+def test_bundled_configs_of_the_clinical_recipes_validate(command):
+    from medclip import config
+    from medclip.recipes import RECIPES, bundled_configs
+    from recipes.common import resolve_prompt_file
+
+    recipe = RECIPES.get(command)
+    paths = bundled_configs(recipe)
+    assert paths, f"{command} ships no config"
+    for path in paths:
+        loaded = config.load(recipe.Config, path)
+        assert loaded.checkpoint and loaded.manifest
+        if hasattr(loaded, "prompts"):
+            assert read_prompt_set(resolve_prompt_file(loaded.prompts)).findings
+
+
+def test_every_bundled_prompt_set_reads():
+    from recipes.common import PROMPTS_DIR
+
+    for path in sorted(PROMPTS_DIR.glob("*.yaml")):
+        prompts = read_prompt_set(path)
+        assert all(prompts.positive_prompts(name) for name in prompts.findings), path.name
+
+
+def test_retrieval_keeps_one_study_per_patient():
+    from recipes.retrieval import first_study_per_patient
+
+    keep = first_study_per_patient(np.array(["p-b", "p-a", "p-b", "p-c", "p-a"]))
+    assert keep.tolist() == [True, True, False, True, False]
