@@ -122,9 +122,10 @@ class DataParallel(SingleProcess):
 class FullyShardedDataParallel(SingleProcess):
     """FSDP2 (``fully_shard``): parameters, gradients and optimizer moments sharded over the processes.
 
-    Units: each encoder, and each item of every ``nn.ModuleList`` inside it (transformer blocks), so only one block's
-    full parameters live on a device at a time. The projection heads belong to the root unit. Scalar parameters
-    (the logit scale) cannot be sharded: they stay replicated and the trainer averages their gradients itself.
+    Units: each encoder, and each item of every ``nn.ModuleList`` inside it (transformer blocks), so only a block or
+    two (the running one, the prefetched next) have their full parameters on a device at a time. The projection heads
+    belong to the root unit. Scalar parameters (the logit scale) cannot be sharded: they stay replicated and the
+    trainer averages their gradients itself.
 
     Every rank must run the same units in the same order. An encoder only runs where its modality is present, so a
     modality present on some ranks' micro-batch and absent from another's is refused with a clear error (use "ddp"
