@@ -224,6 +224,12 @@ def test_pixel_bags_run_through_the_timm_patch_encoder_and_local_weights_load(tm
     assert net(batch["wsi"]).pooled.shape == (2, 16)
     with pytest.raises(Exception, match="safetensors"):
         WSIConfig(patch_weights=str(tmp_path / "patch.pth"))
+    from modalities.wsi.patch_encoder import TimmPatchEncoder
+
+    with_pre_logits = TimmPatchEncoder("mobilenetv3_small_050").eval()  # pooled output wider than num_features
+    assert with_pre_logits(torch.zeros(1, 3, 32, 32)).shape == (1, with_pre_logits.output_dim)
+    with pytest.raises(ValueError, match="unknown timm model"):
+        TimmPatchEncoder("resnet_typo18")
 
 
 def test_feature_cache_trains_without_the_slide(tmp_path, slide_path):

@@ -68,7 +68,8 @@ class TimmPatchEncoder(nn.Module):
         self.model = create_timm_backbone(name)
         if weights:
             load_local_weights(self.model, weights)
-        self.output_dim = int(self.model.num_features)
+        # Models with a pre-logits layer (MobileNetV3, ...) output head_hidden_size features, not num_features.
+        self.output_dim = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.frozen = frozen
         if frozen:
             self.model.requires_grad_(False)

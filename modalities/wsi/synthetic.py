@@ -210,7 +210,7 @@ def spot_composition(types: np.ndarray, centres: np.ndarray, radius: float) -> n
 
 def write_spatial_dataset(
     out: str | os.PathLike,
-    samples: int = 4,
+    samples: int = 6,
     size: int = 2048,
     mpp: float = 0.5,
     patch_mpp: float = 1.0,
@@ -233,7 +233,8 @@ def write_spatial_dataset(
         patch_mpp: resolution of the spot patches in the manifest.
         patch_size: spot patch side in pixels at ``patch_mpp``.
         seed: base seed.
-        splits: split per sample (default: all but the last two train, then val, then test).
+        splits: split per sample (default: the last two test, the one before val, the rest train), so the test
+            split has two samples to break retrieval down by.
     """
     import anndata
     import pandas as pd
@@ -246,9 +247,8 @@ def write_spatial_dataset(
     (out / "slides").mkdir(parents=True, exist_ok=True)
     (out / "expression").mkdir(parents=True, exist_ok=True)
     if splits is None:
-        splits = (
-            tuple(["train"] * max(samples - 2, 1) + ["val", "test"])[:samples] if samples > 2 else ("train",) * samples
-        )
+        held_out = ["val", "test", "test"] if samples >= 5 else ["test"] if samples >= 2 else []
+        splits = tuple(["train"] * (samples - len(held_out)) + held_out)
     if len(splits) != samples:
         raise ValueError(f"splits names {len(splits)} samples, expected {samples}")
     baseline, programs = expression_programs()
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a small synthetic spatial-transcriptomics dataset (slides, .h5ad files, manifest.csv).",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--samples", type=int, default=4, help="samples (slide + .h5ad each)")
+    parser.add_argument("--samples", type=int, default=6, help="samples (slide + .h5ad each)")
     parser.add_argument("--size", type=int, default=2048, help="level-0 slide side in pixels")
     parser.add_argument("--mpp", type=float, default=0.5, help="level-0 microns per pixel")
     parser.add_argument("--patch-mpp", type=float, default=1.0, help="resolution of the spot patches")
