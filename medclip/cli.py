@@ -21,6 +21,7 @@ from pathlib import Path
 from .config import ConfigError, load
 from .recipes import RECIPES, bundled_configs, recipe_config_path
 from .registry import RegistryError
+from .train.resilience import NonFiniteLossError
 
 
 def _recipe_parser(subparsers, name: str, recipe) -> None:
@@ -134,6 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (ConfigError, RegistryError) as error:
         print(f"medclip: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
+        # User-facing problems (a manifest, checkpoint or evaluation refused with its reason) end with their message;
+        # --verbose shows the traceback for bug reports.
+        if args.verbose:
+            raise
+        message = f"medclip: error: {type(error).__name__}: {error} (run with --verbose for the traceback)"
+        print(message, file=sys.stderr)
         return 2
 
 
