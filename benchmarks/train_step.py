@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Result]:
     for result in results.values():
         print(
             f"{result.name}: {result.parameters / 1e6:.1f} M parameters, {result.flops_per_step / 1e9:.2f} GFLOP/step, "
-            f"{result.samples_per_s:.1f} samples/s, MFU {100 * result.mfu:.2f}%"
+            f"{result.samples_per_s:.3f} samples/s, MFU {100 * result.mfu:.2f}%"
         )
     ratio = results["medclip"].mfu / results["open_clip"].mfu
     print(f"MFU ratio medclip / open_clip: {ratio:.2f}")
