@@ -165,6 +165,27 @@ def test_per_slide_errors_name_their_reason(tmp_path, slide_path):
     assert plugin.load(f"{broken}#x=0,y=0,level=0,size=64")["wsi"].shape == (1, 64, 64, 3)  # other levels still read
 
 
+def test_label_and_macro_images_are_never_read(tmp_path):
+    label = np.full((120, 300, 3), 30, np.uint8)  # stands for a label with a burned-in patient name
+    path = write_slide(tmp_path / "with_label.tiff", textured(512), associated={"label": label, "macro": label})
+    with tifffile.TiffFile(path) as handle:
+        associated = [page for page in handle.pages if page.description in ("label", "macro")]
+        spans = [(page.dataoffsets[0], sum(page.databytecounts)) for page in associated]
+    assert len(spans) == 2
+    with path.open("r+b") as handle:  # destroy both: any attempt to decode them would now fail
+        for offset, count in spans:
+            handle.seek(offset)
+            handle.write(b"\x00" * count)
+    with tifffile.TiffFile(path) as handle, pytest.raises(Exception):  # noqa: B017 (whatever the codec raises)
+        next(page for page in handle.pages if page.description == "label").asarray()
+    for reader in ("tiffslide", "openslide"):
+        plugin = WSIModality(WSIConfig(reader=reader, patch_size=64, thumbnail_size=128, max_patches=4))
+        assert plugin.load(path)["wsi"].shape == (4, 64, 64, 3)  # thumbnail, grid and patches: pyramid only
+        assert len(Slide(path, reader).levels) == 3
+        for level in range(3):
+            assert plugin.load(f"{path}#x=0,y=0,level={level},size=64")["wsi"].shape == (1, 64, 64, 3)
+
+
 def test_manifest_cells_parse_and_refuse_bad_fragments(tmp_path):
     patch = parse_reference("a#b/slide.tiff#x=1024,y=2048,level=0,size=256", tmp_path).patch
     assert (patch.x, patch.y, patch.level, patch.size, patch.mpp) == (1024, 2048, 0, 256, None)

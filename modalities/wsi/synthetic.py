@@ -109,6 +109,7 @@ def write_slide(
     tile: int = 256,
     quality: int = 90,
     compression: str = "jpeg",
+    associated: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write ``image`` (H, W, 3) uint8 as a pyramidal tiled TIFF: level k is 2^k times smaller, each a main IFD.
 
@@ -120,6 +121,8 @@ def write_slide(
         tile: tile side in pixels.
         quality: JPEG quality.
         compression: "jpeg" (what scanners write), or another tifffile codec name (e.g. "zlib").
+        associated: extra non-pyramid images written after the levels, named by their ImageDescription (e.g.
+            {"label": ..., "macro": ...}), as scanners store the slide label and overview photo.
     """
     import tifffile
 
@@ -144,6 +147,10 @@ def write_slide(
             writer.write(level_image, **options)
             if level + 1 < levels:
                 level_image = downsample_half(level_image)
+        for name, picture in (associated or {}).items():
+            subfile_type = 9 if name == "macro" else 1  # Aperio's NewSubfileType of the macro / label images
+            writer.write(picture, compression=compression, photometric="rgb", subfiletype=subfile_type,
+                         description=name, metadata=None)  # fmt: skip
     return path
 
 
