@@ -358,7 +358,7 @@ def test_phantom_dicom_dataset_and_inspect_leak_nothing(tmp_path, capsys, caplog
         tmp_path / "ph", n=2, shape=(24, 24, 16), spacing=(16, 16, 21), volume_format="both"
     )
     rows = manifest.read_text().splitlines()
-    assert rows[0] == "patient_id,study_id,ct,report,label:nodule,label:effusion,label:cardiomegaly"
+    assert rows[0] == "patient_id,study_id,ct,report,label:pulmonary nodule,label:pleural effusion,label:cardiomegaly"
     folder = tmp_path / "ph" / "dicom" / "case_0000"
     nifti = tmp_path / "ph" / "volumes" / "case_0000.nii.gz"
     assert np.array_equal(medclip.get_modality("ct").load(folder)["ct"], nib.load(nifti).get_fdata())

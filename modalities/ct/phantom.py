@@ -6,7 +6,7 @@
 Volumes are written as NIfTI (``--format nifti``, default), as DICOM series with identifiers planted in the headers
 (``--format dicom``, to try the DICOM path; the identifiers are fake and must never reach an output), or both (the
 manifest then points at the DICOM folders). Reports describe exactly the findings drawn (``modalities.volume.phantom``);
-``label:<finding>`` columns hold 1/0 for each.
+``label:<finding>`` columns hold 1/0 for each, named as in recipes/prompts/chest_ct_findings.yaml.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from modalities.volume.dicom_write import write_dicom_series
 from modalities.volume.phantom import FINDINGS, PhantomCase, chest_phantom
 
 FORMATS = ("nifti", "dicom", "both")
+# finding -> its label column name, matching the bundled prompt set recipes/prompts/chest_ct_findings.yaml so that
+# `medclip zero-shot` can score the phantoms with it
+LABEL_NAMES = {"nodule": "pulmonary nodule", "effusion": "pleural effusion", "cardiomegaly": "cardiomegaly"}
 NORMAL = {
     "nodule": ("The lungs are clear without pulmonary nodules.", "No suspicious pulmonary nodule."),
     "effusion": ("No pleural effusion.", "The pleural spaces are clear."),
@@ -90,7 +93,8 @@ def write_phantom_dataset(
     """Write ``n`` phantom studies under ``out``; returns the manifest path.
 
     Layout: ``volumes/case_NNNN.nii.gz`` and/or ``dicom/case_NNNN/IM*.dcm``, ``reports/case_NNNN.txt``,
-    ``manifest.csv`` with columns patient_id, study_id, ct, report, label:nodule, label:effusion, label:cardiomegaly.
+    ``manifest.csv`` with columns patient_id, study_id, ct, report, label:pulmonary nodule, label:pleural effusion,
+    label:cardiomegaly.
     """
     if volume_format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {volume_format!r}")
@@ -122,7 +126,7 @@ def write_phantom_dataset(
         (out / "reports" / f"{name}.txt").write_text(phantom_report(case, case_seed))
         row = {"patient_id": f"phantom-{index:04d}", "study_id": name, "ct": volume_cell}
         row["report"] = f"reports/{name}.txt"
-        row.update({f"label:{finding}": int(case.findings[finding]) for finding in FINDINGS})
+        row.update({f"label:{LABEL_NAMES[finding]}": int(case.findings[finding]) for finding in FINDINGS})
         rows.append(row)
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="") as handle:

@@ -46,9 +46,9 @@ class CTTransform:
             return sample
         meta = sample[f"{self.name}_meta"]
         hounsfield = ensure_preprocessed(sample[self.name], meta, self.preprocessing)  # (I, J, K) int16
-        hounsfield = np.asarray(hounsfield, dtype=np.float32)
         if self.augmentation is not None and self.hu_shift > 0:
-            hounsfield = hounsfield + np.float32(torch.empty(()).uniform_(-self.hu_shift, self.hu_shift).item())
+            shift = np.float32(torch.empty(()).uniform_(-self.hu_shift, self.hu_shift).item())
+            hounsfield = np.asarray(hounsfield, dtype=np.float32) + shift
         channels = apply_windows(hounsfield, self.windows)  # (C, I, J, K) float32
         if self.augmentation is not None:
             tensor = self.augmentation(channels)  # (C, I, J, K)

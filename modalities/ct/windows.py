@@ -50,6 +50,11 @@ def parse_window(text: str) -> HUWindow:
 
 
 def apply_windows(hounsfield: np.ndarray, windows: list[HUWindow]) -> np.ndarray:
-    """(I, J, K) HU -> (C, I, J, K) float32 in [0, 1], one channel per window."""
-    values = np.asarray(hounsfield, dtype=np.float32)
-    return np.stack([window.apply(values) for window in windows])  # (C, I, J, K)
+    """(I, J, K) HU -> (C, I, J, K) float32 in [0, 1], one channel per window (in place: no temporaries)."""
+    values = np.asarray(hounsfield)
+    channels = np.empty((len(windows), *values.shape), dtype=np.float32)  # (C, I, J, K)
+    for channel, window in zip(channels, windows, strict=True):
+        np.subtract(values, np.float32(window.level - window.width / 2.0), out=channel, dtype=np.float32)
+        np.multiply(channel, np.float32(1.0 / window.width), out=channel)
+        np.clip(channel, 0.0, 1.0, out=channel)
+    return channels
