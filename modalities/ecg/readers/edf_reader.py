@@ -1,0 +1,66 @@
+"""EDF / EDF+ recordings (``.edf``), read with pyedflib when it is installed (``pip install medclip[ecg]``).
+
+EDF files mix ECG leads with other channels (respiration, annotations); channels whose labels are not ECG leads are
+ignored (counted in metadata). The ECG leads must share one sampling rate. The EDF patient and recording header
+fields (name, birth date, hospital code) are never read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medclip.registry import lazy_import
+from medclip.types import ModalityError
+
+from ..leads import canonical_lead
+from ..record import RawRecord
+from . import Reader, ReadOptions, single_file
+
+
+def read_edf(path: Path, options: ReadOptions) -> RawRecord:
+    """The ECG-lead channels of an EDF file in physical units.
+
+    Raises:
+        ModalityError: ``missing_file``, ``unreadable``, ``no_known_leads``, ``mixed_sampling_rates``.
+    """
+    pyedflib = lazy_import("pyedflib", "reading EDF ECG recordings", package="pyedflib")
+    if not path.is_file():
+        raise ModalityError("missing_file", "EDF file does not exist")
+    try:
+        reader = pyedflib.EdfReader(str(path))
+    except Exception as error:
+        raise ModalityError("unreadable", f"EDF file could not be read ({type(error).__name__})") from None
+    try:
+        labels = reader.getSignalLabels()
+        channels = [index for index, label in enumerate(labels) if canonical_lead(label) is not None]
+        if not channels:
+            raise ModalityError("no_known_leads", f"none of the EDF file's {len(labels)} channels is an ECG lead")
+        rates = {float(reader.getSampleFrequency(index)) for index in channels}
+        if len(rates) != 1:
+            raise ModalityError("mixed_sampling_rates", f"the EDF file's ECG leads have {len(rates)} sampling rates")
+        lengths = {int(reader.getNSamples()[index]) for index in channels}
+        if len(lengths) != 1:
+            raise ModalityError("header_data_mismatch", "the EDF file's ECG leads have different sample counts")
+        signal = np.stack([reader.readSignal(index, digital=False) for index in channels]).astype(np.float64)  # (C, T)
+        units = [reader.getPhysicalDimension(index) for index in channels]
+        names = [labels[index] for index in channels]
+    except ModalityError:
+        raise
+    except Exception as error:
+        raise ModalityError("unreadable", f"EDF signals could not be read ({type(error).__name__})") from None
+    finally:
+        reader.close()
+    return RawRecord(
+        signal=signal,
+        channel_names=names,
+        units=units,
+        sampling_rate=rates.pop(),
+        source_format="edf",
+        ignored_channels=len(labels) - len(channels),
+    )
+
+
+EDF_READER = Reader(name="edf", read=read_edf, source_files=single_file)
+READERS = {".edf": EDF_READER}

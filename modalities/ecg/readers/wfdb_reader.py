@@ -1,0 +1,166 @@
+"""WFDB records (PhysioNet's format: a ``.hea`` text header and one or more binary ``.dat`` signal files).
+
+The header is checked against the data before the samples are trusted: the ``.dat`` sizes must hold exactly the
+samples the header declares, and the per-lead checksums in the header must match the samples read. A truncated
+download or a header copied from another record otherwise gives a plausible-looking but wrong signal.
+
+Header comment lines (``# ...``) often carry age, sex or even names in hospital exports; they are never read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from medclip.registry import lazy_import
+from medclip.types import ModalityError
+
+from ..record import RawRecord
+from . import Reader, ReadOptions
+
+# Bytes per sample of each WFDB storage format (FLAC formats 508/516/524 are compressed: sizes are not checked).
+BYTES_PER_SAMPLE = {
+    "8": 1.0,
+    "16": 2.0,
+    "24": 3.0,
+    "32": 4.0,
+    "61": 2.0,
+    "80": 1.0,
+    "160": 2.0,
+    "212": 1.5,
+    "310": 4.0 / 3.0,
+    "311": 4.0 / 3.0,
+}
+
+
+# wfdb opens files through fsspec, which logs every opened path at DEBUG level; file names can hold patient names.
+_PATH_LOGGERS = ("fsspec", "fsspec.local")
+
+
+def _wfdb():
+    return lazy_import("wfdb", "reading WFDB ECG records")
+
+
+@contextmanager
+def without_path_logging() -> Iterator[None]:
+    """Silence the loggers that would write a record's path while wfdb reads it (restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in _PATH_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def record_stem(path: Path) -> Path:
+    """``rec.hea``, ``rec.dat`` or ``rec`` -> ``rec`` (what wfdb calls the record name)."""
+    return path.with_suffix("") if path.suffix.lower() in (".hea", ".dat") else path
+
+
+def read_header(path: Path):
+    """The parsed header; raises ``missing_file`` or ``bad_header`` without quoting the file."""
+    stem = record_stem(path)
+    header = stem.with_suffix(".hea")
+    if not header.is_file():
+        raise ModalityError("missing_file", "WFDB header (.hea) does not exist")
+    try:
+        with without_path_logging():
+            return _wfdb().rdheader(str(stem))
+    except Exception as error:
+        raise ModalityError("bad_header", f"WFDB header could not be parsed ({type(error).__name__})") from None
+
+
+def data_files(path: Path, header=None) -> list[Path]:
+    """The header and every signal file it names (all of them define the record's content)."""
+    header = header if header is not None else read_header(path)
+    stem = record_stem(path)
+    names = dict.fromkeys(header.file_name or [])  # ordered, unique
+    return [stem.with_suffix(".hea"), *(stem.parent / name for name in names)]
+
+
+def check_sizes(header, folder: Path) -> None:
+    """Each ``.dat`` must hold the header's sample count (one frame of tolerance for formats packing samples).
+
+    Raises:
+        ModalityError: ``missing_file`` or ``header_data_mismatch``.
+    """
+    if header.sig_len is None:
+        return
+    frame_bytes: dict[str, float] = {}
+    offsets: dict[str, int] = {}
+    for index, (name, fmt) in enumerate(zip(header.file_name, header.fmt, strict=True)):
+        if fmt not in BYTES_PER_SAMPLE:
+            return
+        per_frame = (header.samps_per_frame[index] if header.samps_per_frame else 1) or 1
+        frame_bytes[name] = frame_bytes.get(name, 0.0) + per_frame * BYTES_PER_SAMPLE[fmt]
+        offsets[name] = (header.byte_offset[index] if header.byte_offset else None) or 0
+    for name, per_frame in frame_bytes.items():
+        data = folder / name
+        if not data.is_file():
+            raise ModalityError("missing_file", "a WFDB signal file named in the header does not exist")
+        expected = offsets[name] + math.ceil(per_frame * header.sig_len)
+        actual = data.stat().st_size
+        if actual < expected:
+            raise ModalityError(
+                "header_data_mismatch",
+                f"WFDB signal file holds {actual} bytes but the header declares {header.sig_len} samples "
+                f"({expected} bytes): the file is truncated or the header belongs to another record",
+            )
+        if actual > expected + math.ceil(per_frame):
+            raise ModalityError(
+                "header_data_mismatch",
+                f"WFDB signal file holds {actual} bytes, more than the {expected} bytes of the {header.sig_len} "
+                "samples the header declares",
+            )
+
+
+def check_checksums(record) -> None:
+    """The header's 16-bit checksums (sum of each lead's samples) must match the samples read."""
+    if not record.checksum or record.d_signal is None:
+        return
+    # The header stores the sum modulo 2^16; writers differ on printing it signed or unsigned, so compare modulo 2^16.
+    found = record.d_signal.astype(np.int64).sum(axis=0) % 65536  # (C,)
+    for channel, (declared, actual) in enumerate(zip(record.checksum, found.tolist(), strict=True)):
+        if declared is not None and int(declared) % 65536 != actual:
+            raise ModalityError(
+                "header_data_mismatch",
+                f"WFDB checksum of channel {channel} disagrees with its samples: the data does not match the header",
+            )
+
+
+def read_wfdb(path: Path, options: ReadOptions) -> RawRecord:
+    """A WFDB record in physical units; invalid-sample markers become NaN (rejected later as ``non_finite``)."""
+    header = read_header(path)
+    stem = record_stem(path)
+    check_sizes(header, stem.parent)
+    try:
+        with without_path_logging():
+            record = _wfdb().rdrecord(str(stem), physical=False, return_res=64)
+    except FileNotFoundError:
+        raise ModalityError("missing_file", "a WFDB signal file named in the header does not exist") from None
+    except Exception as error:
+        raise ModalityError("unreadable", f"WFDB record could not be read ({type(error).__name__})") from None
+    if record.d_signal is None or record.d_signal.ndim != 2 or record.d_signal.shape[1] != record.n_sig:
+        raise ModalityError("header_data_mismatch", "WFDB samples do not have the header's number of signals")
+    check_checksums(record)
+    physical = record.dac(expanded=False, return_res=64)  # (T, C) float64, NaN where a sample is marked invalid
+    units = [unit or "mV" for unit in (record.units or ["mV"] * record.n_sig)]  # WFDB's documented default is mV
+    return RawRecord(
+        signal=np.ascontiguousarray(physical.T),  # (C, T)
+        channel_names=[str(name) for name in record.sig_name],
+        units=units,
+        sampling_rate=float(record.fs),
+        source_format="wfdb",
+    )
+
+
+WFDB_READER = Reader(name="wfdb", read=read_wfdb, source_files=data_files)
+READERS = {".hea": WFDB_READER, ".dat": WFDB_READER}
