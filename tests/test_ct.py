@@ -16,7 +16,7 @@ import pytest
 import torch
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import MPEG4HP41, generate_uid
+from pydicom.uid import MPEG4HP41, JPEG2000Lossless, RLELossless, generate_uid
 
 import medclip
 from medclip import config
@@ -189,6 +189,17 @@ def test_malformed_series_give_named_reasons_without_identifiers(tmp_path, houns
     if reason == "unsupported_transfer_syntax":
         assert "MPEG-4 AVC/H.264 High Profile" in str(raised.value) and MPEG4HP41 in str(raised.value)
     assert_no_identifier(str(raised.value) + caplog.text)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless], ids=["rle", "jpeg2000"])
+def test_compressed_series_decode_through_pydicom_plugins(tmp_path, syntax):
+    hounsfield = np.random.default_rng(1).integers(-1024, 1500, size=(64, 64, 3)).astype(np.int16)  # J2K needs 64+ px
+    files = write_series(tmp_path / "series", hounsfield)
+    for path in files:
+        edit(path, lambda dataset: dataset.compress(syntax))
+    sample = medclip.get_modality("ct").load(tmp_path / "series")
+    assert np.array_equal(sample["ct"], hounsfield)
+    assert sample["ct_meta"]["transfer_syntax"] == syntax.name
 
 
 def test_gantry_tilt_tag_is_rejected(tmp_path, hounsfield):

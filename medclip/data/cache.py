@@ -7,8 +7,10 @@ fingerprint* (the JSON-able settings of its deterministic transforms) and gets b
   its path, so no file name, patient name or UID can reach a key or a cache file name; renaming an input keeps its
   entry, editing it makes a new one, and a changed fingerprint misses (the old entry is simply not used again).
 - Entry: ``<root>/<namespace>/<key[:2]>/<key>.npy`` (int16, float16, uint8 or int8 only: compact, and never pickled)
-  + ``<key>.json`` sidecar with the caller's allow-listed metadata and the fingerprint hash, checked on every read.
-  Both are written to temporary files and renamed, so a crash or a concurrent writer never leaves a half entry.
+  + ``<key>.json`` sidecar with the caller's allow-listed metadata, the fingerprint hash and the exact ``.npy`` header
+  bytes. A read checks the fingerprint and that header (a replaced, truncated or pickled file is refused and rebuilt),
+  then memory-maps the data. Both files are written to temporary files and renamed, so a crash or a concurrent writer
+  never leaves a half entry.
 - Content hashes of large inputs take time (a 100 MB CT reads at ~1 GB/s); ``ContentHasher`` remembers them per
   (path, size, mtime), under a keyed pseudonym of that tuple, so warm epochs skip the hashing.
 """
