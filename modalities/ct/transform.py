@@ -13,7 +13,7 @@ from medclip.types import Sample
 from modalities.volume.augment import VolumeAugmentation
 from modalities.volume.pipeline import VolumePreprocessing, ensure_preprocessed
 
-from .windows import HUWindow, apply_windows
+from .windows import HUWindow, apply_windows, windows_to_float16
 
 
 class CTTransform:
@@ -49,9 +49,7 @@ class CTTransform:
         if self.augmentation is not None and self.hu_shift > 0:
             shift = np.float32(torch.empty(()).uniform_(-self.hu_shift, self.hu_shift).item())
             hounsfield = np.asarray(hounsfield, dtype=np.float32) + shift
+        if self.augmentation is None:
+            return {**sample, self.name: windows_to_float16(hounsfield, self.windows)}  # (C, I, J, K)
         channels = apply_windows(hounsfield, self.windows)  # (C, I, J, K) float32
-        if self.augmentation is not None:
-            tensor = self.augmentation(channels)  # (C, I, J, K)
-        else:
-            tensor = torch.from_numpy(channels)
-        return {**sample, self.name: tensor.to(torch.float16)}
+        return {**sample, self.name: self.augmentation(channels).to(torch.float16)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from medclip.registry import Registry
 
@@ -57,4 +58,29 @@ def apply_windows(hounsfield: np.ndarray, windows: list[HUWindow]) -> np.ndarray
         np.subtract(values, np.float32(window.level - window.width / 2.0), out=channel, dtype=np.float32)
         np.multiply(channel, np.float32(1.0 / window.width), out=channel)
         np.clip(channel, 0.0, 1.0, out=channel)
+    return channels
+
+
+INT16_FAST_PATH_MAX_WIDTH = 30000.0  # clipped, shifted HU must fit int16 for the integer path
+
+
+def windows_to_float16(hounsfield: np.ndarray, windows: list[HUWindow]) -> torch.Tensor:
+    """(I, J, K) HU -> (C, I, J, K) float16 tensor in [0, 1]: what the eval transform hands to the encoder.
+
+    For int16 HU (the cached form) each window is clipped and shifted in int16, converted once and scaled in float16:
+    about half the memory traffic of the float32 route, which is what bounds warm (cached) loading. Integers up to
+    2048 are exact in float16, so narrow windows lose nothing; wider ones round to 2 HU, below CT noise.
+    """
+    values = np.asarray(hounsfield)
+    if values.dtype != np.int16 or any(window.width > INT16_FAST_PATH_MAX_WIDTH for window in windows):
+        return torch.from_numpy(apply_windows(values, windows)).to(torch.float16)
+    channels = torch.empty((len(windows), *values.shape), dtype=torch.float16)  # (C, I, J, K)
+    for channel, window in zip(channels, windows, strict=True):
+        low = max(int(np.floor(window.level - window.width / 2.0)), -32768)
+        high = min(int(np.ceil(window.level + window.width / 2.0)), 32767)
+        shifted = np.clip(values, low, high)  # (I, J, K) int16
+        np.subtract(shifted, np.int16(low), out=shifted)  # in [0, width + 1]: fits int16
+        offset = window.level - window.width / 2.0 - low  # < 1 HU: the floor of a fractional low edge
+        channel.copy_(torch.from_numpy(shifted))
+        channel.sub_(offset).mul_(1.0 / window.width).clamp_(0.0, 1.0)
     return channels
