@@ -1,5 +1,8 @@
 """A disk cache of preprocessed ECG records as memory-mapped int16 / float16 arrays (never pickle).
 
+int16 (the default) stores each lead scaled to its own peak: the rounding error is at most peak / 65534 (0.03 uV for a
+2 mV lead), and decoding is a cast and a multiply. float16 keeps ~0.05 % relative error and decodes ~20x slower.
+
 Preprocessing (reading, unit conversion, notch, resampling, band-pass) costs milliseconds per record and gives the
 same result every epoch, so its output is stored once and memory-mapped afterwards.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import struct
 import uuid
@@ -38,7 +42,8 @@ MAGIC = b"MEDCLIPECG\x00\x01"
 ALIGNMENT = 64
 HEAD_READ = 4096
 INT16_MAX = 32767
-_HASH_CHUNK = 1 << 20
+# MAP_POPULATE (Linux) faults the whole small entry in with the mmap call instead of one page at a time on first read.
+MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 # str(primary path) -> (files, their stat signature, content hash). In-memory only; never persisted.
 _CONTENT_HASHES: dict[str, tuple[tuple[Path, ...], tuple[tuple[int, int, int], ...], str]] = {}
@@ -92,6 +97,7 @@ class ECGCache:
 
     def __init__(self, directory: str | os.PathLike, cfg: ECGConfig) -> None:
         self.directory = Path(directory)
+        self._root = os.fspath(self.directory)
         self.dtype = cfg.cache_dtype
         self.fingerprint = fingerprint_digest(cfg)
 
@@ -103,27 +109,30 @@ class ECGCache:
 
     def get(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         """((L, T) float32 millivolts, metadata) of a cached record, or None when absent (or unreadable)."""
-        path = self.path(key)
         try:
-            handle = open(path, "rb")
+            handle = open(os.path.join(self._root, key[:2], key + ".ecg"), "rb")
         except FileNotFoundError:
             return None
         with handle:
             try:
                 head, data_offset = self._read_head(handle)
+                mapped = mmap.mmap(handle.fileno(), 0, flags=MAP_FLAGS, prot=mmap.PROT_READ)
                 shape = tuple(head["shape"])
-                stored = np.memmap(handle, dtype=head["dtype"], mode="r", offset=data_offset, shape=shape)  # (L, T)
+                count = shape[0] * shape[1]
+                if len(mapped) != data_offset + count * np.dtype(head["dtype"]).itemsize:
+                    raise ValueError("entry size disagrees with its header")
+                stored = np.frombuffer(mapped, dtype=head["dtype"], count=count, offset=data_offset).reshape(shape)
             except (ValueError, KeyError, TypeError, OSError) as error:
                 logger.warning("ECG cache entry %s is unreadable (%s); recomputing it", key, type(error).__name__)
                 return None
+        signal = stored.astype(np.float32)  # (L, T) copied out of the map
         if head["dtype"] == "int16":
-            signal = stored.astype(np.float32) * np.asarray(head["scales"], dtype=np.float32)[:, None]  # (L, T)
-        else:
-            signal = np.array(stored, dtype=np.float32)  # (L, T) copy out of the map
+            signal *= np.asarray(head["scales"], dtype=np.float32)[:, None]
         return signal, head["meta"]
 
     @staticmethod
     def _read_head(handle) -> tuple[dict[str, Any], int]:
+        """The JSON header and the byte offset of the samples."""
         prefix = handle.read(HEAD_READ)
         if prefix[: len(MAGIC)] != MAGIC:
             raise ValueError("not an ECG cache entry")
@@ -132,11 +141,7 @@ class ECGCache:
         if start + length > len(prefix):
             prefix += handle.read(start + length - len(prefix))
         head = json.loads(prefix[start : start + length].decode("utf-8"))
-        data_offset = -(-(start + length) // ALIGNMENT) * ALIGNMENT
-        expected = data_offset + int(np.prod(head["shape"])) * np.dtype(head["dtype"]).itemsize
-        if os.fstat(handle.fileno()).st_size != expected:
-            raise ValueError("entry size disagrees with its header")
-        return head, data_offset
+        return head, -(-(start + length) // ALIGNMENT) * ALIGNMENT
 
     def put(self, key: str, signal: np.ndarray, meta: dict[str, Any]) -> Path:
         """Store (L, T) millivolts and allow-listed metadata atomically; returns the entry's path."""
@@ -147,7 +152,8 @@ class ECGCache:
         if self.dtype == "int16":
             peak = np.abs(signal).max(axis=1)  # (L,)
             scales = np.where(peak > 0, peak / INT16_MAX, 1.0).astype(np.float32)  # (L,) millivolts per step
-            stored = np.round(signal / scales[:, None]).astype(np.int16)  # (L, T)
+            steps = np.round(signal / scales[:, None])  # (L, T) within +-32767 up to float rounding
+            stored = np.clip(steps, -INT16_MAX, INT16_MAX).astype(np.int16)
         else:
             stored = signal.astype(np.float16)  # (L, T)
         head = {

@@ -78,12 +78,35 @@ def read_header(path: Path):
         raise ModalityError("bad_header", f"WFDB header could not be parsed ({type(error).__name__})") from None
 
 
-def data_files(path: Path, header=None) -> list[Path]:
+def signal_file_names(header_text: str) -> list[str] | None:
+    """The signal file names of a single-segment header, read from its text (None when it is not that simple).
+
+    The first token of each signal line is its file name. Parsing just this is ~50x faster than ``wfdb.rdheader``,
+    which matters because the cache asks for the files of every record once per process.
+    """
+    lines = [line.strip() for line in header_text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        return None
+    record = lines[0].split()
+    if len(record) < 2 or "/" in record[0] or not record[1].isdigit():  # "name/segments": multi-segment record
+        return None
+    count = int(record[1])
+    if len(lines) < 1 + count:
+        return None
+    return list(dict.fromkeys(line.split()[0] for line in lines[1 : 1 + count]))  # ordered, unique
+
+
+def data_files(path: Path) -> list[Path]:
     """The header and every signal file it names (all of them define the record's content)."""
-    header = header if header is not None else read_header(path)
     stem = record_stem(path)
-    names = dict.fromkeys(header.file_name or [])  # ordered, unique
-    return [stem.with_suffix(".hea"), *(stem.parent / name for name in names)]
+    header = stem.with_suffix(".hea")
+    try:
+        names = signal_file_names(header.read_text(encoding="latin-1"))
+    except FileNotFoundError:
+        raise ModalityError("missing_file", "WFDB header (.hea) does not exist") from None
+    if names is None:
+        names = list(dict.fromkeys(read_header(path).file_name or []))
+    return [header, *(stem.parent / name for name in names)]
 
 
 def check_sizes(header, folder: Path) -> None:
