@@ -162,6 +162,11 @@ def check_checksums(record) -> None:
 def read_wfdb(path: Path, options: ReadOptions) -> RawRecord:
     """A WFDB record in physical units; invalid-sample markers become NaN (rejected later as ``non_finite``)."""
     header = read_header(path)
+    if getattr(header, "seg_name", None) is not None or getattr(header, "file_name", None) is None:
+        raise ModalityError(
+            "unsupported_format",
+            "multi-segment (or signal-less) WFDB records are not supported; convert to one segment",
+        )
     stem = record_stem(path)
     check_sizes(header, stem.parent)
     try:
