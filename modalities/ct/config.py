@@ -5,26 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medclip.config import ConfigError
-from medclip.types import ModalityConfig
-from modalities.volume.encoders import resolve_spec
+from modalities.volume.config import VolumeEncoderConfig
 from modalities.volume.geometry import check_orientation_code
 
 from .windows import parse_window
 
 
 @dataclass
-class CTConfig(ModalityConfig):
-    """Options of the CT plugin.
+class CTConfig(VolumeEncoderConfig):
+    """Options of the CT plugin (the encoder options, ``encoder`` to ``gradient_checkpointing``, are
+    ``VolumeEncoderConfig``'s).
 
     Attributes:
-        encoder: "vit" (3D ViT, patch tokens) or "resnet" (3D ResNet, feature-map tokens).
-        preset: "tiny" (CPU tests and demos) or "base" (GPUs); width/layers/heads/patch_size override it when set.
-        width: encoder hidden size; 0 = the preset's.
-        layers: ViT blocks / ResNet blocks per stage; 0 = the preset's.
-        heads: ViT attention heads; 0 = the preset's.
-        patch_size: ViT patch in voxels, one number or three; empty = the preset's.
-        dropout: dropout inside the transformer.
-        gradient_checkpointing: trade compute for memory in the ViT (large volumes on one GPU).
         orientation: axis code every volume is reoriented to; RAS is nibabel's and most NIfTI tools' convention.
         spacing: target voxel size in mm along the three output axes.
         size: output volume shape after resampling (centre crop / pad with air, -1024 HU).
@@ -35,14 +27,6 @@ class CTConfig(ModalityConfig):
         cache_dir: folder of the preprocessing cache; empty = no cache (preprocess on every load).
     """
 
-    encoder: str = "vit"
-    preset: str = "tiny"
-    width: int = 0
-    layers: int = 0
-    heads: int = 0
-    patch_size: list[int] = field(default_factory=list)
-    dropout: float = 0.0
-    gradient_checkpointing: bool = False
     orientation: str = "RAS"
     spacing: list[float] = field(default_factory=lambda: [3.0, 3.0, 3.0])  # 3 mm keeps the tiny preset CPU-sized
     size: list[int] = field(default_factory=lambda: [112, 112, 96])  # ~34 x 34 x 29 cm at 3 mm: a whole chest
@@ -56,16 +40,7 @@ class CTConfig(ModalityConfig):
             check_orientation_code(self.orientation)
             for window in self.hu_windows:
                 parse_window(window)
-            resolve_spec(
-                self.encoder,
-                self.preset,
-                max(1, len(self.hu_windows)),
-                self.size,
-                width=self.width,
-                layers=self.layers,
-                heads=self.heads,
-                patch_size=self.patch_size,
-            )
+            self.encoder_spec(max(1, len(self.hu_windows)), self.size)
         except (ValueError, KeyError) as error:
             raise ConfigError(f"modalities.ct: {error}") from error
         if not 1 <= len(self.hu_windows) <= 8:

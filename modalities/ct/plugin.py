@@ -8,23 +8,19 @@ allow-listed metadata; with ``cache_dir`` set, the deterministic preprocessing r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from medclip.data.cache import PreprocessCache
-from medclip.types import Modality, ModalityError, Sample
+from medclip.types import ModalityError, Sample
 from modalities.volume.augment import VolumeAugmentation
-from modalities.volume.encoders import build_volume_encoder, resolve_spec
+from modalities.volume.modality import VolumeModality
 from modalities.volume.phantom import chest_phantom
-from modalities.volume.pipeline import VolumePreprocessing, check_fingerprint, load_volume_sample, study_pseudonym
+from modalities.volume.pipeline import VolumePreprocessing, load_volume_sample, volume_sample
 from modalities.volume.preprocess import GeometrySpec
-from modalities.volume.volume import Volume, volume_meta
+from modalities.volume.volume import Volume
 
 from .config import CTConfig
 from .readers import CT_READERS, ct_format
@@ -52,27 +48,26 @@ def ct_preprocessing(cfg: CTConfig) -> VolumePreprocessing:
     return VolumePreprocessing(geometry=geometry, store=store_hounsfield, settings={"intensity": "hounsfield"})
 
 
-class CTModality(Modality):
-    """CT volumes in Hounsfield units (see the module docstring and docs/ct.md)."""
+class CTModality(VolumeModality):
+    """CT volumes in Hounsfield units (see the module docstring and docs/ct.md); collate, encoder, cache and
+    preprocessing state come from ``VolumeModality``."""
 
     name = "ct"
     config_class = CTConfig
+    state_format = STATE_FORMAT
     file_suffixes = (".nii", ".nii.gz", ".dcm")
     reads_directories = True  # `medclip inspect FOLDER` picks this plugin for DICOM series folders
 
     def __init__(self, config: CTConfig | None = None) -> None:
         super().__init__(config)
         self.config: CTConfig
-        self.preprocessing = ct_preprocessing(self.config)
-        self._cache: PreprocessCache | None = None
 
-    @property
-    def cache(self) -> PreprocessCache | None:
-        if not self.config.cache_dir:
-            return None
-        if self._cache is None:
-            self._cache = PreprocessCache(self.config.cache_dir, self.name, self.preprocessing.fingerprint())
-        return self._cache
+    def make_preprocessing(self, cfg: CTConfig) -> VolumePreprocessing:
+        return ct_preprocessing(cfg)
+
+    def in_channels(self, cfg: CTConfig) -> int:
+        """One input channel per HU window."""
+        return len(cfg.hu_windows)
 
     # --- manifest cell -> reference -> sample ----------------------------------------------------------------------
     def resolve(self, value: str, root: str | os.PathLike) -> os.PathLike | Mapping[str, Any]:
@@ -119,38 +114,6 @@ class CTModality(Modality):
         windows = [parse_window(window) for window in cfg.hu_windows]
         return CTTransform(self.name, ct_preprocessing(cfg), windows, augmentation, hu_shift=cfg.hu_shift)
 
-    def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
-        """Stack: {"ct": (B, C, I, J, K) float16, "ct_mask": (B,) bool}; missing rows are zeros."""
-        present = torch.tensor([sample.get(self.name) is not None for sample in samples], dtype=torch.bool)  # (B,)
-        shape = (len(self.config.hu_windows), *self.config.size)
-        batch = torch.zeros(len(samples), *shape, dtype=torch.float16)  # (B, C, I, J, K)
-        for row, sample in enumerate(samples):
-            if not present[row]:
-                continue
-            volume = torch.as_tensor(sample[self.name])
-            if tuple(volume.shape) != shape:
-                raise ValueError(
-                    f"ct volumes must be transformed before collate: got shape {tuple(volume.shape)}, expected {shape}"
-                )
-            batch[row] = volume
-        return {self.name: batch, f"{self.name}_mask": present}
-
-    def build_encoder(self, cfg: CTConfig) -> nn.Module:
-        """The ``cfg.encoder`` 3D encoder for (B, C, *size) inputs, sized by ``cfg.preset`` and overrides."""
-        spec = resolve_spec(
-            cfg.encoder,
-            cfg.preset,
-            len(cfg.hu_windows),
-            cfg.size,
-            width=cfg.width,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            patch_size=cfg.patch_size,
-            dropout=cfg.dropout,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-        )
-        return build_volume_encoder(spec)
-
     def synthetic(self, n: int, seed: int = 0) -> list[Sample]:
         """``n`` small chest phantoms (40 x 40 x 30 at 8 x 8 x 10 mm) as ``load`` returns raw volumes."""
         samples = []
@@ -163,31 +126,13 @@ class CTModality(Modality):
                 study_key=f"synthetic-{seed}-{index}",
                 details={"intensity": "hounsfield"},
             )
-            samples.append(
-                {self.name: volume.data, f"{self.name}_meta": volume_meta(volume, study_pseudonym(volume.study_key))}
-            )
+            samples.append(volume_sample(self.name, volume))
         return samples
 
     # --- preprocessing fingerprint ---------------------------------------------------------------------------------
-    def preprocess_state(self) -> dict[str, Any]:
-        """The config plus the preprocessing fingerprint (orientation, spacing, size, HU windows)."""
-        return {
-            "format": STATE_FORMAT,
-            "config": asdict(self.config),
-            "fingerprint": {**self.preprocessing.fingerprint(), "hu_windows": list(self.config.hu_windows)},
-            "fingerprint_hash": self.preprocessing.fingerprint_hash,
-        }
-
-    def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
-        """Check that the saved fingerprint is the one this config produces (the caller restored the config)."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"ct preprocess state has format {state.get('format')!r}, expected {STATE_FORMAT}")
-        if state.get("fingerprint_hash") != self.preprocessing.fingerprint_hash:
-            raise ValueError("ct preprocess state: its fingerprint does not match the restored config's preprocessing")
-
-    def check_compatible(self, sample_meta: Mapping[str, Any]) -> None:
-        """Refuse an input preprocessed (cached) with other settings than this model's (``preprocess_mismatch``)."""
-        check_fingerprint(sample_meta, self.preprocessing)
+    def state_fingerprint(self) -> dict[str, Any]:
+        """Orientation, spacing and size, plus the HU windows (applied in the transform, after the cache)."""
+        return {**self.preprocessing.fingerprint(), "hu_windows": list(self.config.hu_windows)}
 
 
 def _split_series(text: str) -> tuple[str, int | None]:

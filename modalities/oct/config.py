@@ -5,20 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medclip.config import ConfigError
-from medclip.types import ModalityConfig
-from modalities.volume.encoders import resolve_spec
+from modalities.volume.config import VolumeEncoderConfig
 
 from .normalize import OCT_NORMALIZATIONS
 
 
 @dataclass
-class OCTConfig(ModalityConfig):
-    """Options of the OCT plugin.
+class OCTConfig(VolumeEncoderConfig):
+    """Options of the OCT plugin (the encoder options, ``encoder`` to ``gradient_checkpointing``, are
+    ``VolumeEncoderConfig``'s, as for CT).
 
     Attributes:
-        encoder: "vit" or "resnet" (the shared 3D encoders).
-        preset: "tiny" or "base"; width/layers/heads/patch_size override it when set.
-        width, layers, heads, patch_size, dropout, gradient_checkpointing: as for CT.
         n_bscans: B-scans per volume after resampling (volumes differ: 25, 49, 97, 128 are common).
         bscan_size: (lateral, axial) pixels of each B-scan after resampling.
         normalization: per-volume intensity normalisation: "percentile" (low/high percentiles -> 0/1, clipped) or
@@ -28,14 +25,6 @@ class OCTConfig(ModalityConfig):
         cache_dir: folder of the preprocessing cache; empty = none.
     """
 
-    encoder: str = "vit"
-    preset: str = "tiny"
-    width: int = 0
-    layers: int = 0
-    heads: int = 0
-    patch_size: list[int] = field(default_factory=list)
-    dropout: float = 0.0
-    gradient_checkpointing: bool = False
     n_bscans: int = 32
     bscan_size: list[int] = field(default_factory=lambda: [128, 128])
     normalization: str = "percentile"
@@ -59,15 +48,6 @@ class OCTConfig(ModalityConfig):
         if len(self.percentiles) != 2 or not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
             raise ConfigError("modalities.oct.percentiles must be [low, high] with 0 <= low < high <= 100")
         try:
-            resolve_spec(
-                self.encoder,
-                self.preset,
-                1,
-                self.size,
-                width=self.width,
-                layers=self.layers,
-                heads=self.heads,
-                patch_size=self.patch_size,
-            )
+            self.encoder_spec(1, self.size)
         except (ValueError, KeyError) as error:
             raise ConfigError(f"modalities.oct: {error}") from error

@@ -1,8 +1,11 @@
 """Shared 3D imaging code of the CT and OCT plugins: readers (DICOM series, NIfTI, NumPy), geometry, deterministic
-preprocessing, the cache-aware loading pipeline, augmentation, 3D encoders and the chest CT phantom."""
+preprocessing, the cache-aware loading pipeline, augmentation, 3D encoders, the chest CT phantom, and the
+``VolumeModality`` / ``VolumeEncoderConfig`` bases both plugins derive from."""
 
+from .config import VolumeEncoderConfig
 from .encoders import PRESETS, VOLUME_ENCODERS, VolumeEncoderSpec, build_volume_encoder, resolve_spec
 from .geometry import LPS_TO_RAS, check_affine, orientation_code, reorient, spacing_of
+from .modality import VolumeModality
 from .preprocess import GeometrySpec, apply_geometry
 from .volume import Volume
 
@@ -12,7 +15,9 @@ __all__ = [
     "VOLUME_ENCODERS",
     "GeometrySpec",
     "Volume",
+    "VolumeEncoderConfig",
     "VolumeEncoderSpec",
+    "VolumeModality",
     "apply_geometry",
     "build_volume_encoder",
     "check_affine",

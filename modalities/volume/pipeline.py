@@ -82,6 +82,11 @@ def study_pseudonym(study_key: str) -> str:
     return pseudonymizer.pseudonym(study_key, kind="study")
 
 
+def volume_sample(name: str, volume: Volume) -> Sample:
+    """``{name: array, f"{name}_meta": meta}`` of a raw (not preprocessed) volume, its study pseudonymised."""
+    return {name: volume.data, f"{name}_meta": volume_meta(volume, study_pseudonym(volume.study_key))}
+
+
 def load_volume_sample(
     name: str,
     path: Path,
@@ -99,8 +104,7 @@ def load_volume_sample(
         cache: the cache, or None to return the raw volume (preprocessed later by the modality's transform).
     """
     if cache is None:
-        volume = read()
-        return {name: volume.data, f"{name}_meta": volume_meta(volume, study_pseudonym(volume.study_key))}
+        return volume_sample(name, read())
     if not path.exists():
         raise ModalityError("missing_file", "the input does not exist")
     content = cache.content_hash(path)

@@ -1,0 +1,105 @@
+"""``VolumeModality``: what the CT and OCT plugins share once a volume is read.
+
+Both preprocess deterministically (its fingerprint keys the cache and the checkpoint), stack (C, I, J, K) float16
+volumes, build the shared 3D encoders and save/check the same preprocessing state; they differ in readers,
+preprocessing and transforms, which each subclass supplies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from medclip.data.cache import PreprocessCache
+from medclip.types import Modality, Sample
+
+from .config import VolumeEncoderConfig
+from .encoders import build_volume_encoder
+from .pipeline import VolumePreprocessing, check_fingerprint
+
+
+class VolumeModality(Modality):
+    """Base of the volume plugins: cache, collate, encoder and preprocessing state.
+
+    Subclasses set ``name``, ``config_class`` (a ``VolumeEncoderConfig`` with a ``size``) and ``state_format``, and
+    implement ``make_preprocessing``, ``in_channels``, ``load`` and ``transforms``.
+    """
+
+    state_format = ""
+
+    def __init__(self, config: VolumeEncoderConfig | None = None) -> None:
+        super().__init__(config)
+        self.config: VolumeEncoderConfig
+        self.preprocessing = self.make_preprocessing(self.config)
+        self._cache: PreprocessCache | None = None
+
+    def make_preprocessing(self, cfg: VolumeEncoderConfig) -> VolumePreprocessing:
+        """The deterministic preprocessing ``cfg`` describes."""
+        raise NotImplementedError
+
+    def in_channels(self, cfg: VolumeEncoderConfig) -> int:
+        """Input channels of the encoder (C of the collated (B, C, I, J, K) batch)."""
+        raise NotImplementedError
+
+    @property
+    def cache(self) -> PreprocessCache | None:
+        """The preprocessing cache of ``config.cache_dir`` (opened on first use), or None without one."""
+        if not self.config.cache_dir:
+            return None
+        if self._cache is None:
+            self._cache = PreprocessCache(self.config.cache_dir, self.name, self.preprocessing.fingerprint())
+        return self._cache
+
+    def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        """Stack: {name: (B, C, I, J, K) float16, f"{name}_mask": (B,) bool}; missing rows are zeros."""
+        present = torch.tensor([sample.get(self.name) is not None for sample in samples], dtype=torch.bool)  # (B,)
+        shape = (self.in_channels(self.config), *self.config.size)
+        batch = torch.zeros(len(samples), *shape, dtype=torch.float16)  # (B, C, I, J, K)
+        for row, sample in enumerate(samples):
+            if not present[row]:
+                continue
+            volume = torch.as_tensor(sample[self.name])
+            if tuple(volume.shape) != shape:
+                raise ValueError(
+                    f"{self.name} volumes must be transformed before collate: got shape {tuple(volume.shape)}, "
+                    f"expected {shape}"
+                )
+            batch[row] = volume
+        return {self.name: batch, f"{self.name}_mask": present}
+
+    def build_encoder(self, cfg: VolumeEncoderConfig) -> nn.Module:
+        """The ``cfg.encoder`` 3D encoder for (B, C, *size) inputs, sized by ``cfg.preset`` and overrides."""
+        return build_volume_encoder(cfg.encoder_spec(self.in_channels(cfg), cfg.size))
+
+    # --- preprocessing fingerprint ---------------------------------------------------------------------------------
+    def state_fingerprint(self) -> dict[str, Any]:
+        """The fingerprint saved with a checkpoint; subclasses add settings applied outside the cached steps."""
+        return self.preprocessing.fingerprint()
+
+    def preprocess_state(self) -> dict[str, Any]:
+        """The config plus the preprocessing fingerprint."""
+        return {
+            "format": self.state_format,
+            "config": asdict(self.config),
+            "fingerprint": self.state_fingerprint(),
+            "fingerprint_hash": self.preprocessing.fingerprint_hash,
+        }
+
+    def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
+        """Check that the saved fingerprint is the one this config produces (the caller restored the config)."""
+        if state.get("format") != self.state_format:
+            raise ValueError(
+                f"{self.name} preprocess state has format {state.get('format')!r}, expected {self.state_format}"
+            )
+        if state.get("fingerprint_hash") != self.preprocessing.fingerprint_hash:
+            raise ValueError(
+                f"{self.name} preprocess state: its fingerprint does not match the restored config's preprocessing"
+            )
+
+    def check_compatible(self, sample_meta: Mapping[str, Any]) -> None:
+        """Refuse an input preprocessed (cached) with other settings than this model's (``preprocess_mismatch``)."""
+        check_fingerprint(sample_meta, self.preprocessing)
