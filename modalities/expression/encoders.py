@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
+from medclip.nn import cls_token, encode_with_cls, pre_norm_encoder
 from medclip.registry import Registry
 from medclip.types import EncoderOutput
 
@@ -93,29 +93,15 @@ class GeneTransformer(nn.Module):
         self.top_genes = cfg.top_genes
         self.gene_embedding = nn.Embedding(num_genes, cfg.width)
         self.value_projection = nn.Sequential(nn.Linear(1, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.width))
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
-        nn.init.normal_(self.cls, std=0.02)
+        self.cls = cls_token(cfg.width)
         nn.init.normal_(self.gene_embedding.weight, std=0.02)
-        layer = nn.TransformerEncoderLayer(  # self-attention runs through scaled_dot_product_attention
-            d_model=cfg.width,
-            nhead=cfg.heads,
-            dim_feedforward=4 * cfg.width,
-            dropout=cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.transformer = nn.TransformerEncoder(layer, num_layers=cfg.layers, enable_nested_tensor=False)
+        self.transformer = pre_norm_encoder(cfg.width, cfg.heads, cfg.layers, cfg.dropout)
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, values: Tensor) -> EncoderOutput:
         top_values, gene_ids, token_mask = top_expressed(values, self.top_genes)  # (B, K) each
         tokens = self.gene_embedding(gene_ids) + self.value_projection(top_values.unsqueeze(-1))  # (B, K, W)
-        cls = self.cls.expand(values.shape[0], -1, -1)  # (B, 1, W)
-        sequence = torch.cat([cls, tokens], dim=1)  # (B, 1 + K, W)
-        keep = torch.cat([token_mask.new_ones(values.shape[0], 1), token_mask], dim=1)  # (B, 1 + K)
-        hidden = self.norm(self.transformer(sequence, src_key_padding_mask=~keep))  # (B, 1 + K, W)
-        return EncoderOutput(pooled=hidden[:, 0], tokens=hidden[:, 1:], token_mask=token_mask)
+        return encode_with_cls(self.transformer, self.norm, self.cls, tokens, token_mask)
 
 
 def build_expression_encoder(num_genes: int, cfg: ExpressionConfig) -> nn.Module:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from medclip.nn import pre_norm_encoder
 from medclip.types import EncoderOutput
 
 from .config import ReportConfig
@@ -49,19 +50,7 @@ class TransformerReportEncoder(nn.Module):
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.max_tokens, cfg.width)
         self.embedding_dropout = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(
-            d_model=cfg.width,
-            nhead=cfg.heads,
-            dim_feedforward=4 * cfg.width,  # the usual 4x MLP expansion
-            dropout=cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        # Nested tensors do not support norm_first; padding is handled by the key padding mask instead.
-        self.blocks = nn.TransformerEncoder(
-            layer, num_layers=cfg.layers, norm=nn.LayerNorm(cfg.width), enable_nested_tensor=False
-        )
+        self.blocks = pre_norm_encoder(cfg.width, cfg.heads, cfg.layers, cfg.dropout, norm=nn.LayerNorm(cfg.width))
         nn.init.normal_(self.token_embedding.weight, std=0.02)  # GPT-2/CLIP text initialisation
         nn.init.normal_(self.position_embedding.weight, std=0.01)
 

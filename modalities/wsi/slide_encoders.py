@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from medclip.nn import cls_token, encode_with_cls, pre_norm_encoder
 from medclip.registry import Registry
 from medclip.types import EncoderOutput
 
@@ -101,24 +102,10 @@ class PositionalTransformer(nn.Module):
         self.output_dim = cfg.width
         self.width = cfg.width
         self.project = projection(input_dim, cfg)
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
-        nn.init.normal_(self.cls, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            d_model=cfg.width,
-            nhead=cfg.heads,
-            dim_feedforward=4 * cfg.width,
-            dropout=cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.transformer = nn.TransformerEncoder(layer, num_layers=cfg.layers, enable_nested_tensor=False)
+        self.cls = cls_token(cfg.width)
+        self.transformer = pre_norm_encoder(cfg.width, cfg.heads, cfg.layers, cfg.dropout)
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, features: Tensor, positions: Tensor, mask: Tensor) -> EncoderOutput:
         tokens = self.project(features) + sincos_2d(positions, self.width).to(features.dtype)  # (B, N, W)
-        cls = self.cls.expand(features.shape[0], -1, -1)  # (B, 1, W)
-        sequence = torch.cat([cls, tokens], dim=1)  # (B, 1 + N, W)
-        keep = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)  # (B, 1 + N): CLS always attends
-        hidden = self.norm(self.transformer(sequence, src_key_padding_mask=~keep))  # (B, 1 + N, W)
-        return EncoderOutput(pooled=hidden[:, 0], tokens=hidden[:, 1:], token_mask=mask)
+        return encode_with_cls(self.transformer, self.norm, self.cls, tokens, mask)

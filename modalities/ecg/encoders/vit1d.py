@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medclip.nn import cls_token, encode_with_cls, pre_norm_encoder
 from medclip.types import EncoderOutput
 
 from ..config import ECGConfig
@@ -57,31 +58,19 @@ class ViT1d(nn.Module):
         self.max_patches = math.ceil(cfg.n_samples / self.patch)
         self.embed = LeadPatchEmbedding(len(cfg.leads), self.patch, cfg.width)
         self.position = nn.Parameter(torch.zeros(1, self.max_patches + 1, cfg.width))
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.width))
         nn.init.normal_(self.position, std=0.02)
-        nn.init.normal_(self.cls, std=0.02)
-        layer = nn.TransformerEncoderLayer(  # self-attention runs through scaled_dot_product_attention
-            d_model=cfg.width,
-            nhead=cfg.heads,
-            dim_feedforward=4 * cfg.width,
-            dropout=cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.transformer = nn.TransformerEncoder(layer, num_layers=cfg.depth, enable_nested_tensor=False)
+        self.cls = cls_token(cfg.width)
+        self.transformer = pre_norm_encoder(cfg.width, cfg.heads, cfg.depth, cfg.dropout)
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         tokens = self.embed(inputs["signal"], inputs["lead_mask"])  # (B, P, D)
-        batch, patches, _ = tokens.shape
+        patches = tokens.shape[1]
         if patches > self.max_patches:
             raise ValueError(
                 f"ECG input has {patches} patches, more than the {self.max_patches} this encoder was built for"
             )
         starts = torch.arange(patches, device=tokens.device) * self.patch  # (P,)
         token_mask = starts.unsqueeze(0) < inputs["valid_samples"].unsqueeze(1)  # (B, P)
-        sequence = torch.cat([self.cls.expand(batch, -1, -1), tokens], dim=1) + self.position[:, : patches + 1]
-        keep = torch.cat([token_mask.new_ones(batch, 1), token_mask], dim=1)  # (B, 1 + P); CLS always attended
-        hidden = self.norm(self.transformer(sequence, src_key_padding_mask=~keep))  # (B, 1 + P, D)
-        return EncoderOutput(pooled=hidden[:, 0], tokens=hidden[:, 1:], token_mask=token_mask)
+        position = self.position[:, : patches + 1]  # (1, 1 + P, D): CLS position included
+        return encode_with_cls(self.transformer, self.norm, self.cls, tokens, token_mask, position)
