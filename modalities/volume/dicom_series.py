@@ -17,6 +17,10 @@ Rules (each violation is a ``ModalityError`` with its reason code; see docs/ct.m
 - RescaleSlope/RescaleIntercept are applied exactly once, per slice, to the stored values (pydicom's
   ``pixel_array`` returns stored values and applies no rescale), giving Hounsfield units.
 - Multi-frame (enhanced) CT objects are rejected with ``multiframe``: convert them to a classic series.
+- Quarantine (on by default): a series with BurnedInAnnotation = YES (``quarantined_burned_in_annotation``), or of
+  Modality US, SC or OT (``quarantined_modality``: ultrasound, secondary captures and "other" objects often carry
+  names and dates burned into the pixels, which no header allow-list can remove) is never read. It is counted like
+  any other rejection in the run summary. ``quarantine=False`` reads them anyway, for data already screened.
 """
 
 from __future__ import annotations
@@ -96,8 +100,29 @@ def _floats(dataset: Dataset, keyword: str, count: int) -> np.ndarray:
     return np.asarray([float(item) for item in value], dtype=np.float64)
 
 
-def validate_series(datasets: Sequence[Dataset]) -> SeriesGeometry:
+# Modalities whose pixels often hold burned-in identifiers: ultrasound, secondary capture, other.
+QUARANTINED_MODALITIES = frozenset({"US", "SC", "OT"})
+
+
+def check_quarantine(datasets: Sequence[Dataset]) -> None:
+    """Refuse series whose pixels may show patient data (the quarantine rule of the module docstring)."""
+    for dataset in datasets:
+        if str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+            raise ModalityError(
+                "quarantined_burned_in_annotation", "the series is flagged BurnedInAnnotation=YES and is quarantined"
+            )
+        modality = str(dataset.get("Modality", "") or "").strip().upper()
+        if modality in QUARANTINED_MODALITIES:
+            raise ModalityError(
+                "quarantined_modality",
+                f"Modality {modality} objects often carry burned-in identifiers and are quarantined",
+            )
+
+
+def validate_series(datasets: Sequence[Dataset], quarantine: bool = True) -> SeriesGeometry:
     """Check one series' geometry and order its slices (the rules of the module docstring)."""
+    if quarantine:
+        check_quarantine(datasets)
     for dataset in datasets:
         if "PixelData" not in dataset:
             raise ModalityError("no_pixel_data", "the series holds objects without pixel data (not images)")
@@ -211,12 +236,13 @@ def group_series(datasets: Sequence[Dataset]) -> list[list[Dataset]]:
     return sorted(groups.values(), key=lambda group: (series_number_of(group) is None, series_number_of(group) or 0))
 
 
-def read_dicom_series(path: str | os.PathLike, series_number: int | None = None) -> Volume:
+def read_dicom_series(path: str | os.PathLike, series_number: int | None = None, quarantine: bool = True) -> Volume:
     """Load one CT series from a folder (or one DICOM file) as HU with a RAS affine.
 
     Args:
         path: a series folder, or a single-slice DICOM file.
         series_number: which SeriesNumber to load when the folder holds several series.
+        quarantine: refuse series that may carry burned-in identifiers (see the module docstring).
 
     Raises:
         ModalityError: with the reason codes of the module docstring.
@@ -232,7 +258,7 @@ def read_dicom_series(path: str | os.PathLike, series_number: int | None = None)
         if series_number is not None and number != series_number:
             continue
         try:
-            usable.append((number, validate_series(group)))
+            usable.append((number, validate_series(group, quarantine=quarantine)))
         except ModalityError as error:
             errors.append(error)
             rejected.append({"series_number": number, "reason": error.reason})
