@@ -318,6 +318,22 @@ def test_patient_split_is_deterministic_by_patient_and_roughly_sized():
         check_no_patient_leakage(manifest, leaking)
 
 
+def test_adding_rows_never_moves_old_patients_between_splits():
+    """A manifest that grows (new studies of old patients, new patients) keeps every old patient in its split."""
+    old = split_manifest([(f"MRN-{patient}", "") for patient in range(400) for _ in range(2)])
+    grown = split_manifest(
+        [(f"MRN-{patient}", "") for patient in range(400) for _ in range(3)]
+        + [(f"MRN-{patient}", "") for patient in range(400, 700)]
+    )
+
+    def split_by_patient(manifest):
+        assignment = assign_splits(manifest, val_fraction=0.1, test_fraction=0.2, seed=0)
+        return {row.patient: assignment[row.row_number] for row in manifest.rows}
+
+    before, after = split_by_patient(old), split_by_patient(grown)
+    assert len(after) == 700 and all(after[patient] == split for patient, split in before.items())
+
+
 def test_explicit_split_wins_for_the_whole_patient_and_conflicts_fail():
     manifest = split_manifest([("MRN-SMITH-0001", "test"), ("MRN-SMITH-0001", ""), ("MRN-JONES-0002", "Val")])
     assert assign_splits(manifest, 0.0, 0.0) == {1: "test", 2: "test", 3: "val"}
