@@ -139,6 +139,34 @@ def modality_pairs(names: list[str], anchor: str | None) -> list[tuple[str, str]
     return [(anchor, other) for other in names if other != anchor]
 
 
+def require_logit_scale(loss_name: str, logit_scale: Tensor | None) -> Tensor:
+    """The logit scale a contrastive loss was called with; a clear error when the caller did not pass one."""
+    if logit_scale is None:
+        raise ValueError(f"{loss_name} loss needs logit_scale (ContrastiveModel.forward provides it)")
+    return logit_scale
+
+
+def presence_masks(
+    features: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None, names: list[str]
+) -> dict[str, Tensor]:
+    """Each named modality's (B,) bool presence mask: the given one (shape-checked) or all True when none is given.
+
+    Raises:
+        ValueError: a mask whose shape is not (B,) for its modality's (B, D) features.
+    """
+    masks = masks or {}
+    valid: dict[str, Tensor] = {}
+    for name in names:
+        size = features[name].shape[0]
+        mask = masks.get(name)
+        if mask is None:
+            mask = torch.ones(size, dtype=torch.bool, device=features[name].device)
+        if mask.shape != (size,):
+            raise ValueError(f"mask of {name!r} has shape {tuple(mask.shape)}, expected ({size},)")
+        valid[name] = mask.bool()
+    return valid
+
+
 class PairwiseContrastiveLoss(nn.Module):
     """Shared module for losses contrasting pairs of modalities; subclasses implement ``pair_loss``.
 
@@ -172,21 +200,11 @@ class PairwiseContrastiveLoss(nn.Module):
         masks: Mapping[str, Tensor] | None = None,
         **unused: Any,
     ) -> dict[str, Tensor]:
-        if logit_scale is None:
-            raise ValueError(f"{self.name} loss needs logit_scale (ContrastiveModel.forward provides it)")
+        logit_scale = require_logit_scale(self.name, logit_scale)
         names = list(features)
         if len(names) < 2:
             raise ValueError(f"{self.name} loss needs at least two modalities in the batch, got {names}")
-        masks = masks or {}
-        valid: dict[str, Tensor] = {}
-        for name in names:
-            size = features[name].shape[0]
-            mask = masks.get(name)
-            if mask is None:
-                mask = torch.ones(size, dtype=torch.bool, device=features[name].device)
-            if mask.shape != (size,):
-                raise ValueError(f"mask of {name!r} has shape {tuple(mask.shape)}, expected ({size},)")
-            valid[name] = mask.bool()
+        valid = presence_masks(features, masks, names)
         pairs = modality_pairs(names, self.config.anchor)
         pair_masks = [valid[a] & valid[b] for a, b in pairs]
         local_counts = torch.stack([mask.sum() for mask in pair_masks])  # (P,)

@@ -56,6 +56,15 @@ def global_rows(features: Tensor, mask: Tensor, distributed: bool) -> tuple[Tens
     return all_gather_no_grad(mask), get_rank() * features.shape[0], True  # (world * B,)
 
 
+def matching_columns(all_masks: Tensor, local: Tensor, offset: int) -> Tensor:
+    """Each local valid row's column among the global valid rows: (N,) global mask, (P,) local rows -> (P,).
+
+    The columns of a contrast are the valid rows of the global batch in order, so a row's match is the number of
+    valid rows before it (its rank-local index shifted by ``offset``, this process's first global row).
+    """
+    return (all_masks.long().cumsum(0) - 1)[local + offset]
+
+
 def exact_global_value(local_share: Tensor, use_distributed: bool) -> Tensor:
     """Apply the distributed convention: report the summed shares, backpropagate ``world * local share``."""
     if not use_distributed:
@@ -97,7 +106,7 @@ def clip_loss(
     all_b = all_gather_with_grad(features_b) if use_distributed else features_b  # (N, D)
     columns = present_rows(all_masks)  # (V,)
     local = present_rows(mask)  # (P,)
-    targets = (all_masks.long().cumsum(0) - 1)[local + offset]  # (P,) each local row's column among the valid ones
+    targets = matching_columns(all_masks, local, offset)  # (P,)
     logits_a_to_b = logit_scale * features_a[local] @ all_b[columns].T  # (P, V)
     logits_b_to_a = logit_scale * features_b[local] @ all_a[columns].T  # (P, V)
     local_sum = F.cross_entropy(logits_a_to_b, targets, reduction="sum") + F.cross_entropy(

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from ..distributed import all_gather_no_grad, all_gather_with_grad, is_distributed
 from ..types import present_rows
-from .base import LossConfig, register_loss, zero_loss_connected_to
-from .clip import exact_global_value
+from .base import LossConfig, presence_masks, register_loss, require_logit_scale, zero_loss_connected_to
+from .clip import exact_global_value, matching_columns
 
 MIN_GRAM_DETERMINANT = 1e-8  # clamp before sqrt: d sqrt(x) / dx is infinite at 0
 
@@ -57,7 +57,7 @@ def _global_layout(mask: Tensor, use_distributed: bool, size: int) -> tuple[Tens
     offset = torch.distributed.get_rank() * size if use_distributed else 0
     local = present_rows(mask)  # (P,)
     columns = present_rows(all_masks)  # (V,)
-    targets = (all_masks.long().cumsum(0) - 1)[local + offset]  # (P,)
+    targets = matching_columns(all_masks, local, offset)  # (P,)
     return local, columns, targets, int(all_masks.sum())
 
 
@@ -211,17 +211,12 @@ class _GroupedLoss(nn.Module):
         masks: Mapping[str, Tensor] | None = None,
         **unused: Any,
     ) -> dict[str, Tensor]:
-        if logit_scale is None:
-            raise ValueError(f"{self.name} loss needs logit_scale (ContrastiveModel.forward provides it)")
+        logit_scale = require_logit_scale(self.name, logit_scale)
         names = list(self.config.modalities) or list(features)
         missing = [name for name in names if name not in features]
         if missing or len(names) < 2:
             raise ValueError(f"{self.name} loss needs at least two of its modalities; missing {missing}, got {names}")
-        masks = masks or {}
-        present = {
-            name: masks[name].bool() if name in masks else torch.ones(features[name].shape[0], dtype=torch.bool)
-            for name in names
-        }
+        present = presence_masks(features, masks, names)
         weighted, counted = [], 0
         metrics: dict[str, Tensor] = {}
         for group, row_mask, count in modality_groups(present, self.config.distributed):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..distributed import all_gather_with_grad
 from ..types import present_rows
 from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
-from .clip import check_pair_inputs, exact_global_value, global_rows
+from .clip import check_pair_inputs, exact_global_value, global_rows, matching_columns
 
 
 def siglip_loss(
@@ -57,7 +57,7 @@ def siglip_loss(
     all_b = all_gather_with_grad(features_b) if use_distributed else features_b  # (N, D)
     columns = present_rows(all_masks)  # (V,)
     local = present_rows(mask)  # (P,)
-    matches = (all_masks.long().cumsum(0) - 1)[local + offset]  # (P,) each local row's column among the valid ones
+    matches = matching_columns(all_masks, local, offset)  # (P,)
     logits = logit_scale * features_a[local] @ all_b[columns].T + logit_bias  # (P, V)
     signs = -torch.ones_like(logits)  # (P, V) z = -1 for non-matching pairs
     signs[torch.arange(local.numel(), device=logits.device), matches] = 1.0  # z = +1 for the matching pair

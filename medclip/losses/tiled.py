@@ -200,7 +200,7 @@ def tiled_clip_loss(
     Returns:
         A scalar equal to ``clip_loss`` on the same inputs, up to float rounding.
     """
-    from .clip import check_pair_inputs, exact_global_value, global_rows
+    from .clip import check_pair_inputs, exact_global_value, global_rows, matching_columns
 
     mask = check_pair_inputs(features_a, features_b, mask)
     all_masks, offset, use_distributed = global_rows(features_a, mask, distributed)  # (N,)
@@ -215,7 +215,7 @@ def tiled_clip_loss(
         return total / (2 * num_valid)
     all_a, all_b = all_gather_with_grad(features_a), all_gather_with_grad(features_b)  # (N, D)
     columns = present_rows(all_masks)  # (V,)
-    targets = (all_masks.long().cumsum(0) - 1)[local + offset]  # (P,) each local row's column among the valid ones
+    targets = matching_columns(all_masks, local, offset)  # (P,)
     a_to_b = tiled_cross_entropy(features_a[local], all_b[columns], logit_scale, targets, tile_size=tile_size)
     b_to_a = tiled_cross_entropy(features_b[local], all_a[columns], logit_scale, targets, tile_size=tile_size)
     return exact_global_value((a_to_b + b_to_a) / (2 * num_valid), use_distributed)

@@ -36,7 +36,7 @@ from ..config import ConfigError
 from ..distributed import all_gather_no_grad, all_gather_with_grad, all_reduce_sum_no_grad, is_distributed
 from ..types import present_rows
 from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
-from .clip import check_pair_inputs, exact_global_value, global_rows
+from .clip import check_pair_inputs, exact_global_value, global_rows, matching_columns
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 24  # token-similarity entries per block (64 MiB in fp32)
 
@@ -226,7 +226,7 @@ def filip_loss(
     all_a, all_b = all_gather_with_grad(tokens_a), all_gather_with_grad(tokens_b)  # (N, T, D)
     all_mask_a, all_mask_b = all_gather_no_grad(token_mask_a), all_gather_no_grad(token_mask_b)  # (N, T)
     columns = present_rows(all_masks)  # (V,)
-    targets = (all_masks.long().cumsum(0) - 1)[local + offset]  # (P,)
+    targets = matching_columns(all_masks, local, offset)  # (P,)
     a_to_b, _ = token_max_similarity(
         tokens_a[local], all_b[columns], token_mask_a[local], all_mask_b[columns], block_elements
     )  # (P, V)
