@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import medclip
 from medclip.config import ConfigError
 from medclip.data import Manifest, ManifestDataset, SkipSummary, assign_splits, is_empty_batch, read_manifest
 from medclip.data.manifest import SPLITS
+from medclip.eval.hygiene import provenance_record
 from medclip.experiment import ExperimentConfig
 from medclip.inference import Preprocess, move_to_device
 from medclip.train.checkpoint import read_config
@@ -74,6 +76,35 @@ def open_manifest(
     manifest = read_manifest(path, list(dict.fromkeys(modalities)), root=root or None)
     data = experiment.data
     return manifest, assign_splits(manifest, data.val_fraction, data.test_fraction, data.split_seed)
+
+
+class BootstrapEvalConfig(Protocol):
+    """The options every patient-bootstrapped evaluation recipe (zero-shot, retrieve, probe) has."""
+
+    checkpoint: str
+    seed: int
+    n_bootstrap: int
+    confidence: float
+
+
+def eval_provenance(
+    command: str,
+    cfg: BootstrapEvalConfig,
+    manifest: Manifest,
+    prompt_set: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The provenance record of an evaluation: checkpoint, manifest, seed, ``settings`` and the patient bootstrap."""
+    return provenance_record(
+        command,
+        cfg.checkpoint,
+        manifest.manifest_hash(),
+        manifest.key_fingerprint,
+        cfg.seed,
+        prompt_set,
+        **settings,
+        bootstrap={"unit": "patient", "replicates": cfg.n_bootstrap, "confidence": cfg.confidence},
+    )
 
 
 def check_split_name(name: str, key: str = "split") -> str | None:

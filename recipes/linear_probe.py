@@ -28,7 +28,7 @@ from medclip.eval.clinical_plots import plot_few_shot, plot_findings
 from medclip.eval.few_shot import fit_probe_probabilities, sample_patients
 from medclip.eval.findings import choose_thresholds, evaluate_findings, evaluate_multiclass, single_class_rows
 from medclip.eval.finetune import finetune
-from medclip.eval.hygiene import check_unseen_patients, provenance_record
+from medclip.eval.hygiene import check_unseen_patients
 from medclip.eval.report import (
     ReportSection,
     data_section,
@@ -42,6 +42,7 @@ from recipes.common import (
     EmbeddedRows,
     check_split_name,
     embed_rows,
+    eval_provenance,
     label_columns,
     open_manifest,
     open_model,
@@ -211,13 +212,10 @@ def main(cfg: Config) -> dict[str, float]:
     )
     finetuned = run_finetune(cfg, opened, manifest, splits, columns, y_val, y_test, val, test) if cfg.finetune else None
 
-    provenance = provenance_record(
+    provenance = eval_provenance(
         COMMAND,
-        cfg.checkpoint,
-        manifest.manifest_hash(),
-        manifest.key_fingerprint,
-        cfg.seed,
-        None,
+        cfg,
+        manifest,
         modality=cfg.modality,
         mode=cfg.mode,
         fractions=cfg.fractions,
@@ -225,7 +223,6 @@ def main(cfg: Config) -> dict[str, float]:
         C=cfg.C,
         threshold_rule=cfg.threshold_rule,
         **{key: getattr(cfg, key) for key in splits_used},
-        bootstrap={"unit": "patient", "replicates": cfg.n_bootstrap, "confidence": cfg.confidence},
     )
     split_rows = {
         getattr(cfg, key): {"rows": len(rows), "patients": len(set(rows.patients)), "skipped_rows": skips.total()}

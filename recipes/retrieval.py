@@ -27,12 +27,20 @@ from medclip.config import ConfigError
 from medclip.eval import bootstrap_ci, retrieval_ranks
 from medclip.eval.clinical_plots import plot_retrieval_examples
 from medclip.eval.findings import nanmean
-from medclip.eval.hygiene import check_unseen_patients, checkpoint_sha256, provenance_record
+from medclip.eval.hygiene import check_unseen_patients, checkpoint_sha256
 from medclip.eval.index import INDEXES, build_index, load_index
 from medclip.eval.ranking import finding_relevance, label_aware_retrieval
 from medclip.eval.report import ReportSection, data_section, format_ci, provenance_section, write_json, write_report
 from medclip.inference import embed
-from recipes.common import EmbeddedRows, check_split_name, embed_rows, open_manifest, open_model, split_patients
+from recipes.common import (
+    EmbeddedRows,
+    check_split_name,
+    embed_rows,
+    eval_provenance,
+    open_manifest,
+    open_model,
+    split_patients,
+)
 
 COMMAND = "retrieve"
 HELP = "cross-modal retrieval (any modality -> any modality): Recall@K, mAP, nDCG with CIs; FAISS index; text search"
@@ -233,20 +241,16 @@ def main(cfg: Config) -> dict[str, float]:
 
     examples = example_queries(pairs, cfg, manifest.label_names)
     plot_retrieval_examples(examples, out / "examples.png", f"{cfg.query_modality} -> {cfg.target_modality}")
-    provenance = provenance_record(
+    provenance = eval_provenance(
         COMMAND,
-        cfg.checkpoint,
-        manifest.manifest_hash(),
-        manifest.key_fingerprint,
-        cfg.seed,
-        None,
+        cfg,
+        manifest,
         split=cfg.split,
         query_modality=cfg.query_modality,
         target_modality=cfg.target_modality,
         deduplicate_patients=cfg.deduplicate_patients,
         index=cfg.index,
         index_options=cfg.index_options,
-        bootstrap={"unit": "patient", "replicates": cfg.n_bootstrap, "confidence": cfg.confidence},
     )
     data = {
         "rows_embedded": len(rows),

@@ -25,7 +25,7 @@ from medclip.config import ConfigError
 from medclip.eval import class_embeddings, zero_shot_scores
 from medclip.eval.clinical_plots import plot_findings
 from medclip.eval.findings import choose_thresholds, evaluate_findings, evaluate_multiclass
-from medclip.eval.hygiene import check_unseen_patients, provenance_record
+from medclip.eval.hygiene import check_unseen_patients
 from medclip.eval.prompts import PromptSet, read_prompt_set
 from medclip.eval.report import (
     ReportSection,
@@ -43,6 +43,7 @@ from recipes.common import (
     OpenedModel,
     check_split_name,
     embed_rows,
+    eval_provenance,
     label_columns,
     open_manifest,
     open_model,
@@ -180,12 +181,10 @@ def main(cfg: Config) -> dict[str, float]:
     )
     images = plot_findings(out, findings, y_test, scores_test, result, cfg.calibration_bins)
 
-    provenance = provenance_record(
+    provenance = eval_provenance(
         COMMAND,
-        cfg.checkpoint,
-        manifest.manifest_hash(),
-        manifest.key_fingerprint,
-        cfg.seed,
+        cfg,
+        manifest,
         prompts.summary(),
         split=cfg.split,
         threshold_split=cfg.threshold_split,
@@ -194,7 +193,6 @@ def main(cfg: Config) -> dict[str, float]:
         query_modality=cfg.query_modality,
         text_modality=cfg.text_modality,
         logit_scale=scale,
-        bootstrap={"unit": "patient", "replicates": cfg.n_bootstrap, "confidence": cfg.confidence},
     )
     split_rows = {
         cfg.split: {"rows": len(test), "patients": len(set(test.patients)), "skipped_rows": test_skips.total()},
