@@ -111,16 +111,17 @@ def report_text(row: int, findings_text: str) -> str:
         f"Exam date: 2019-03-{row + 1:02d}\n"
         f"Referring physician: Dr. Osgrave Pellimondo\n"
         f"{findings_text}\n"
-        f"Discussed with Mrs. Halvring Tessavel on {row + 1} March 2019 at 555-867-{5300 + row}."
+        f"Discussed with Mrs. Halvring Tessavel on {row + 1} March 2019 at {phone(row)}."
     )
-
-
-def report_planted(row: int) -> list[str]:
-    return [f"66120{row:03d}", f"ACC66120{row:02d}", f"03/{row + 1:02d}/1939", f"2019-03-{row + 1:02d}"]
 
 
 def phone(row: int) -> str:
     return f"555-867-{5300 + row}"
+
+
+def report_planted(row: int) -> list[str]:
+    """The identifiers ``report_text`` puts into row ``row``'s report (the names are in ``REPORT_NAMES``)."""
+    return [f"66120{row:03d}", f"ACC66120{row:02d}", f"03/{row + 1:02d}/1939", f"2019-03-{row + 1:02d}", phone(row)]
 
 
 def build_inputs(data: Path) -> tuple[Path, list[str]]:
@@ -131,7 +132,7 @@ def build_inputs(data: Path) -> tuple[Path, list[str]]:
     def add_row(modality_cells: dict[str, str], report: str, labels: dict[str, int] | None) -> None:
         row = len(rows)
         patient, study = manifest_ids(row)
-        planted.extend([patient, study, *report_planted(row), phone(row)])
+        planted.extend([patient, study, *report_planted(row)])
         cells = {"patient_id": patient, "study_id": study, "ct": "", "ecg": "", "expression": "", "report": ""}
         cells.update(modality_cells)
         if row % 2:  # half the reports in files named after the patient, half inline
