@@ -4,7 +4,9 @@ Rules (each violation is a ``ModalityError`` with its reason code; see docs/ct.m
 
 - Files are grouped by SeriesInstanceUID. A folder with one usable series loads it, and lists the series it rejected
   (by SeriesNumber and reason) in the metadata; several usable series need the manifest to name one
-  (``folder#series=<SeriesNumber>``), else ``mixed_series``. Files that are not DICOM: ``not_dicom``.
+  (``folder#series=<SeriesNumber>``), else ``mixed_series``. Files that are not DICOM: ``not_dicom``. Damaged
+  headers: a missing or malformed SeriesInstanceUID is ``bad_series_uid``, a numeric tag that does not parse
+  ``bad_header`` (both refuse the folder: a damaged file must not silently shorten its series).
 - Slices are ordered by the projection of ImagePositionPatient on the slice normal (row x column direction), never by
   file name or InstanceNumber.
 - Every slice must share ImageOrientationPatient (``inconsistent_orientation``), Rows/Columns
@@ -26,6 +28,7 @@ Rules (each violation is a ``ModalityError`` with its reason code; see docs/ct.m
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ POSITION_TOLERANCE_MM = 0.01  # DS strings carry ~1e-5 mm rounding; anything abo
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_RELATIVE_TOLERANCE = 0.01  # slice gaps within 1 % of each other count as regular
 SKIPPED_FILE_NAMES = frozenset({"DICOMDIR"})  # media directory files describe a disc; they are not images
+_UID_SYNTAX = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")  # dotted numbers (leading zeros, seen in old exports, pass)
 
 
 @dataclass
@@ -73,19 +77,37 @@ def read_datasets(files: Sequence[Path]) -> list[Dataset]:
 
     Raises:
         ModalityError: ``not_dicom`` (counting the files, never naming them: file names can hold identifiers),
-            ``empty_series`` when there are no files.
+            ``truncated_file`` when a file ends inside an element, ``empty_series`` when there are no files.
     """
     if not files:
         raise ModalityError("empty_series", "the DICOM folder holds no files")
-    datasets, not_dicom = [], 0
+    datasets, not_dicom, cut_short = [], 0, 0
     for path in files:
         try:
             datasets.append(pydicom.dcmread(path))
         except (InvalidDicomError, EOFError, OSError, ValueError):
             not_dicom += 1
+            continue
+        cut_short += _cut_short(datasets[-1])
     if not_dicom:
         raise ModalityError("not_dicom", f"{not_dicom} of {len(files)} file(s) in the series folder are not DICOM")
+    if cut_short:
+        raise ModalityError("truncated_file", f"{cut_short} of {len(files)} DICOM file(s) end inside an element")
     return datasets
+
+
+def _cut_short(dataset: Dataset) -> bool:
+    """Whether the file ended inside its last element: pydicom keeps such a partial value without an error.
+
+    Only the last element read can be short (reading stops at the end of the file); it is still raw (undecoded)
+    here, so its declared length can be compared with the bytes actually read.
+    """
+    tags = list(dataset.keys())
+    if not tags:
+        return False
+    raw = dataset.get_item(tags[-1])
+    value, length = getattr(raw, "value", None), getattr(raw, "length", 0)
+    return isinstance(value, bytes) and length != 0xFFFFFFFF and len(value) < length
 
 
 def series_number_of(datasets: Sequence[Dataset]) -> int | None:
@@ -229,10 +251,18 @@ def hounsfield_slices(slices: Sequence[Dataset]) -> np.ndarray:
 
 
 def group_series(datasets: Sequence[Dataset]) -> list[list[Dataset]]:
-    """Datasets grouped by SeriesInstanceUID, ordered by SeriesNumber (files without one form their own group)."""
+    """Datasets grouped by SeriesInstanceUID, ordered by SeriesNumber.
+
+    A file with no SeriesInstanceUID (a header cut short) or one that is not dot-separated numbers (a damaged byte) is
+    refused as ``bad_series_uid``: grouped on its own, it would leave the rest of its series to load as a complete,
+    good-looking volume with a slice missing.
+    """
     groups: dict[str, list[Dataset]] = defaultdict(list)
     for dataset in datasets:
-        groups[str(dataset.get("SeriesInstanceUID", "<none>"))].append(dataset)
+        uid = str(dataset.get("SeriesInstanceUID", "") or "")
+        if not _UID_SYNTAX.fullmatch(uid):
+            raise ModalityError("bad_series_uid", "a file of the folder has no valid SeriesInstanceUID (damaged file)")
+        groups[uid].append(dataset)
     return sorted(groups.values(), key=lambda group: (series_number_of(group) is None, series_number_of(group) or 0))
 
 
@@ -245,9 +275,20 @@ def read_dicom_series(path: str | os.PathLike, series_number: int | None = None,
         quarantine: refuse series that may carry burned-in identifiers (see the module docstring).
 
     Raises:
-        ModalityError: with the reason codes of the module docstring.
+        ModalityError: with the reason codes of the module docstring; ``bad_header`` for a numeric tag that does not
+            parse (a damaged DS/IS value such as "2.5z": pydicom keeps it as text and ``float`` fails later).
     """
-    path = Path(path)
+    try:
+        return _read_dicom_series(Path(path), series_number, quarantine)
+    except ModalityError:
+        raise
+    except (ValueError, TypeError) as error:  # the library message quotes the header value: not passed on
+        raise ModalityError(
+            "bad_header", f"a slice has a malformed numeric header value ({type(error).__name__})"
+        ) from None
+
+
+def _read_dicom_series(path: Path, series_number: int | None, quarantine: bool) -> Volume:
     files = list_dicom_files(path) if path.is_dir() else [path]
     groups = group_series(read_datasets(files))
     rejected: list[dict[str, object]] = []

@@ -26,6 +26,25 @@ def is_nifti(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def check_data_size(path: Path, image: nib.Nifti1Image) -> None:
+    """An uncompressed .nii must end where its header says its voxels end (``header_data_mismatch`` otherwise).
+
+    nibabel reads the bytes the header's dims and datatype ask for and ignores the rest, so a damaged dim (8 -> 4)
+    loads a smaller, scrambled volume without an error. A too-short file already fails to read; a too-long one is
+    caught here. (.nii.gz is not checked: its size is only known after decompressing the whole stream.)
+    """
+    proxy = image.dataobj  # the ArrayProxy: where and what nibabel reads (the loaded header's offset is reset to 0)
+    if str(path).lower().endswith(".gz") or not hasattr(proxy, "offset"):
+        return
+    voxels = int(np.prod(proxy.shape, dtype=np.int64))
+    expected = int(proxy.offset) + voxels * np.dtype(proxy.dtype).itemsize
+    if path.stat().st_size != expected:
+        raise ModalityError(
+            "header_data_mismatch",
+            f"the NIfTI file holds {path.stat().st_size} bytes but its header describes {expected}: a damaged header",
+        )
+
+
 def read_nifti(path: str | os.PathLike, intensity: str = "raw") -> Volume:
     """Load a 3D NIfTI (a 4D one with one volume is accepted) with its RAS affine.
 
@@ -60,6 +79,7 @@ def read_nifti(path: str | os.PathLike, intensity: str = "raw") -> Volume:
         data = np.asanyarray(image.dataobj)  # applies scl_slope/scl_inter once when set, else keeps the stored dtype
     except Exception as error:
         raise ModalityError("unreadable", f"the NIfTI voxel data could not be read ({type(error).__name__})") from error
+    check_data_size(path, image)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

@@ -1,0 +1,278 @@
+"""Fuzzing the readers through the real data pipeline: corrupted files mixed into good ones (issue 8, "Bad input").
+
+Each format writes small good files with its real writer (pydicom, nibabel, wfdb, anndata, tifffile, plain UTF-8),
+then corrupts copies with a seeded RNG over corruption kinds (truncate at a random offset, flip random bytes, zero a
+header region, edit a header field, duplicate genes, ...). All rows go into one manifest, which runs through
+``Manifest.from_dataframe`` -> ``ManifestDataset`` (construction + loading every row) and, for reports, through
+``collate_samples``. The checks:
+
+- nothing escapes: construction and every ``__getitem__`` return, within a time limit (no hang);
+- every bad file gets exactly one ``SkipRecord`` (row, column, reason), raised on purpose by the reader
+  (``error_class == "ModalityError"``, never the dataset's catch-all for a stray ``struct.error``/``IndexError``);
+- its reason is the one the corruption predicts; where a corruption can legitimately leave a readable file (a flipped
+  byte in pixel data or in JPEG entropy data) the row may instead load, and then it must have the good shape;
+- every good file loads, and the per-reason counts of the summary equal the tally of the outcomes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medclip.data import Manifest, ManifestDataset, SkipSummary
+from medclip.data.pseudonym import Pseudonymizer
+from medclip.types import Modality
+
+USED = "used"  # the outcome of a row that loaded
+FILE_TIME_LIMIT_S = 60  # a whole format's run; a reader stuck in a loop on a corrupt file fails the test here
+
+
+@dataclass(frozen=True)
+class Case:
+    """One manifest row: its cell, what was done to the file, and the outcomes it may legitimately have."""
+
+    cell: str
+    kind: str  # "good" or the corruption applied
+    allowed: frozenset[str]  # reason codes, and/or USED
+
+
+def good(cell: str) -> Case:
+    return Case(cell, "good", frozenset({USED}))
+
+
+def bad(cell: str, kind: str, *outcomes: str) -> Case:
+    return Case(cell, kind, frozenset(outcomes))
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging the suite) when a reader loops on a corrupt file."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"the fuzz run did not finish within {seconds} s: a reader hangs on a corrupt input")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def truncate(path: Path, offset: int) -> None:
+    path.write_bytes(path.read_bytes()[:offset])
+
+
+def flip_bytes(path: Path, rng: np.random.Generator, start: int, stop: int, count: int = 1) -> None:
+    """XOR ``count`` distinct bytes in [start, stop) with non-zero values (each flip really changes its byte)."""
+    data = bytearray(path.read_bytes())
+    for position in rng.choice(np.arange(start, stop), size=count, replace=False):
+        data[position] ^= int(rng.integers(1, 256))
+    path.write_bytes(bytes(data))
+
+
+def overwrite(path: Path, offset: int, payload: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset : offset + len(payload)] = payload
+    path.write_bytes(bytes(data))
+
+
+def run_pipeline(
+    cases: list[Case], plugin: Modality, root: Path, shape_of: Callable[[dict], tuple]
+) -> tuple[SkipSummary, dict[int, tuple]]:
+    """Manifest -> ManifestDataset -> every row loaded; returns the summary and row -> loaded shape."""
+    table = pd.DataFrame(
+        {"patient_id": [f"patient-{index}" for index in range(len(cases))], plugin.name: [c.cell for c in cases]}
+    )
+    manifest = Manifest.from_dataframe(table, [plugin.name], root, pseudonymizer=Pseudonymizer(b"fuzz-key" * 4))
+    loaded: dict[int, tuple] = {}
+    with time_limit(FILE_TIME_LIMIT_S), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # libraries warn about the very corruption under test
+        dataset = ManifestDataset(manifest, {plugin.name: plugin}, transforms={})
+        summary = SkipSummary().merge(dataset.summary)
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            if "skipped" in sample:
+                summary.add(*sample["skipped"])
+            else:
+                loaded[sample["row"]] = shape_of(sample)
+    return summary, loaded
+
+
+def check_outcomes(cases: list[Case], summary: SkipSummary, loaded: dict[int, tuple], good_shape: tuple) -> Counter:
+    """The assertions of the module docstring; returns the tally of outcomes per corruption kind, for the report."""
+    records: dict[int, list] = {}
+    for record in summary.records:
+        records.setdefault(record.row_number, []).append(record)
+    expected_counts: Counter = Counter()
+    tally: Counter = Counter()
+    for row_number, case in enumerate(cases, start=1):
+        where = f"row {row_number} ({case.kind})"
+        if row_number in loaded:
+            assert row_number not in records, f"{where} both loaded and skipped"
+            assert USED in case.allowed, f"{where} loaded, but the corruption must be rejected"
+            assert loaded[row_number] == good_shape, f"{where} loaded with shape {loaded[row_number]}"
+            tally[(case.kind, USED)] += 1
+            continue
+        found = records.get(row_number, [])
+        assert len(found) == 1, f"{where}: expected one rejection, got {found} (good rows must load)"
+        record = found[0]
+        assert record.column != "" and record.reason, f"{where}: rejection without column or reason: {record}"
+        assert record.reason in case.allowed, f"{where}: reason {record.reason!r} not in {sorted(case.allowed)}"
+        assert record.error_class in ("ModalityError", "FileNotFoundError"), (
+            f"{where}: {record.error_class} escaped the reader (reason {record.reason!r}): it needs a reason code"
+        )
+        expected_counts[record.reason] += 1
+        tally[(case.kind, record.reason)] += 1
+    assert summary.counts() == dict(expected_counts)
+    assert summary.total() == sum(expected_counts.values())
+    assert sum(case.kind == "good" for case in cases) <= len(loaded)
+    return tally
+
+
+def tally_report(tally: Counter) -> str:
+    return ", ".join(f"{kind}->{outcome}: {count}" for (kind, outcome), count in sorted(tally.items()))
+
+
+# --- DICOM CT series ---------------------------------------------------------------------------------------------
+CT_SERIES_REASONS = {  # what a damaged header can legitimately turn into (every one a reader reason code)
+    "not_dicom", "truncated_file", "bad_series_uid", "bad_header", "no_pixel_data", "undecodable_pixels",
+    "missing_geometry", "inconsistent_orientation", "inconsistent_size", "inconsistent_spacing", "bad_affine",
+    "duplicate_positions", "missing_slices", "irregular_spacing", "gantry_tilt", "multiframe", "not_grayscale",
+    "mixed_series", "no_valid_series", "unsupported_transfer_syntax", "quarantined_modality",
+    "quarantined_burned_in_annotation", "empty_series",
+}  # fmt: skip
+PIXEL_BYTES = 8 * 8 * 2  # one 8 x 8 uint16 slice: PixelData is the last element of every file
+
+
+def dicom_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
+    from modalities.volume.dicom_write import write_dicom_series
+
+    template = root / "template"
+    hounsfield = rng.integers(-1000, 1000, size=(8, 8, 4)).astype(np.int16)  # (I, J, K)
+    write_dicom_series(template, hounsfield, np.diag([0.8, 0.8, 2.5, 1.0]))
+    kinds = ["truncate_pixels", "truncate_header", "flip_pixels", "flip_header", "zero_magic", "drop_slice",
+             "junk_file"]  # fmt: skip
+    cases = []
+    for index in range(n_good + n_bad):
+        folder = root / f"series{index:03d}"
+        shutil.copytree(template, folder)
+        if index < n_good:
+            cases.append(good(folder.name))
+            continue
+        kind = kinds[index % len(kinds)]
+        files = sorted(folder.iterdir())
+        target = files[int(rng.integers(len(files)))]
+        size = target.stat().st_size
+        if kind == "truncate_pixels":  # cut inside PixelData: the file ends inside an element
+            truncate(target, int(rng.integers(size - PIXEL_BYTES, size)))
+            cases.append(bad(folder.name, kind, "truncated_file"))
+        elif kind == "truncate_header":  # anywhere before the pixels: the file lost tags, possibly mid-value
+            truncate(target, int(rng.integers(0, size - PIXEL_BYTES)))
+            cases.append(bad(folder.name, kind, "not_dicom", "truncated_file", "bad_series_uid", "no_pixel_data"))
+        elif kind == "flip_pixels":  # stored values change; the series is still a readable series
+            flip_bytes(target, rng, size - PIXEL_BYTES, size, count=3)
+            cases.append(bad(folder.name, kind, USED))
+        elif kind == "flip_header":  # any tag, length or VR byte: rejected for some reason, or still a good series
+            flip_bytes(target, rng, 132, size - PIXEL_BYTES)
+            cases.append(bad(folder.name, kind, USED, *CT_SERIES_REASONS))
+        elif kind == "zero_magic":  # the "DICM" marker after the preamble
+            overwrite(target, 128, b"\0\0\0\0")
+            cases.append(bad(folder.name, kind, "not_dicom"))
+        elif kind == "drop_slice":  # an inner slice lost: a gap of twice the spacing
+            inner = sorted(files, key=lambda path: float(__import__("pydicom").dcmread(path).ImagePositionPatient[2]))
+            inner[int(rng.integers(1, len(inner) - 1))].unlink()
+            cases.append(bad(folder.name, kind, "missing_slices"))
+        else:  # a stray non-DICOM file in the series folder
+            (folder / "notes.bin").write_bytes(rng.bytes(int(rng.integers(0, 300))))
+            cases.append(bad(folder.name, kind, "not_dicom"))
+    shutil.rmtree(template)
+    return cases
+
+
+def test_fuzz_dicom_ct_series(tmp_path):
+    from modalities.ct import CTModality
+
+    cases = dicom_cases(tmp_path, np.random.default_rng(801), n_good=10, n_bad=56)
+    summary, loaded = run_pipeline(cases, CTModality(), tmp_path, lambda sample: tuple(sample["ct"].shape))
+    tally = check_outcomes(cases, summary, loaded, good_shape=(8, 8, 4))
+    assert summary.counts()["truncated_file"] >= 8 and summary.counts()["not_dicom"] >= 16, tally_report(tally)
+
+
+# --- NIfTI -------------------------------------------------------------------------------------------------------
+NIFTI_HEADER_BYTES = 348
+NIFTI_DATA_OFFSET = 352
+
+
+def nifti_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
+    import struct
+
+    import nibabel as nib
+
+    volume = rng.integers(-1000, 1000, size=(8, 8, 4)).astype(np.int16)  # int16: a flipped byte cannot make a NaN
+    image = nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.5, 1.0]))
+    image.header.set_sform(image.affine, 1)
+    template = root / "template.nii"
+    nib.save(image, template)
+    size = template.stat().st_size
+    assert size == NIFTI_DATA_OFFSET + volume.nbytes
+    edits = {  # kind -> (header offset, new bytes, expected reason)
+        "zero_codes": (252, b"\0" * 4, "missing_affine"),  # qform_code and sform_code 0: no patient space
+        "zero_sform": (280, b"\0" * 48, "bad_affine"),  # sform_code 1 but an all-zero sform
+        "bad_datatype": (70, struct.pack("<h", 9999), "unreadable"),
+        "five_dims": (40, struct.pack("<8h", 5, 8, 8, 4, 1, 1, 1, 1), "not_3d"),
+        "smaller_dim": (44, struct.pack("<h", 2), "header_data_mismatch"),  # 8 x 8 x 2: loads scrambled without check
+        "larger_dim": (44, struct.pack("<h", 400), "unreadable"),
+        "far_vox_offset": (108, struct.pack("<f", 1e6), "unreadable"),
+        "zero_magic": (344, b"\0" * 4, "unreadable"),
+    }
+    kinds = [*edits, "truncate_header", "truncate_data", "flip_descrip", "flip_data", "flip_header"]
+    cases = []
+    for index in range(n_good + n_bad):
+        path = root / f"volume{index:03d}.nii"
+        shutil.copyfile(template, path)
+        if index < n_good:
+            cases.append(good(path.name))
+            continue
+        kind = kinds[index % len(kinds)]
+        if kind in edits:
+            offset, payload, reason = edits[kind]
+            overwrite(path, offset, payload)
+            cases.append(bad(path.name, kind, reason))
+        elif kind == "truncate_header":
+            truncate(path, int(rng.integers(0, NIFTI_HEADER_BYTES)))
+            cases.append(bad(path.name, kind, "unreadable"))
+        elif kind == "truncate_data":
+            truncate(path, int(rng.integers(NIFTI_DATA_OFFSET, size)))
+            cases.append(bad(path.name, kind, "unreadable"))
+        elif kind == "flip_descrip":  # free text fields (descrip, aux_file): no meaning to the reader
+            flip_bytes(path, rng, 148, 252, count=4)
+            cases.append(bad(path.name, kind, USED))
+        elif kind == "flip_data":
+            flip_bytes(path, rng, NIFTI_DATA_OFFSET, size, count=4)
+            cases.append(bad(path.name, kind, USED))
+        else:  # any header byte: rejected with a reason, or (unused field, dtype of the same size) still 8 x 8 x 4
+            flip_bytes(path, rng, 0, NIFTI_HEADER_BYTES)
+            reasons = ("unreadable", "missing_affine", "bad_affine", "not_3d", "header_data_mismatch", "non_finite")
+            cases.append(bad(path.name, kind, USED, *reasons))
+    template.unlink()
+    return cases
+
+
+def test_fuzz_nifti_headers(tmp_path):
+    from modalities.ct import CTModality
+
+    cases = nifti_cases(tmp_path, np.random.default_rng(802), n_good=12, n_bad=78)
+    summary, loaded = run_pipeline(cases, CTModality(), tmp_path, lambda sample: tuple(sample["ct"].shape))
+    tally = check_outcomes(cases, summary, loaded, good_shape=(8, 8, 4))
+    assert summary.counts()["header_data_mismatch"] >= 6, tally_report(tally)
