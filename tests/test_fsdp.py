@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed_helpers import free_ports, set_torchrun_environment, spawn_and_wait
 from test_train_distributed import (
     CLIP,
     GLOBAL_BATCH,
@@ -32,7 +32,6 @@ from test_train_distributed import (
     WORLD,
     assert_same_weights,
     experiment,
-    free_ports,
     max_difference,
     run_pretrain,
     trainer_state,
@@ -60,10 +59,7 @@ def fsdp(config: dict[str, Any], **train: Any) -> dict[str, Any]:
 
 def worker(rank: int, jobs: list[tuple[str, dict[str, Any], int]], results_dir: str) -> None:
     """One torchrun-style process: the variables torchrun sets, then ``pretrain(config)`` per job."""
-    torch.set_num_threads(1)
-    os.environ.update(
-        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1"}
-    )
+    set_torchrun_environment(rank, WORLD)
     for name, config, port in jobs:
         os.environ["MASTER_PORT"] = str(port)
         if name == PARTLY_ABSENT:
@@ -117,20 +113,9 @@ def forward_with_a_modality_absent_on_rank_one(rank: int) -> dict[str, str]:
 
 
 def spawn_workers(jobs: list[tuple[str, dict[str, Any]]], results_dir: Path) -> None:
-    import time
-
     ports = free_ports(len(jobs))
     jobs_with_ports = [(name, config, port) for (name, config), port in zip(jobs, ports, strict=True)]
-    context = mp.start_processes(
-        worker, args=(jobs_with_ports, str(results_dir)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + SPAWN_DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                if process.is_alive():
-                    process.kill()
-            pytest.fail(f"the {WORLD} FSDP processes did not finish within {SPAWN_DEADLINE_S} s")
+    spawn_and_wait(worker, (jobs_with_ports, str(results_dir)), WORLD, SPAWN_DEADLINE_S, "FSDP")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from distributed_helpers import init_file_store_group
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -121,14 +121,7 @@ def run_ddp_steps(data: dict[str, Tensor], rows: slice, use_ddp: bool) -> dict[s
 
 
 def worker(rank: int, tmp_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(tmp_dir, 'store')}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),  # a mismatched collective fails the test instead of hanging it
-    )
+    init_file_store_group(tmp_dir, rank, WORLD)
     try:
         data = load_file(os.path.join(tmp_dir, "inputs.safetensors"))
         rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)

@@ -8,13 +8,13 @@ One spawn runs every scenario; rows 0-3 live on rank 0, rows 4-7 on rank 1, mask
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from distributed_helpers import init_file_store_group
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -115,14 +115,7 @@ def run_scenarios(data: dict[str, Tensor], rows: slice, average: bool) -> dict[s
 
 
 def worker(rank: int, tmp_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(tmp_dir, 'store')}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),
-    )
+    init_file_store_group(tmp_dir, rank, WORLD)
     try:
         data = load_file(os.path.join(tmp_dir, "inputs.safetensors"))
         rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)

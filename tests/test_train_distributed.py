@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed_helpers import free_ports, set_torchrun_environment, spawn_and_wait
 from safetensors.torch import load_file
 
 from medclip.losses import SigLipLoss, SigLipLossConfig
@@ -104,10 +101,7 @@ def worker(rank: int, jobs: list[tuple[str, dict[str, Any], int]], results_dir: 
     """One torchrun-style process: the environment torchrun sets, then ``pretrain(config)`` per job."""
     from medclip.losses import register_loss
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1"}
-    )
+    set_torchrun_environment(rank, WORLD)
     register_loss(RANDOM_INIT_LOSS)(RandomInitBiasSigLip)
     for name, config, port in jobs:
         os.environ["MASTER_PORT"] = str(port)  # a fresh port per job: each pretrain() sets up its own process group
@@ -116,29 +110,11 @@ def worker(rank: int, jobs: list[tuple[str, dict[str, Any], int]], results_dir: 
         Path(results_dir, f"{name}_rank{rank}.json").write_text(json.dumps(metrics))
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on the loopback interface (all bound at once, so none is handed out twice)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 def spawn_workers(jobs: list[tuple[str, dict[str, Any]]], results_dir: Path) -> None:
     """Run every job on WORLD fresh processes; fail (never hang) if they do not finish in time."""
     ports = free_ports(len(jobs))
     jobs_with_ports = [(name, config, port) for (name, config), port in zip(jobs, ports, strict=True)]
-    context = mp.start_processes(
-        worker, args=(jobs_with_ports, str(results_dir)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + SPAWN_DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                if process.is_alive():
-                    process.kill()
-            pytest.fail(f"the {WORLD} training processes did not finish within {SPAWN_DEADLINE_S} s")
+    spawn_and_wait(worker, (jobs_with_ports, str(results_dir)), WORLD, SPAWN_DEADLINE_S, "training")
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
