@@ -31,6 +31,21 @@ def _closest(name: str, valid: Sequence[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(valid))}"
 
 
+def _shown(value: Any) -> str:
+    """How an offending value appears in an error: short scalars as typed, anything longer only by its kind.
+
+    Config values can be free text (a retrieval query, a prompt) that may hold a patient's name: errors must not
+    echo them.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str) and len(value) <= 24 and " " not in value:
+        return repr(value)
+    if isinstance(value, str):
+        return f"a text of {len(value)} characters"
+    return f"a {type(value).__name__}"
+
+
 def _convert(value: Any, annotation: Any, path: str) -> Any:
     """Convert a YAML value to ``annotation`` (dataclass, Optional, list, dict, scalar)."""
     origin = typing.get_origin(annotation)
@@ -48,7 +63,7 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
                 return _convert(value, arm, path)
             except (ConfigError, TypeError, ValueError) as error:
                 errors.append(str(error))
-        raise ConfigError(f"{path}: {value!r} does not fit {annotation}")
+        raise ConfigError(f"{path}: {_shown(value)} does not fit {annotation}")
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
@@ -57,39 +72,39 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         return build(annotation, value, _path=path)
     if origin in (list, tuple, Sequence) or annotation in (list, tuple):
         if isinstance(value, str) or not isinstance(value, Sequence):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {_shown(value)}")
         args = typing.get_args(annotation)
         item_type = args[0] if args else Any
         items = [_convert(item, item_type, f"{path}[{i}]") for i, item in enumerate(value)]
         return tuple(items) if origin is tuple or annotation is tuple else items
     if origin in (dict, Mapping) or annotation is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {_shown(value)}")
         args = typing.get_args(annotation)
         value_type = args[1] if len(args) == 2 else Any
         return {key: _convert(item, value_type, f"{path}.{key}") for key, item in value.items()}
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        raise ConfigError(f"{path}: expected true/false, got {_shown(value)}")
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
+            raise ConfigError(f"{path}: expected a number, got {_shown(value)}")
         try:
             return float(value)
         except ValueError as error:
-            raise ConfigError(f"{path}: expected a number, got {value!r}") from error
+            raise ConfigError(f"{path}: expected a number, got {_shown(value)}") from error
     if annotation is int:
         if (
             isinstance(value, bool)
             or not isinstance(value, int)
             and not (isinstance(value, float) and value.is_integer())
         ):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {_shown(value)}")
         return int(value)
     if annotation is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{path}: expected text, got {value!r}")
+            raise ConfigError(f"{path}: expected text, got {_shown(value)}")
         return str(value)
     if annotation is Path:
         return Path(value)

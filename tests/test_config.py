@@ -49,6 +49,20 @@ def test_wrong_types_are_errors():
         config.load(Outer, None, ["steps"])
 
 
+def test_errors_never_echo_free_text():
+    @dataclass
+    class Query:
+        text: str = ""
+        top_k: int = 5
+
+    with pytest.raises(ConfigError) as raised:
+        config.load(Query, None, ["text=Patient: Zyxwortha Quennel, MRN 48213377"])  # YAML reads a mapping
+    assert "Zyxwortha" not in str(raised.value) and "a dict" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        config.load(Query, None, ["top_k=call Mr Quennel back"])
+    assert "Quennel" not in str(raised.value) and "a text of 20 characters" in str(raised.value)
+
+
 def test_round_trip_through_yaml(tmp_path):
     original = config.load(ExperimentConfig, None, ["train.steps=7", "modalities.report.width=32", "loss.siglip=0.5"])
     config.save(original, tmp_path / "saved.yaml")
