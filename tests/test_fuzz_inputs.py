@@ -276,3 +276,132 @@ def test_fuzz_nifti_headers(tmp_path):
     summary, loaded = run_pipeline(cases, CTModality(), tmp_path, lambda sample: tuple(sample["ct"].shape))
     tally = check_outcomes(cases, summary, loaded, good_shape=(8, 8, 4))
     assert summary.counts()["header_data_mismatch"] >= 6, tally_report(tally)
+
+
+# --- WFDB ECG ----------------------------------------------------------------------------------------------------
+ECG_RATE = 250
+WFDB_HEADER_REASONS = ("bad_header", "header_data_mismatch", "missing_file", "unsupported_format", "unreadable",
+                       "no_known_leads", "missing_leads", "too_short", "missing_sampling_rate", "unknown_units",
+                       "duplicate_lead", "mixed_sampling_rates", "non_finite")  # fmt: skip
+
+
+def wfdb_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
+    import wfdb
+
+    time = np.arange(ECG_RATE) / ECG_RATE  # 1 s
+    signal_mv = np.stack([np.sin(2 * np.pi * 1.3 * time), 0.5 * np.cos(2 * np.pi * 2.1 * time)], axis=1)  # (T, 2)
+    kinds = ["truncate_dat", "extend_dat", "flip_dat", "longer_sig_len", "shorter_sig_len", "wrong_checksum",
+             "missing_dat", "garbage_header", "truncate_header"]  # fmt: skip
+    cases = []
+    for index in range(n_good + n_bad):
+        name = f"rec{index:03d}"
+        wfdb.wrsamp(name, fs=ECG_RATE, units=["mV", "mV"], sig_name=["I", "II"], p_signal=signal_mv, fmt=["16", "16"],
+                    adc_gain=[1000.0, 1000.0], baseline=[0, 0], write_dir=str(root))  # fmt: skip
+        header, data = root / f"{name}.hea", root / f"{name}.dat"
+        if index < n_good:
+            cases.append(good(header.name))
+            continue
+        kind = kinds[index % len(kinds)]
+        size = data.stat().st_size
+        lines = header.read_text().splitlines()
+        record_fields = lines[0].split()  # name, signals, fs, samples
+        if kind == "truncate_dat":
+            truncate(data, int(rng.integers(0, size)))
+        elif kind == "extend_dat":  # more than one frame (4 bytes) beyond what the header declares
+            data.write_bytes(data.read_bytes() + rng.bytes(int(rng.integers(5, 400))))
+        elif kind == "flip_dat":  # one changed sample: the header checksum of its lead no longer matches
+            flip_bytes(data, rng, 0, size)
+        elif kind in ("longer_sig_len", "shorter_sig_len"):
+            change = int(rng.integers(2, 100))
+            record_fields[3] = str(ECG_RATE + change if kind == "longer_sig_len" else ECG_RATE - change)
+            header.write_text("\n".join([" ".join(record_fields), *lines[1:]]) + "\n")
+        elif kind == "wrong_checksum":
+            fields = lines[1].split()
+            fields[6] = str((int(fields[6]) + int(rng.integers(1, 1000))) % 65536)
+            header.write_text("\n".join([lines[0], " ".join(fields), *lines[2:]]) + "\n")
+        elif kind == "missing_dat":
+            data.unlink()
+        elif kind == "garbage_header":
+            header.write_bytes(rng.bytes(int(rng.integers(1, 200))))
+        else:
+            truncate(header, int(rng.integers(0, header.stat().st_size)))
+        if kind == "garbage_header":
+            cases.append(bad(header.name, kind, *WFDB_HEADER_REASONS))
+        elif kind == "truncate_header":  # a cut inside a signal line's optional fields (gain, units, checksum,
+            # description) leaves a valid WFDB header: that lead's name is gone and the record loads without it
+            cases.append(bad(header.name, kind, USED, *WFDB_HEADER_REASONS))
+        else:
+            cases.append(bad(header.name, kind, "missing_file" if kind == "missing_dat" else "header_data_mismatch"))
+    return cases
+
+
+def test_fuzz_wfdb_records(tmp_path):
+    from modalities.ecg import ECGModality
+    from modalities.ecg.config import ECGConfig
+
+    cases = wfdb_cases(tmp_path, np.random.default_rng(803), n_good=12, n_bad=72)
+    config = ECGConfig(leads=["I", "II"], sampling_rate=ECG_RATE, seconds=1.0, min_seconds=0.5, notch_hz=0.0)
+    summary, loaded = run_pipeline(cases, ECGModality(config), tmp_path, lambda sample: tuple(sample["ecg"].shape))
+    tally = check_outcomes(cases, summary, loaded, good_shape=(2, ECG_RATE))
+    assert summary.counts()["header_data_mismatch"] >= 40, tally_report(tally)
+
+
+# --- h5ad expression ---------------------------------------------------------------------------------------------
+GENES = [f"GENE{index}" for index in range(12)]
+H5AD_REASONS = ("unreadable", "non_finite", "normalization_mismatch", "empty_observation", "duplicate_genes",
+                "missing_layer", "missing_observation", "external_link")  # fmt: skip
+
+
+def write_h5ad(path: Path, counts: np.ndarray, genes: list[str]) -> None:
+    import anndata as ad
+
+    obs = pd.DataFrame(index=[f"cell-{index}" for index in range(counts.shape[0])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata warns about the duplicate gene names written on purpose
+        ad.AnnData(X=counts, obs=obs, var=pd.DataFrame(index=genes)).write_h5ad(path)
+
+
+def h5ad_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
+    kinds = ["duplicate_genes", "truncate", "zero_signature", "flip_any", "nan_value", "negative_value", "all_zero",
+             "row_out_of_range"]  # fmt: skip
+    cases = []
+    for index in range(n_good + n_bad):
+        path = root / f"cells{index:03d}.h5ad"
+        counts = rng.integers(0, 20, size=(1, len(GENES))).astype(np.float32)  # (1, G) raw counts
+        counts[0, 0] += 1  # never an all-zero observation by chance
+        kind = "good" if index < n_good else kinds[index % len(kinds)]
+        genes = list(GENES)
+        if kind == "duplicate_genes":
+            genes[int(rng.integers(1, len(genes)))] = genes[0]
+        elif kind == "nan_value":
+            counts[0, int(rng.integers(len(GENES)))] = np.nan
+        elif kind == "negative_value":
+            counts[0, int(rng.integers(len(GENES)))] = -3.0
+        elif kind == "all_zero":
+            counts[:] = 0
+        write_h5ad(path, counts, genes)
+        cell = f"{path.name}#row={1 if kind == 'row_out_of_range' else 0}"
+        size = path.stat().st_size
+        if kind == "truncate":
+            truncate(path, int(rng.integers(0, size)))
+        elif kind == "zero_signature":  # the HDF5 superblock signature
+            overwrite(path, 0, b"\0" * 8)
+        elif kind == "flip_any":
+            flip_bytes(path, rng, 0, size, count=int(rng.integers(1, 4)))
+        expected = {"good": (USED,), "duplicate_genes": ("duplicate_genes",), "truncate": ("unreadable",),
+                    "zero_signature": ("unreadable",), "flip_any": (USED, *H5AD_REASONS),
+                    "nan_value": ("non_finite",), "negative_value": ("normalization_mismatch",),
+                    "all_zero": ("empty_observation",), "row_out_of_range": ("missing_observation",)}  # fmt: skip
+        cases.append(Case(cell, kind, frozenset(expected[kind])))
+    return cases
+
+
+def test_fuzz_h5ad_files(tmp_path):
+    from modalities.expression import ExpressionModality
+    from modalities.expression.config import ExpressionConfig
+
+    cases = h5ad_cases(tmp_path, np.random.default_rng(804), n_good=12, n_bad=72)
+    plugin = ExpressionModality(ExpressionConfig(normalization="counts"))
+    summary, loaded = run_pipeline(cases, plugin, tmp_path, lambda sample: tuple(sample["expression"].shape))
+    tally = check_outcomes(cases, summary, loaded, good_shape=(len(GENES),))
+    assert summary.counts()["duplicate_genes"] == 9 and summary.counts()["unreadable"] >= 18, tally_report(tally)

@@ -87,7 +87,8 @@ def reading() -> Iterator[None]:
         yield
     except ModalityError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+    # RuntimeError: h5py's link/object visitation on a damaged file ("Link visitation failed ...").
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as error:
         raise ModalityError("unreadable", f"could not read the .h5ad file ({type(error).__name__})") from None
 
 
