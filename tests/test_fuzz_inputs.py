@@ -203,10 +203,10 @@ def dicom_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -
 def test_fuzz_dicom_ct_series(tmp_path):
     from modalities.ct import CTModality
 
-    cases = dicom_cases(tmp_path, np.random.default_rng(801), n_good=10, n_bad=56)
+    cases = dicom_cases(tmp_path, np.random.default_rng(801), n_good=10, n_bad=130)
     summary, loaded = run_pipeline(cases, CTModality(), tmp_path, lambda sample: tuple(sample["ct"].shape))
     tally = check_outcomes(cases, summary, loaded, good_shape=(8, 8, 4))
-    assert summary.counts()["truncated_file"] >= 8 and summary.counts()["not_dicom"] >= 16, tally_report(tally)
+    assert summary.counts()["truncated_file"] >= 18 and summary.counts()["not_dicom"] >= 36, tally_report(tally)
 
 
 # --- NIfTI -------------------------------------------------------------------------------------------------------
@@ -272,10 +272,10 @@ def nifti_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -
 def test_fuzz_nifti_headers(tmp_path):
     from modalities.ct import CTModality
 
-    cases = nifti_cases(tmp_path, np.random.default_rng(802), n_good=12, n_bad=78)
+    cases = nifti_cases(tmp_path, np.random.default_rng(802), n_good=12, n_bad=130)
     summary, loaded = run_pipeline(cases, CTModality(), tmp_path, lambda sample: tuple(sample["ct"].shape))
     tally = check_outcomes(cases, summary, loaded, good_shape=(8, 8, 4))
-    assert summary.counts()["header_data_mismatch"] >= 6, tally_report(tally)
+    assert summary.counts()["header_data_mismatch"] >= 10, tally_report(tally)
 
 
 # --- WFDB ECG ----------------------------------------------------------------------------------------------------
@@ -339,11 +339,11 @@ def test_fuzz_wfdb_records(tmp_path):
     from modalities.ecg import ECGModality
     from modalities.ecg.config import ECGConfig
 
-    cases = wfdb_cases(tmp_path, np.random.default_rng(803), n_good=12, n_bad=72)
+    cases = wfdb_cases(tmp_path, np.random.default_rng(803), n_good=12, n_bad=117)
     config = ECGConfig(leads=["I", "II"], sampling_rate=ECG_RATE, seconds=1.0, min_seconds=0.5, notch_hz=0.0)
     summary, loaded = run_pipeline(cases, ECGModality(config), tmp_path, lambda sample: tuple(sample["ecg"].shape))
     tally = check_outcomes(cases, summary, loaded, good_shape=(2, ECG_RATE))
-    assert summary.counts()["header_data_mismatch"] >= 40, tally_report(tally)
+    assert summary.counts()["header_data_mismatch"] >= 6 * 13, tally_report(tally)
 
 
 # --- h5ad expression ---------------------------------------------------------------------------------------------
@@ -400,8 +400,117 @@ def test_fuzz_h5ad_files(tmp_path):
     from modalities.expression import ExpressionModality
     from modalities.expression.config import ExpressionConfig
 
-    cases = h5ad_cases(tmp_path, np.random.default_rng(804), n_good=12, n_bad=72)
+    cases = h5ad_cases(tmp_path, np.random.default_rng(804), n_good=12, n_bad=120)
     plugin = ExpressionModality(ExpressionConfig(normalization="counts"))
     summary, loaded = run_pipeline(cases, plugin, tmp_path, lambda sample: tuple(sample["expression"].shape))
     tally = check_outcomes(cases, summary, loaded, good_shape=(len(GENES),))
-    assert summary.counts()["duplicate_genes"] == 9 and summary.counts()["unreadable"] >= 18, tally_report(tally)
+    assert summary.counts()["duplicate_genes"] == 15 and summary.counts()["unreadable"] >= 30, tally_report(tally)
+
+
+# --- TIFF slides -------------------------------------------------------------------------------------------------
+SLIDE_PATCHES, SLIDE_PATCH_SIZE = 4, 32
+SLIDE_REASONS = ("unreadable", "unreadable_level", "no_mpp", "no_tissue", "out_of_bounds")
+
+
+def tiff_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
+    import tifffile
+
+    from modalities.wsi.synthetic import render_tissue, tissue_type_map, write_slide
+
+    image = render_tissue(tissue_type_map(128, 128, rng, tissue_fraction=0.95), rng)  # (128, 128, 3) uint8
+    template = root / "template.tiff"
+    write_slide(template, image, mpp=0.5, levels=1, tile=64)  # one level: the thumbnail reads every tile
+    with tifffile.TiffFile(template) as handle:
+        tiles = list(zip(handle.pages[0].dataoffsets, handle.pages[0].databytecounts, strict=True))
+    size = template.stat().st_size
+    kinds = ["zero_tile", "truncate", "zero_magic", "flip_tile", "flip_any"]
+    cases = []
+    for index in range(n_good + n_bad):
+        path = root / f"slide{index:03d}.tiff"
+        shutil.copyfile(template, path)
+        if index < n_good:
+            cases.append(good(path.name))
+            continue
+        kind = kinds[index % len(kinds)]
+        offset, count = tiles[int(rng.integers(len(tiles)))]
+        if kind == "zero_tile":  # a tile whose bytes are not JPEG any more
+            overwrite(path, int(offset), b"\0" * int(count))
+            cases.append(bad(path.name, kind, "unreadable_level"))
+        elif kind == "truncate":
+            truncate(path, int(rng.integers(0, size)))
+            cases.append(bad(path.name, kind, "unreadable", "unreadable_level"))
+        elif kind == "zero_magic":
+            overwrite(path, 0, b"\0" * 4)
+            cases.append(bad(path.name, kind, "unreadable"))
+        elif kind == "flip_tile":  # JPEG decoders may decode damaged entropy data into other pixels
+            flip_bytes(path, rng, int(offset), int(offset + count), count=int(rng.integers(1, 8)))
+            cases.append(bad(path.name, kind, USED, "unreadable_level", "no_tissue"))
+        else:
+            flip_bytes(path, rng, 0, size, count=int(rng.integers(1, 4)))
+            cases.append(bad(path.name, kind, USED, *SLIDE_REASONS))
+    template.unlink()
+    return cases
+
+
+def test_fuzz_tiff_slides(tmp_path):
+    from modalities.wsi import WSIConfig, WSIModality
+    from modalities.wsi.slide import close_slides
+
+    cases = tiff_cases(tmp_path, np.random.default_rng(805), n_good=10, n_bad=100)
+    config = WSIConfig(patch_size=SLIDE_PATCH_SIZE, mpp=0.5, max_patches=SLIDE_PATCHES, thumbnail_size=64)
+    try:
+        # A damaged JPEG tile can decode into other pixels and so change how many tissue patches the grid finds:
+        # a loaded slide must give (N, S, S, 3) patches; good slides give all SLIDE_PATCHES of them.
+        summary, loaded = run_pipeline(cases, WSIModality(config), tmp_path, lambda sample: tuple(sample["wsi"].shape))
+    finally:
+        close_slides()
+    good_rows = [row for row, case in enumerate(cases, start=1) if case.kind == "good"]
+    assert all(loaded[row][0] == SLIDE_PATCHES for row in good_rows)
+    patches = {row: shape[1:] for row, shape in loaded.items() if 1 <= shape[0] <= SLIDE_PATCHES}
+    tally = check_outcomes(cases, summary, patches, good_shape=(SLIDE_PATCH_SIZE, SLIDE_PATCH_SIZE, 3))
+    assert len(patches) == len(loaded)
+    assert summary.counts()["unreadable_level"] >= 40 and summary.counts()["unreadable"] >= 20, tally_report(tally)
+
+
+# --- report text files -------------------------------------------------------------------------------------------
+REPORT = "FINDINGS: Clear lungs. No effusion; heart size normal (café-au-lait spot noted).\nIMPRESSION: Normal.\n"
+
+
+def report_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
+    encoded = REPORT.encode("utf-8")
+    accent = encoded.index("é".encode())  # a 2-byte character: cutting after its first byte leaves invalid UTF-8
+    kinds = ["invalid_utf8", "nul_byte", "cut_multibyte", "empty", "whitespace_only", "latin1", "random_bytes",
+             "flip_any"]  # fmt: skip
+    cases = []
+    for index in range(n_good + n_bad):
+        path = root / f"report{index:03d}.txt"
+        kind = "good" if index < n_good else kinds[index % len(kinds)]
+        position = int(rng.integers(0, len(encoded)))
+        data = {
+            "good": encoded,
+            "invalid_utf8": encoded[:position] + bytes([int(rng.integers(0xF8, 0x100))]) + encoded[position:],
+            "nul_byte": encoded[:position] + b"\0" + encoded[position:],
+            "cut_multibyte": encoded[: accent + 1],
+            "empty": b"",
+            "whitespace_only": b" \n\t\r\n  ",
+            "latin1": REPORT.encode("latin-1"),  # "é" as the lone byte 0xE9
+            "random_bytes": b"\xff" + rng.bytes(int(rng.integers(1, 200))),  # 0xFF never occurs in UTF-8
+            "flip_any": encoded,
+        }[kind]
+        path.write_bytes(data)
+        if kind == "flip_any":
+            flip_bytes(path, rng, 0, len(data), count=int(rng.integers(1, 4)))
+        expected = {"good": (USED,), "empty": ("empty_report",), "whitespace_only": ("empty_report",),
+                    "flip_any": (USED, "unreadable")}.get(kind, ("unreadable",))  # fmt: skip
+        cases.append(Case(path.name, kind, frozenset(expected)))
+    return cases
+
+
+def test_fuzz_report_files(tmp_path):
+    from modalities.report import ReportModality
+
+    cases = report_cases(tmp_path, np.random.default_rng(806), n_good=12, n_bad=120)
+    plugin = ReportModality()
+    summary, loaded = run_pipeline(cases, plugin, tmp_path, lambda sample: (type(sample["report"]).__name__,))
+    tally = check_outcomes(cases, summary, loaded, good_shape=("str",))
+    assert summary.counts()["unreadable"] >= 75 and summary.counts()["empty_report"] == 30, tally_report(tally)
