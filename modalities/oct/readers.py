@@ -20,6 +20,7 @@ import pydicom
 
 from medclip.registry import Registry, lazy_import
 from medclip.types import ModalityError
+from modalities.dicom_quiet import quietly
 from modalities.volume.dicom_codecs import check_decodable, transfer_syntax_name
 from modalities.volume.geometry import check_affine
 from modalities.volume.nifti import read_nifti
@@ -82,6 +83,7 @@ def _dicom_spacing(dataset) -> tuple[float, float, float] | None:
 
 
 @OCT_READERS.register("dicom")
+@quietly
 def read_oct_dicom(path: Path) -> Volume:
     """A multi-frame DICOM OCT. Raises ModalityError ``not_dicom``, ``not_multiframe``, decoder reasons."""
     try:

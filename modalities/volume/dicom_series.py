@@ -40,6 +40,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medclip.types import ModalityError
+from modalities.dicom_quiet import quietly
 
 from .dicom_codecs import check_decodable, transfer_syntax_name
 from .geometry import LPS_TO_RAS
@@ -266,6 +267,7 @@ def group_series(datasets: Sequence[Dataset]) -> list[list[Dataset]]:
     return sorted(groups.values(), key=lambda group: (series_number_of(group) is None, series_number_of(group) or 0))
 
 
+@quietly
 def read_dicom_series(path: str | os.PathLike, series_number: int | None = None, quarantine: bool = True) -> Volume:
     """Load one CT series from a folder (or one DICOM file) as HU with a RAS affine.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from medclip.registry import lazy_import
 from medclip.types import ModalityError
+from modalities.dicom_quiet import quietly
 
 from ..record import RawRecord
 from . import Reader, ReadOptions, single_file
@@ -97,6 +98,7 @@ def physical_samples(group) -> np.ndarray:
     return physical
 
 
+@quietly
 def read_dicom(path: Path, options: ReadOptions) -> RawRecord:
     """The rhythm group of a DICOM ECG waveform file."""
     pydicom = lazy_import("pydicom", "reading DICOM ECG waveforms")
