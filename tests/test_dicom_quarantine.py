@@ -45,6 +45,9 @@ def test_flagged_series_are_quarantined_unless_screened(tmp_path, tags, reason):
         medclip.get_modality("ct").load(tmp_path / "series")
     screened = read_dicom_series(tmp_path / "series", quarantine=False)  # data the user has already screened
     assert np.array_equal(screened.data, hounsfield)
+    plugin = medclip.get_modality("ct", {"quarantine": False, "cache_dir": str(tmp_path / "cache")})
+    assert np.array_equal(plugin.load(tmp_path / "series")["ct"], hounsfield)
+    assert not list((tmp_path / "cache").rglob("*.npy"))  # unscreened inputs never enter the cache
 
 
 def test_burned_in_no_and_ct_modality_load(tmp_path):

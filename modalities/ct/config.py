@@ -25,6 +25,9 @@ class CTConfig(VolumeEncoderConfig):
             because reports name sides.
         hu_shift: the largest random HU offset of the augmentation (scanner calibration differences).
         cache_dir: folder of the preprocessing cache; empty = no cache (preprocess on every load).
+        quarantine: refuse DICOM series flagged BurnedInAnnotation=YES or of Modality US/SC/OT, whose pixels may show
+            patient data (counted in the run summary); set false only for data already screened (then nothing is
+            cached).
     """
 
     orientation: str = "RAS"
@@ -34,6 +37,7 @@ class CTConfig(VolumeEncoderConfig):
     augment: bool = True
     hu_shift: float = 20.0
     cache_dir: str = ""
+    quarantine: bool = True
 
     def __post_init__(self) -> None:
         try:

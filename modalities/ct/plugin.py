@@ -91,9 +91,12 @@ class CTModality(VolumeModality):
         kind = ct_format(path)
 
         def read() -> Volume:
-            return CT_READERS.get(kind)(path, series)
+            return CT_READERS.get(kind)(path, series, self.config.quarantine)
 
-        return load_volume_sample(self.name, path, read, self.preprocessing, self.cache)
+        # With the quarantine off nothing is cached: the cache only ever holds inputs that passed it, so turning it
+        # back on can never be bypassed by a cache hit.
+        cache = self.cache if self.config.quarantine else None
+        return load_volume_sample(self.name, path, read, self.preprocessing, cache)
 
     @staticmethod
     def _reference(ref: str | os.PathLike | Mapping[str, Any]) -> tuple[Path, int | None]:

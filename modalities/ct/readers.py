@@ -12,11 +12,11 @@ from modalities.volume.nifti import read_nifti
 from modalities.volume.numpy_volume import read_numpy_volume
 from modalities.volume.volume import Volume
 
-# format -> reader(path, series_number) -> Volume with Hounsfield units
-CT_READERS: Registry[Callable[[Path, int | None], Volume]] = Registry("CT reader")
-CT_READERS.register("dicom", lambda path, series: read_dicom_series(path, series))
-CT_READERS.register("nifti", lambda path, series: read_nifti(path, intensity="hounsfield"))
-CT_READERS.register("numpy", lambda path, series: read_numpy_volume(path, intensity="hounsfield"))
+# format -> reader(path, series_number, quarantine) -> Volume with Hounsfield units
+CT_READERS: Registry[Callable[[Path, int | None, bool], Volume]] = Registry("CT reader")
+CT_READERS.register("dicom", lambda path, series, quarantine: read_dicom_series(path, series, quarantine=quarantine))
+CT_READERS.register("nifti", lambda path, series, quarantine: read_nifti(path, intensity="hounsfield"))
+CT_READERS.register("numpy", lambda path, series, quarantine: read_numpy_volume(path, intensity="hounsfield"))
 
 SUFFIX_FORMATS = {".nii.gz": "nifti", ".nii": "nifti", ".npy": "numpy", ".dcm": "dicom"}
 
