@@ -397,6 +397,15 @@ def test_cache_is_memory_mapped_keyed_by_content_and_leaks_nothing(tmp_path, dty
     second = cached.load(header)
     assert len(sorted(cache_dir.rglob("*"))) == 2  # one folder, one entry: nothing rewritten
     np.testing.assert_array_equal(first["ecg"], second["ecg"])
+    import modalities.ecg.cache as cache_module
+
+    read_whole_below = cache_module.READ_WHOLE_BELOW
+    cache_module.READ_WHOLE_BELOW = 0  # long records are memory-mapped: the same entry read that way is identical
+    try:
+        mapped = cached.load(header)
+    finally:
+        cache_module.READ_WHOLE_BELOW = read_whole_below
+    np.testing.assert_array_equal(mapped["ecg"], second["ecg"])
     np.testing.assert_allclose(second["ecg"], uncached["ecg"], atol=tolerance)
     assert second["ecg_meta"] == uncached["ecg_meta"]
 
