@@ -8,7 +8,8 @@ most cart exports. Both sides read every record of a batch of 128 and stack the 
 - peer: ``np.stack([wfdb.rdsamp(record)[0] for record in batch])`` -> (128, 5000, 12) float64 physical values, what
   MERL / MoRE-style pipelines run per record (before their own offline filtering);
 - medclip: ``np.stack([ECGModality.load(record)["ecg"] for record in batch])`` -> (128, 12, 5000) float32 millivolts,
-  already notch-filtered, resampled and band-passed, served from the int16 cache (default dtype; entries under 1 MiB are read whole, larger ones memory-mapped).
+  already notch-filtered, resampled and band-passed, served from the int16 cache (default dtype;
+  entries under 1 MiB are read whole, larger ones memory-mapped).
 
 medclip is timed in three states:
 - cold: first epoch; reads, preprocesses and writes every record to the cache (more work than the peer does);
