@@ -52,6 +52,13 @@ def init_file_store_group(tmp_dir: str, rank: int, world: int) -> None:
     )
 
 
+def finish_group() -> None:
+    """Leave the process group together: a gloo rank that tears down while its peer still completes the last
+    collective can make that peer fail ("connection closed by peer"), a flake under load."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def spawn_and_wait(
     worker: Callable[..., None], args: tuple[Any, ...], world: int, deadline_s: float, what: str
 ) -> None:

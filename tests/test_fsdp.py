@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from distributed_helpers import free_ports, set_torchrun_environment, spawn_and_wait
+from distributed_helpers import finish_group, free_ports, set_torchrun_environment, spawn_and_wait
 from test_train_distributed import (
     CLIP,
     GLOBAL_BATCH,
@@ -108,8 +108,7 @@ def forward_with_a_modality_absent_on_rank_one(rank: int) -> dict[str, str]:
             outcome["partly_absent"] = str(error)
         return outcome
     finally:
-        dist.barrier()
-        dist.destroy_process_group()
+        finish_group()
 
 
 def spawn_workers(jobs: list[tuple[str, dict[str, Any]]], results_dir: Path) -> None:

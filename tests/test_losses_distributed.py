@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from distributed_helpers import init_file_store_group
+from distributed_helpers import finish_group, init_file_store_group
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -137,7 +137,7 @@ def worker(rank: int, tmp_dir: str) -> None:
             message = str(error)
         Path(tmp_dir, f"rank{rank}_unequal.json").write_text(json.dumps({"message": message}))
     finally:
-        dist.destroy_process_group()
+        finish_group()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from distributed_helpers import init_file_store_group
+from distributed_helpers import finish_group, init_file_store_group
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -121,7 +121,7 @@ def worker(rank: int, tmp_dir: str) -> None:
         rows = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
         save_file(run_scenarios(data, rows, average=True), os.path.join(tmp_dir, f"rank{rank}.safetensors"))
     finally:
-        dist.destroy_process_group()
+        finish_group()
 
 
 @pytest.fixture(scope="module")
