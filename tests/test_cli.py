@@ -26,6 +26,12 @@ def test_help_lists_commands():
         assert command in finished.stdout
 
 
+def test_unknown_options_are_still_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--outt", "x"])
+    assert "unrecognized arguments: --outt" in capsys.readouterr().err
+
+
 def test_misspelled_override_is_a_clear_error(capsys):
     assert main(["pretrain", "train.stepz=3"]) == 2
     assert "did you mean 'steps'" in capsys.readouterr().err
@@ -103,7 +109,8 @@ def test_pretrain_and_resume_from_the_cli(pbmc_manifest, tmp_path, capsys):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"modalities": {"expression": {}, "report": {}}}))
     out = tmp_path / "out"
-    base = ["pretrain", "--config", str(path), "--out", str(out), f"data.manifest={pbmc_manifest}", *SMALL_EXPERIMENT]
+    # Overrides both before and after the options, as users type them.
+    base = ["pretrain", f"data.manifest={pbmc_manifest}", "--config", str(path), "--out", str(out), *SMALL_EXPERIMENT]
     assert main([*base, "train.steps=4", "train.stop_at=2"]) == 0
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
     assert main([*base, "train.steps=4", "--resume", str(out / "checkpoint")]) == 0
