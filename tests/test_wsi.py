@@ -95,9 +95,27 @@ def test_level_choice_and_resize_at_a_target_mpp(slide_path):
 def test_threaded_reads_equal_serial_reads(slide_path):
     slide = Slide(slide_path, "tiffslide")
     coords = [(x, y) for y in range(0, 1024, 256) for x in range(0, 1024, 256)]
+    coords += [(100, 37), (900, 900), (768, 10)]  # off the tile grid, running off the slide: 19 patches, odd count
     serial = slide.read_patches(coords, 256, 0.5, threads=1)
-    np.testing.assert_array_equal(slide.read_patches(coords, 256, 0.5, threads=4), serial)
-    np.testing.assert_array_equal(serial[5], slide.read_region(256, 256, 0, 256, 256))
+    for threads in (2, 3, 4):
+        np.testing.assert_array_equal(slide.read_patches(coords, 256, 0.5, threads=threads), serial)
+    via_openslide = Slide(slide_path, "openslide")
+    for index, (x, y) in enumerate(coords):  # the direct-to-batch JPEG decode gives the pixels every reader gives
+        np.testing.assert_array_equal(serial[index], via_openslide.read_region(x, y, 0, 256, 256))
+
+
+def test_tile_aligned_patches_decode_into_the_callers_buffer(slide_path):
+    slide = Slide(slide_path, "tiffslide")
+    buffer = np.zeros((256, 256, 3), dtype=np.uint8)
+    assert slide.read_patch(256, 512, 256, 0.5, out=buffer) is buffer  # the fast path wrote into it
+    np.testing.assert_array_equal(
+        buffer, tiffslide.TiffSlide(str(slide_path)).read_region((256, 512), 0, (256, 256), as_array=True)
+    )
+    before = buffer.copy()
+    unaligned = slide.read_patch(100, 37, 256, 0.5, out=buffer)  # several tiles: assembled, the buffer untouched
+    assert unaligned is not buffer
+    np.testing.assert_array_equal(buffer, before)
+    np.testing.assert_array_equal(unaligned, Slide(slide_path, "openslide").read_region(100, 37, 0, 256, 256))
 
 
 def test_otsu_splits_a_bimodal_population():

@@ -51,8 +51,12 @@ class SlideBackend:
     levels: list[Level]
     mpp: tuple[float, float] | None
 
-    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """The region at (x, y) in *level* pixels, fully inside the level -> (height, width, 3) uint8 RGB."""
+    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The region at (x, y) in *level* pixels, fully inside the level -> (height, width, 3) uint8 RGB.
+
+        ``out`` is a (height, width, 3) uint8 buffer a backend may decode into (returning it) to save a copy; a
+        backend that cannot returns its own array and the caller copies.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -105,10 +109,10 @@ class TiffSlideBackend(SlideBackend):
                 )
             )
 
-    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
         tiled = self._tiles[level]
         if tiled is not None:
-            return tiled.read(x, y, width, height)
+            return tiled.read(x, y, width, height, out)
         return self._read_zarr(level, x, y, width, height)
 
     def _read_zarr(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -160,7 +164,7 @@ class OpenSlideBackend(SlideBackend):
                 )
             )
 
-    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
         downsample = self.levels[level].downsample
         location = (round(x * downsample), round(y * downsample))  # OpenSlide takes the level-0 top-left
         rgba = np.asarray(self._slide.read_region(location, level, (width, height)))  # (H, W, 4)

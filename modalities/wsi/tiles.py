@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import threading
 
+import imagecodecs
 import numpy as np
+from tifffile.tifffile import jpeg_decode_colorspace
 
 # Decoded tiles are RGB uint8; pages in other layouts (planar, 16-bit, ...) are read by the backend itself.
 SUPPORTED_SAMPLES = (1, 3, 4)
+JPEG = 7  # TIFF Compression tag value of (new-style) JPEG, what scanners and our writer use
 
 
 class TiledLevel:
@@ -38,6 +41,13 @@ class TiledLevel:
         self._byte_counts = np.asarray(page.databytecounts, dtype=np.int64)
         self._decode = page.decode  # tifffile's decoder for this page's compression, predictor and JPEG tables
         self._jpeg_tables = page.jpegtables
+        # RGB JPEG tiles decode straight into the caller's buffer (a slot of a patch batch): no intermediate array,
+        # which is what lets two reader threads scale (a fresh array per tile costs allocator and GIL time).
+        self._jpeg_colorspaces = (
+            jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
+            if page.compression == JPEG and self.samples == 3 and page.bitspersample == 8
+            else None
+        )
         self._descriptor = os.open(os.fspath(path), os.O_RDONLY)
         self._closed = threading.Event()
 
@@ -53,23 +63,52 @@ class TiledLevel:
             and len(page.dataoffsets) == -(-page.imagewidth // page.tilewidth) * -(-page.imagelength // page.tilelength)
         )
 
-    def tile(self, column: int, row: int) -> np.ndarray:
-        """Decode tile (column, row) -> (tile_height, tile_width, 3) uint8 RGB; a tile never written is white."""
+    def tile(self, column: int, row: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode tile (column, row) -> (tile_height, tile_width, 3) uint8 RGB; a tile never written is white.
+
+        With ``out`` (a C-contiguous (tile_height, tile_width, 3) uint8 array) the tile is written into it and ``out``
+        is returned.
+        """
         index = row * self.tiles_across + column
         byte_count = int(self._byte_counts[index])
         if byte_count == 0:  # sparse TIFF: scanners skip empty (background) tiles
-            return np.full((self.tile_height, self.tile_width, 3), 255, dtype=np.uint8)
+            if out is None:
+                return np.full((self.tile_height, self.tile_width, 3), 255, dtype=np.uint8)
+            out.fill(255)
+            return out
         data = os.pread(self._descriptor, byte_count, int(self._offsets[index]))
         if len(data) != byte_count:
             raise OSError("the slide file ended inside a tile")
+        if out is not None and self._jpeg_colorspaces is not None and out.flags.c_contiguous:
+            colorspace, outcolorspace = self._jpeg_colorspaces
+            return imagecodecs.jpeg_decode(
+                data,
+                tables=self._jpeg_tables,
+                colorspace=colorspace,
+                outcolorspace=outcolorspace,
+                shape=(self.tile_height, self.tile_width),
+                bitspersample=8,
+                out=out,
+            )
+        decoded = self._decode_tile(data, index)
+        if out is None:
+            return decoded
+        out[...] = decoded
+        return out
+
+    def _decode_tile(self, data: bytes, index: int) -> np.ndarray:
+        """tifffile's decode of one tile's bytes -> (tile_height, tile_width, 3) uint8 RGB."""
         decoded = self._decode(data, index, jpegtables=self._jpeg_tables)[0]  # (1, th, tw, S) or (th, tw, S)
         decoded = decoded.reshape(self.tile_height, self.tile_width, self.samples)  # (th, tw, S)
         if self.samples == 1:
             return np.repeat(decoded, 3, axis=2)  # grey -> RGB, (th, tw, 3)
         return decoded[:, :, :3] if self.samples == 4 else decoded  # RGBA -> RGB
 
-    def read(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """The in-bounds region at (x, y) of this level, (height, width, 3) uint8, assembled from its tiles."""
+    def read(self, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The in-bounds region at (x, y) of this level, (height, width, 3) uint8, assembled from its tiles.
+
+        A tile-aligned region is decoded into ``out`` when given (then ``out`` is returned); otherwise a new array.
+        """
         first_column, first_row = x // self.tile_width, y // self.tile_height
         last_column, last_row = (x + width - 1) // self.tile_width, (y + height - 1) // self.tile_height
         if (
@@ -80,7 +119,7 @@ class TiledLevel:
             and width == self.tile_width
             and height == self.tile_height
         ):
-            return self.tile(first_column, first_row)  # the tile-aligned fast path: no copy
+            return self.tile(first_column, first_row, out)  # the tile-aligned fast path: no copy
         region = np.empty((height, width, 3), dtype=np.uint8)  # (H, W, 3)
         for row in range(first_row, last_row + 1):
             for column in range(first_column, last_column + 1):
