@@ -25,8 +25,23 @@ class DataConfig:
     val_fraction: float = 0.1  # of patients, for rows without a `split` column value
     test_fraction: float = 0.1
     split_seed: int = 0  # seed of the deterministic patient-hash split
-    num_workers: int = 0  # DataLoader worker processes; 0 loads in the main process
+    num_workers: int = 0  # loader workers; 0 loads in the main process
+    # process | thread. Threads suit cached / memory-mapped inputs (CT/OCT/ECG caches), whose reads and array work
+    # release the GIL: no per-sample copy between processes (several times faster warm). Processes suit CPU-heavy
+    # Python decoding (uncached DICOM, tokenising). With threads, random transforms that use the per-sample
+    # generator (CT/OCT augmentation) are reproducible; others draw from the global RNG shared with the training
+    # step, so they (and dropout) are not reproducible run to run. See docs/ct.md "Loader workers".
+    worker_kind: str = "process"
     max_skip_fraction: float = 0.5  # abort when more than this fraction of rows is unusable: the manifest is wrong
+
+    def __post_init__(self) -> None:
+        from .config import ConfigError
+        from .data.loader import WORKER_KINDS
+
+        if self.worker_kind not in WORKER_KINDS:
+            raise ConfigError(f"data.worker_kind must be one of {', '.join(WORKER_KINDS)}, got {self.worker_kind!r}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass

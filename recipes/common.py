@@ -17,12 +17,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 import medclip
 from medclip.config import ConfigError
 from medclip.data import Manifest, ManifestDataset, SkipSummary, assign_splits, is_empty_batch, read_manifest
+from medclip.data.loader import make_loader
 from medclip.data.manifest import SPLITS
 from medclip.eval.hygiene import provenance_record
 from medclip.experiment import ExperimentConfig
@@ -230,6 +231,7 @@ def embedded_batches(
     num_workers: int = 0,
     progress: bool = True,
     description: str = "embedding",
+    worker_kind: str = "process",
 ) -> Iterator[EmbeddedRows]:
     """Embed the dataset (or its ``indices``) batch by batch; load failures go to ``summary``.
 
@@ -237,7 +239,9 @@ def embedded_batches(
         One ``EmbeddedRows`` per batch that kept at least one row.
     """
     source = dataset if indices is None else Subset(dataset, list(indices))
-    loader = DataLoader(source, batch_size=batch_size, num_workers=num_workers, collate_fn=dataset.collate_fn)
+    loader = make_loader(
+        source, batch_size=batch_size, collate_fn=dataset.collate_fn, num_workers=num_workers, worker_kind=worker_kind
+    )
     opened.model.eval()
     site_of = {row.row_number: row.site for row in dataset.manifest.rows}
     bar = tqdm(total=len(source), desc=description, unit="row", disable=not progress)
@@ -271,6 +275,7 @@ def embed_rows(
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    worker_kind: str = "process",
 ) -> tuple[EmbeddedRows, SkipSummary]:
     """Embed every usable row of ``split`` for ``modalities``; returns the rows and what was skipped (and why)."""
     dataset = eval_dataset(opened, manifest, modalities, split, splits)
@@ -285,6 +290,7 @@ def embed_rows(
             num_workers=num_workers,
             progress=progress,
             description=f"embedding {split or ALL_ROWS} rows",
+            worker_kind=worker_kind,
         )
     )
     rows = EmbeddedRows.concatenate(parts, modalities, len(manifest.label_names))

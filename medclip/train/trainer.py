@@ -8,15 +8,16 @@ weights as 2N steps straight (tested).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from ..data.loader import make_loader
 from ..experiment import ExperimentConfig
 from ..inference import move_to_device
 from ..types import Modality
@@ -132,7 +133,7 @@ class Trainer:
             optimizer_state=full_state[1],
         )
 
-    def _loader(self) -> DataLoader:
+    def _loader(self) -> Iterable[dict[str, Any]]:
         sampler = ResumableBatchSampler(
             len(self.train_dataset),
             self.train_config.batch_size,
@@ -144,11 +145,12 @@ class Trainer:
         # and augmentation would diverge from the straight run's.
         generator = torch.Generator().manual_seed(self.train_config.seed)
         workers = self.config.data.num_workers
-        return DataLoader(
+        return make_loader(
             self.train_dataset,
             batch_sampler=_BatchesFrom(sampler, self.consumed_batches),
             collate_fn=self.collate,
             num_workers=workers,
+            worker_kind=self.config.data.worker_kind,
             pin_memory=self.runtime.device.type == "cuda",
             persistent_workers=workers > 0,
             generator=generator,

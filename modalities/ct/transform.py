@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medclip.data.loader import sample_generator
 from medclip.types import Sample
 from modalities.volume.augment import VolumeAugmentation
 from modalities.volume.pipeline import VolumePreprocessing, ensure_preprocessed
@@ -47,7 +48,8 @@ class CTTransform:
         meta = sample[f"{self.name}_meta"]
         hounsfield = ensure_preprocessed(sample[self.name], meta, self.preprocessing)  # (I, J, K) int16
         if self.augmentation is not None and self.hu_shift > 0:
-            shift = np.float32(torch.empty(()).uniform_(-self.hu_shift, self.hu_shift).item())
+            draw = torch.empty(()).uniform_(-self.hu_shift, self.hu_shift, generator=sample_generator())
+            shift = np.float32(draw.item())
             hounsfield = np.asarray(hounsfield, dtype=np.float32) + shift
         if self.augmentation is None:
             return {**sample, self.name: windows_to_float16(hounsfield, self.windows)}  # (C, I, J, K)
