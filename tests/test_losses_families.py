@@ -176,13 +176,19 @@ def test_patient_keys_are_stable_and_equal_for_equal_ids():
 # --- tiled == plain ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["clip", "soft_label", "cwcl", "multi_positive"])
-def test_tiled_equals_plain_float32(name):
+@pytest.mark.parametrize("every_row", [False, True], ids=["masked", "all-present"])
+@pytest.mark.parametrize("name", ["clip", "soft_label", "soft_label_all_known", "cwcl", "multi_positive"])
+def test_tiled_equals_plain_float32(name, every_row):
     torch.set_default_dtype(torch.float32)
     a = unit(200, 16, seed=15).requires_grad_()
     b = unit(200, 16, seed=16).requires_grad_()
     log_scale = torch.tensor(math.log(20.0), requires_grad=True)
     mask, labels = row_mask(200, 17), nan_labels(200, 5, 18).float()
+    if every_row:
+        mask = torch.ones(200, dtype=torch.bool)
+    if name == "soft_label_all_known":  # the one-product fast path, with "no finding" (all-zero) rows
+        labels, name = labels.nan_to_num(0.0), "soft_label"
+        assert (labels.sum(dim=1) == 0).sum() > 2
     patients = torch.randint(0, 40, (200,), generator=torch.Generator().manual_seed(19))
 
     def run(tiled: bool) -> tuple[Tensor, ...]:
@@ -200,6 +206,50 @@ def test_tiled_equals_plain_float32(name):
 
     for tiled, plain in zip(run(True), run(False), strict=True):
         torch.testing.assert_close(tiled, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("all_known", [False, True])
+def test_soft_targets_one_pass_equals_the_two_pass_normalisers(all_known):
+    """Known maximum weights fold the target normalisers into the logits' pass; without them a pass of its own."""
+    from medclip.losses.soft_targets import LabelSimilarityWeights
+    from medclip.losses.tiled import tiled_cross_entropy
+
+    a, b = unit(70, 6, seed=30).requires_grad_(), unit(70, 6, seed=31).requires_grad_()
+    scale = torch.tensor(7.0, requires_grad=True)
+    labels = nan_labels(70, 4, 32)
+    labels = labels.nan_to_num(0.0) if all_known else labels
+    index = torch.arange(70)
+
+    def run(one_pass: bool, shared: bool) -> tuple[Tensor, ...]:
+        weights = LabelSimilarityWeights(labels, labels, index, index, temperature=0.25)
+        other = weights if shared else LabelSimilarityWeights(labels, labels, index, index, temperature=0.25)
+        if not one_pass:
+            weights.max_log_weight = other.max_log_weight = None
+        value = tiled_cross_entropy(
+            a, b, scale, row_targets=weights, column_targets=other, symmetric=True, tile_size=16
+        )
+        return (value, *torch.autograd.grad(value, (a, b, scale)))
+
+    reference = run(one_pass=False, shared=False)
+    for one_pass, shared in ((True, True), (True, False), (False, True)):
+        for got, expected in zip(run(one_pass, shared), reference, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_label_weights_fast_path_equals_the_general_one():
+    from medclip.losses.soft_targets import LabelSimilarityWeights
+
+    labels = nan_labels(40, 5, 33).nan_to_num(0.0)
+    index = torch.arange(40)
+    fast = LabelSimilarityWeights(labels, labels, index, index, temperature=0.5)
+    assert fast.all_known
+    general = LabelSimilarityWeights(labels, labels, index, index, temperature=0.5)
+    general.all_known = False
+    everything = slice(0, 40)
+    torch.testing.assert_close(fast.block(everything, everything), general.block(everything, everything))
+    weight = naive_label_weight(labels, 0.5)
+    expected = torch.tensor([[weight(i, j) for j in range(40)] for i in range(40)])
+    torch.testing.assert_close(fast.block(slice(3, 17), slice(10, 40)), expected[3:17, 10:40])
 
 
 def test_tiled_gradcheck():

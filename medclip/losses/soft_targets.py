@@ -32,12 +32,32 @@ def _same_sample(row_index: Tensor, column_index: Tensor, rows: slice, columns: 
     return row_index[rows, None] == column_index[None, columns]  # (r, c)
 
 
+def _same_sample_positions(row_index: Tensor, column_index: Tensor) -> tuple[Tensor, Tensor]:
+    """(row positions, column positions) of the pairs whose sample indices are equal; ``column_index`` sorted.
+
+    O(r log c) instead of comparing a whole (r, c) block: a sample meets itself at most once per block.
+    """
+    if column_index.numel() == 0:
+        return row_index.new_zeros(0), row_index.new_zeros(0)
+    found = torch.searchsorted(column_index, row_index).clamp_max_(column_index.numel() - 1)  # (r,)
+    hit = column_index[found] == row_index  # (r,)
+    return hit.nonzero().squeeze(1), found[hit]
+
+
+def _is_sorted(index: Tensor) -> bool:
+    return bool((index[1:] >= index[:-1]).all()) if index.numel() > 1 else True
+
+
 class LabelSimilarityWeights(TargetWeights):
     """log w_ij = cos(l_i, l_j) / temperature over the labels known for both samples (NaN = unknown).
 
     Cosine of two all-zero (known) vectors is 1 (both "no finding"), of one zero and one non-zero vector 0; a pair
     without any label known for both gets no target mass; a sample always gets the maximum weight 1 / temperature
-    with its own pair, so a sample without labels falls back to CLIP's one-hot target.
+    with its own pair (``max_log_weight``), so a sample without labels falls back to CLIP's one-hot target.
+
+    When neither side has an unknown label the cosine of every pair is one matrix product of unit label vectors,
+    each with one extra coordinate that is 1 for an all-zero vector (so two all-zero vectors score 1, and an all-zero
+    against a non-zero vector 0); otherwise four small products give each pair's norms over the labels both know.
     """
 
     def __init__(
@@ -47,24 +67,70 @@ class LabelSimilarityWeights(TargetWeights):
         self.row_values, self.column_values = row_labels.nan_to_num(0.0), column_labels.nan_to_num(0.0)
         self.row_index, self.column_index = row_index, column_index
         self.temperature = temperature
+        self.own_pair_weight = 1.0 / temperature  # cos = 1
+        self.max_log_weight = self.own_pair_weight
         self.num_rows, self.num_columns = row_labels.shape[0], column_labels.shape[0]
+        self.indices_sorted = _is_sorted(column_index) and _is_sorted(row_index)
+        # index ranges of the blocks, to skip looking for a sample's own pair in blocks that cannot hold one
+        self._row_ids, self._column_ids = row_index.tolist(), column_index.tolist()
+        self.all_known = bool(self.row_known.all()) and bool(self.column_known.all())
+        if self.all_known:  # (P, K + 1), (V, K + 1): unit vectors, the extra coordinate flags an all-zero vector
+            self.row_units = self._units(self.row_values) / temperature
+            self.column_units = self._units(self.column_values)
+
+    def _may_share_samples(self, rows: slice, columns: slice) -> bool:
+        """Whether the sorted sample indices of ``rows`` and ``columns`` overlap (so a sample may meet itself)."""
+        row_ids, column_ids = self._row_ids[rows], self._column_ids[columns]
+        return bool(row_ids and column_ids) and row_ids[0] <= column_ids[-1] and column_ids[0] <= row_ids[-1]
+
+    @staticmethod
+    def _units(values: Tensor) -> Tensor:
+        norms = values.norm(dim=1, keepdim=True)  # (N, 1)
+        zero = norms == 0
+        return torch.cat([values / norms.masked_fill(zero, 1.0), zero.to(values.dtype)], dim=1)  # (N, K + 1)
 
     def block(self, rows: slice, columns: slice) -> Tensor:
+        if self.all_known:
+            similarity = self.row_units[rows] @ self.column_units[columns].T  # (r, c), already / temperature
+        else:
+            similarity = self._partially_known_block(rows, columns)
+        if self.indices_sorted:
+            if self._may_share_samples(rows, columns):
+                row_hits, column_hits = _same_sample_positions(self.row_index[rows], self.column_index[columns])
+                similarity[row_hits, column_hits] = self.own_pair_weight
+        else:
+            same = _same_sample(self.row_index, self.column_index, rows, columns)
+            similarity = similarity.masked_fill_(same, self.own_pair_weight)
+        return similarity
+
+    def _partially_known_block(self, rows: slice, columns: slice) -> Tensor:
+        """cos / temperature over the labels known for both: three small products and four passes over the block.
+
+        With ``n`` the number of labels known for both, a tiny ``eps`` (``sqrt`` of the dtype's smallest normal,
+        times 16) is added as ``eps * n`` to the dot product and to both norms. Then two all-zero vectors score
+        ``eps n / sqrt((eps n)^2) = 1``, an all-zero against a non-zero vector ``sqrt(eps n / |l|^2) < 1e-8`` (0 up to
+        rounding), other pairs their cosine up to O(eps), and a pair with nothing known in common ``0 / 0 = NaN``,
+        which becomes "no mass". The special cases cost no pass of their own.
+        """
         values_r, values_c = self.row_values[rows], self.column_values[columns]  # (r, K), (c, K)
         known_r, known_c = self.row_known[rows].to(values_r.dtype), self.column_known[columns].to(values_r.dtype)
-        dot = values_r @ values_c.T  # (r, c) unknown entries are 0, so only shared known labels count
-        norm_r = (values_r * values_r) @ known_c.T  # (r, c) |l_i|^2 over the labels also known for j
-        norm_c = known_r @ (values_c * values_c).T  # (r, c)
-        shared = known_r @ known_c.T  # (r, c) number of labels known for both
-        cosine = dot / (norm_r * norm_c).sqrt().clamp_min(torch.finfo(dot.dtype).tiny)
-        similarity = torch.where((norm_r == 0) & (norm_c == 0), torch.ones_like(cosine), cosine)
-        similarity = torch.where(shared > 0, similarity, torch.full_like(cosine, NO_MASS))
-        similarity = torch.where(_same_sample(self.row_index, self.column_index, rows, columns), 1.0, similarity)
-        return similarity / self.temperature
+        eps = torch.finfo(values_r.dtype).tiny ** 0.5 * 16
+        root = eps**0.5
+        # (r, 2K) @ (2K, c): (dot + eps n) / temperature; unknown entries are 0, so only shared labels count
+        similarity = (
+            torch.cat([values_r, root * known_r], dim=1).div_(self.temperature)
+            @ torch.cat([values_c, root * known_c], dim=1).T
+        )
+        norm_r = (values_r * values_r + eps * known_r) @ known_c.T  # (r, c) |l_i|^2 + eps n over labels j knows
+        norm_c = known_r @ (values_c * values_c + eps * known_c).T  # (r, c)
+        similarity.mul_(norm_r.mul_(norm_c).rsqrt_())  # 0 * inf = NaN exactly where n = 0
+        return similarity.nan_to_num_(nan=NO_MASS, posinf=float("inf"), neginf=NO_MASS)
 
 
 class CosineWeights(TargetWeights):
     """log w_ij = log((1 + cos(f_i, f_j)) / 2) for fixed (detached) embeddings f, CWCL's continuous weights."""
+
+    max_log_weight = 0.0  # log((1 + 1) / 2): a sample's own pair
 
     def __init__(self, row_features: Tensor, column_features: Tensor) -> None:
         self.row_features, self.column_features = row_features, column_features  # (P, D), (V, D) unit rows
@@ -77,6 +143,8 @@ class CosineWeights(TargetWeights):
 
 class PositiveSetWeights(TargetWeights):
     """log w_ij = 0 for positives (same sample, same patient, or identical known label set), -inf otherwise."""
+
+    max_log_weight = 0.0  # every sample is its own positive
 
     def __init__(
         self,
@@ -106,7 +174,14 @@ class PositiveSetWeights(TargetWeights):
 
 
 class SampleTargets:
-    """Per-sample data (local rows) from which ``TargetWeights`` between any two sets of samples are built."""
+    """Per-sample data (local rows) from which ``TargetWeights`` between any two sets of samples are built.
+
+    Attributes:
+        symmetric: the weights do not depend on the query modality and w_ij == w_ji, so in one process both
+            directions of the loss read the same blocks (half the target work).
+    """
+
+    symmetric = False
 
     def gathered(self) -> SampleTargets:
         """The same source over the global batch (every process's rows, rank order); a collective."""
@@ -120,6 +195,8 @@ class SampleTargets:
 
 class LabelTargets(SampleTargets):
     """Targets from label-vector similarity (see ``LabelSimilarityWeights``); labels: (B, K), NaN = unknown."""
+
+    symmetric = True  # cosine similarity, whichever modality asks
 
     def __init__(self, labels: Tensor, temperature: float = 1.0) -> None:
         if labels.dim() != 2:
@@ -157,6 +234,8 @@ class ContinuousTargets(SampleTargets):
 
 class PositiveSetTargets(SampleTargets):
     """Multi-positive targets: same patient (int64 keys, ``medclip.model.patient_keys``) and/or same label set."""
+
+    symmetric = True  # same sample / patient / label set are symmetric relations
 
     def __init__(self, patient_ids: Tensor | None, labels: Tensor | None) -> None:
         self.patient_ids = patient_ids.detach() if patient_ids is not None else None
@@ -257,10 +336,10 @@ def soft_target_loss(
     local = present_rows(mask)  # (P,)
     if not use_distributed:  # square: one pass serves both directions
         row_targets = source.weights("a", local, local)
-        column_targets = source.weights("b", local, local)
-        total = _cross_entropy(
-            features_a[local], features_b[local], scale, row_targets, column_targets, tiled, tile_size
-        )
+        column_targets = row_targets if source.symmetric else source.weights("b", local, local)
+        # every row present (the usual case): the features themselves, no (B, D) copies
+        rows, columns = (features_a, features_b) if num_valid == len(mask) else (features_a[local], features_b[local])
+        total = _cross_entropy(rows, columns, scale, row_targets, column_targets, tiled, tile_size)
         return total / (2 * num_valid)
     all_a, all_b = all_gather_with_grad(features_a), all_gather_with_grad(features_b)  # (N, D)
     columns = present_rows(all_masks)  # (V,) global indices of the valid candidates
