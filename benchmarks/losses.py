@@ -41,8 +41,18 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def _limit_address_space() -> None:
+    """Cap the child at 80% of the machine's memory: a peer that cannot fit fails with an error, not the OOM killer."""
+    import resource
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    resource.setrlimit(resource.RLIMIT_AS, (int(total * 0.8), resource.RLIM_INFINITY))
+
+
 def _child(kind: str, args: tuple, device: str, queue) -> None:
     try:
+        if device == "cpu":
+            _limit_address_space()
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         torch.manual_seed(0)
         step = CONTENDERS[kind](*args, device)()  # builds the inputs; returns the forward+backward closure

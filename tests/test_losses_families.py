@@ -295,11 +295,13 @@ def naive_filip(a, b, ma, mb, scale, mask) -> Tensor:
     return (F.cross_entropy(scale * a_to_b, targets) + F.cross_entropy(scale * b_to_a.T, targets)) / 2
 
 
+@pytest.mark.parametrize("every_row", [False, True], ids=["masked", "all-present"])
 @pytest.mark.parametrize("block_elements", [1, 50, 10**6])
-def test_filip_matches_naive_einsum(block_elements):
+def test_filip_matches_naive_einsum(block_elements, every_row):
     (a, ma), (b, mb) = tokens_with_padding(7, 5, 25), tokens_with_padding(7, 4, 27)
     a.requires_grad_(), b.requires_grad_()
     mask, scale = row_mask(7, 29), torch.tensor(4.0, requires_grad=True)
+    mask = torch.ones_like(mask) if every_row else mask
     expected = naive_filip(a, b, ma, mb, scale, mask)
     value = filip_loss(a, b, scale, ma, mb, mask, block_elements=block_elements)
     assert value.item() == pytest.approx(expected.item(), abs=1e-12)

@@ -8,9 +8,11 @@ token) that ``ContrastiveModel`` returns for every encoder that emits tokens, an
   real tokens of the token dot product (and the converse for the other direction); InfoNCE with the model's logit
   scale over those similarities, global candidates under torch.distributed (tokens gathered with gradient, padded to
   the longest sequence of any process). ``token_max_similarity`` computes the (P, V) similarities block by block
-  under a memory budget and keeps only the argmax indices (P x V x T) for the backward pass, which gathers the
-  winning tokens instead of recomputing the blocks. Deviation: FILIP reduces the token dimension and uses fp16 to
-  fit; here the full dimension is kept and memory is bounded by the block budget instead.
+  under a memory budget (one matrix product per block, reduced by a max over each direction's token axis) and keeps
+  only the argmax indices (P x V x T, int16) for the backward pass: a max hands its gradient to one winning token
+  pair, so the backward pass is two sparse products (weighted gathers and sorted scatters, P x V x (Tq + Tk)
+  non-zeros) instead of the forward's dense one. Deviation: FILIP reduces the token dimension (to 256) and uses fp16
+  to fit; here any dimension is kept and memory is bounded by the block budget instead.
 - ``token`` follows MGCA's cross-modal token alignment (Wang et al., NeurIPS 2022, "instance-to-token"): each token
   of one modality attends over the other modality's tokens of the *same* sample (softmax of cosine / attention
   temperature), and a within-sample InfoNCE pulls each token towards its own attended vector and away from the
@@ -56,33 +58,71 @@ def _blocks(rows: int, columns: int, tokens_q: int, tokens_k: int, budget: int) 
     return row_block, column_block
 
 
+def _index_dtype(tokens: int) -> torch.dtype:
+    """The smallest integer type that holds a token index: the saved argmaxes are the backward pass's memory."""
+    return torch.int16 if tokens <= torch.iinfo(torch.int16).max else torch.int32
+
+
+def _scatter_weighted_rows(target: Tensor, target_rows: Tensor, source: Tensor, source_rows: Tensor, weights: Tensor):
+    """``target[target_rows[n]] += weights[n] * source[source_rows[n]]`` for every n, without an (n, D) temporary.
+
+    The entries are grouped by target row (a sort) and each group is one weighted bag of ``embedding_bag``.
+    """
+    order = torch.argsort(target_rows)
+    grouped = target_rows[order]
+    rows, counts = torch.unique_consecutive(grouped, return_counts=True)
+    offsets = torch.cumsum(counts, dim=0) - counts
+    sums = F.embedding_bag(
+        source_rows[order], source, offsets, mode="sum", per_sample_weights=weights[order]
+    )  # (unique rows, D)
+    target.index_add_(0, rows, sums)
+
+
 class _TokenMaxSimilarity(torch.autograd.Function):
-    """(P, V) mean-of-max token similarities in both directions, from blocks; argmax indices kept for backward."""
+    """(P, V) mean-of-max token similarities in both directions, from blocks; only the argmaxes are kept.
+
+    Forward: one matrix product per block of samples, ``(bi*Tq, D) @ (D, bj*Tk)``, reduced at once by a max over
+    each direction's token axis. Backward: a max passes its gradient to the one winning pair, so each gradient is a
+    sparse product with P*V*(Tq + Tk) non-zeros instead of the forward's dense one: the side whose rows are fixed
+    per entry gathers them as weighted bags (``embedding_bag``), the other side scatters them, grouped by a sort.
+    """
 
     @staticmethod
     def forward(ctx: Any, queries: Tensor, keys: Tensor, query_mask: Tensor, key_mask: Tensor, budget: int):
         rows, columns, tokens_q, tokens_k = queries.shape[0], keys.shape[0], queries.shape[1], keys.shape[1]
         query_counts = query_mask.sum(dim=1).to(queries.dtype)  # (P,)
         key_counts = key_mask.sum(dim=1).to(queries.dtype)  # (V,)
+        every_query, every_key = bool(query_mask.all()), bool(key_mask.all())
         row_similarity = queries.new_zeros(rows, columns)  # mean over query tokens of max over key tokens
         column_similarity = queries.new_zeros(rows, columns)  # mean over key tokens of max over query tokens
-        row_argmax = torch.zeros(rows, columns, tokens_q, dtype=torch.long, device=queries.device)
-        column_argmax = torch.zeros(rows, columns, tokens_k, dtype=torch.long, device=queries.device)
+        row_argmax = torch.empty(rows, tokens_q, columns, dtype=_index_dtype(tokens_k), device=queries.device)
+        column_argmax = torch.empty(rows, columns, tokens_k, dtype=_index_dtype(tokens_q), device=queries.device)
         row_block, column_block = _blocks(rows, columns, tokens_q, tokens_k, budget)
+        buffer = queries.new_empty(row_block * tokens_q * column_block * tokens_k)
+        flat_queries = queries.reshape(rows * tokens_q, -1)  # (P * Tq, D)
+        flat_keys = keys.reshape(columns * tokens_k, -1)  # (V * Tk, D)
         for i in range(0, rows, row_block):
-            block_q, mask_q = queries[i : i + row_block], query_mask[i : i + row_block]
+            size_i = min(row_block, rows - i)
+            block_q = flat_queries[i * tokens_q : (i + size_i) * tokens_q]  # (bi * Tq, D)
             for j in range(0, columns, column_block):
-                block_k, mask_k = keys[j : j + column_block], key_mask[j : j + column_block]
-                similarity = torch.einsum("ikd,jrd->ijkr", block_q, block_k)  # (bi, bj, Tq, Tk)
-                best_key, best_key_index = similarity.masked_fill(~mask_k[None, :, None, :], float("-inf")).max(-1)
-                best_query, best_query_index = similarity.masked_fill_(~mask_q[:, None, :, None], float("-inf")).max(2)
-                del similarity
-                best_key = best_key.masked_fill_(~mask_q[:, None, :], 0.0)  # (bi, bj, Tq) padded queries add 0
-                best_query = best_query.masked_fill_(~mask_k[None, :, :], 0.0)  # (bi, bj, Tk)
-                rows_slice, columns_slice = slice(i, i + row_block), slice(j, j + column_block)
-                row_similarity[rows_slice, columns_slice] = best_key.sum(-1) / query_counts[rows_slice, None]
-                column_similarity[rows_slice, columns_slice] = best_query.sum(-1) / key_counts[None, columns_slice]
-                row_argmax[rows_slice, columns_slice] = best_key_index
+                size_j = min(column_block, columns - j)
+                block_k = flat_keys[j * tokens_k : (j + size_j) * tokens_k]  # (bj * Tk, D)
+                out = buffer[: block_q.shape[0] * block_k.shape[0]].view(block_q.shape[0], block_k.shape[0])
+                similarity = torch.mm(block_q, block_k.T, out=out).view(size_i, tokens_q, size_j, tokens_k)
+                if not every_key:  # padded keys never win a query token
+                    similarity.masked_fill_(~key_mask[None, None, j : j + size_j, :], float("-inf"))
+                best_key, best_key_index = similarity.max(dim=3)  # (bi, Tq, bj)
+                if not every_query:  # padded queries never win a key token
+                    similarity.masked_fill_(~query_mask[i : i + size_i, :, None, None], float("-inf"))
+                best_query, best_query_index = similarity.max(dim=1)  # (bi, bj, Tk)
+                if not every_query:
+                    best_key.masked_fill_(~query_mask[i : i + size_i, :, None], 0.0)  # padded queries add 0
+                if not every_key:
+                    best_query.masked_fill_(~key_mask[None, j : j + size_j, :], 0.0)
+                rows_slice, columns_slice = slice(i, i + size_i), slice(j, j + size_j)
+                row_similarity[rows_slice, columns_slice] = best_key.sum(dim=1) / query_counts[rows_slice, None]
+                column_similarity[rows_slice, columns_slice] = best_query.sum(dim=2) / key_counts[None, columns_slice]
+                row_argmax[rows_slice, :, columns_slice] = best_key_index
                 column_argmax[rows_slice, columns_slice] = best_query_index
         ctx.save_for_backward(queries, keys, query_mask, key_mask, row_argmax, column_argmax)
         ctx.budget = budget
@@ -92,43 +132,55 @@ class _TokenMaxSimilarity(torch.autograd.Function):
     def backward(ctx: Any, grad_row: Tensor | None, grad_column: Tensor | None):
         queries, keys, query_mask, key_mask, row_argmax, column_argmax = ctx.saved_tensors
         rows, columns, tokens_q, tokens_k = queries.shape[0], keys.shape[0], queries.shape[1], keys.shape[1]
-        dim = queries.shape[2]
-        grad_queries, grad_keys = torch.zeros_like(queries), torch.zeros_like(keys)
-        query_counts = query_mask.sum(dim=1).to(queries.dtype)  # (P,)
-        key_counts = key_mask.sum(dim=1).to(queries.dtype)  # (V,)
-        # the gathered (bi, bj, T, D) winners are the block's memory; budget them like the forward blocks
-        row_block, column_block = _blocks(rows, columns, max(tokens_q, tokens_k), dim, ctx.budget)
-        flat_keys_grad = grad_keys.view(columns * tokens_k, dim)  # (V * Tk, D)
-        flat_queries_grad = grad_queries.view(rows * tokens_q, dim)  # (P * Tq, D)
-        for i in range(0, rows, row_block):
-            rows_slice = slice(i, i + row_block)
-            block_q, mask_q = queries[rows_slice], query_mask[rows_slice].to(queries.dtype)
-            size_i = block_q.shape[0]
-            for j in range(0, columns, column_block):
-                columns_slice = slice(j, j + column_block)
-                block_k, mask_k = keys[columns_slice], key_mask[columns_slice].to(queries.dtype)
-                size_j = block_k.shape[0]
-                column_ids = torch.arange(j, j + size_j, device=queries.device)  # (bj,)
-                row_ids = torch.arange(i, i + size_i, device=queries.device)  # (bi,)
-                if grad_row is not None:
-                    weight = grad_row[rows_slice, columns_slice] / query_counts[rows_slice, None]  # (bi, bj)
-                    weight = weight[:, :, None] * mask_q[:, None, :]  # (bi, bj, Tq)
-                    index = row_argmax[rows_slice, columns_slice]  # (bi, bj, Tq) winning key token
-                    winners = block_k[torch.arange(size_j, device=keys.device)[None, :, None], index]  # (bi,bj,Tq,D)
-                    grad_queries[rows_slice] += torch.einsum("ijk,ijkd->ikd", weight, winners)
-                    flat_index = (column_ids[None, :, None] * tokens_k + index).reshape(-1)  # (bi * bj * Tq,)
-                    contribution = weight[..., None] * block_q[:, None, :, :]  # (bi, bj, Tq, D)
-                    flat_keys_grad.index_add_(0, flat_index, contribution.reshape(-1, dim))
-                if grad_column is not None:
-                    weight = grad_column[rows_slice, columns_slice] / key_counts[None, columns_slice]  # (bi, bj)
-                    weight = weight[:, :, None] * mask_k[None, :, :]  # (bi, bj, Tk)
-                    index = column_argmax[rows_slice, columns_slice]  # (bi, bj, Tk) winning query token
-                    winners = block_q[torch.arange(size_i, device=keys.device)[:, None, None], index]  # (bi,bj,Tk,D)
-                    grad_keys[columns_slice] += torch.einsum("ijr,ijrd->jrd", weight, winners)
-                    flat_index = (row_ids[:, None, None] * tokens_q + index).reshape(-1)  # (bi * bj * Tk,)
-                    contribution = weight[..., None] * block_k[None, :, :, :]  # (bi, bj, Tk, D)
-                    flat_queries_grad.index_add_(0, flat_index, contribution.reshape(-1, dim))
-        return grad_queries, grad_keys, None, None, None
+        device = queries.device
+        flat_queries = queries.reshape(rows * tokens_q, -1)  # (P * Tq, D)
+        flat_keys = keys.reshape(columns * tokens_k, -1)  # (V * Tk, D)
+        grad_queries, grad_keys = torch.zeros_like(flat_queries), torch.zeros_like(flat_keys)  # (P*Tq, D), (V*Tk, D)
+        query_weight = query_mask.to(queries.dtype) / query_mask.sum(dim=1, keepdim=True)  # (P, Tq) 1/count, real
+        key_weight = key_mask.to(queries.dtype) / key_mask.sum(dim=1, keepdim=True)  # (V, Tk)
+        # Entries of a chunk: a few int64 / float tensors of chunk x (other side's samples) x T each; budget them.
+        query_chunk = max(1, min(rows, ctx.budget // max(1, 4 * columns * (tokens_q + tokens_k))))
+        key_chunk = max(1, min(columns, ctx.budget // max(1, 4 * rows * (tokens_q + tokens_k))))
+        # Query chunks: the gradients that land on the chunk's query tokens (their temporaries are chunk-sized).
+        for i in range(0, rows, query_chunk):
+            chunk = slice(i, min(i + query_chunk, rows))
+            size = chunk.stop - i
+            query_ids = torch.arange(i * tokens_q, chunk.stop * tokens_q, device=device)  # (bi * Tq,)
+            if grad_row is not None:  # query token (i, k) took key token (j, argmax) for every j: gather
+                weight = grad_row[chunk, None, :] * query_weight[chunk, :, None]  # (bi, Tq, V)
+                winners = torch.arange(columns, device=device) * tokens_k + row_argmax[chunk].long()  # (bi, Tq, V)
+                grad_queries[query_ids] += F.embedding_bag(
+                    winners.reshape(-1, columns), flat_keys, mode="sum", per_sample_weights=weight.reshape(-1, columns)
+                )  # (bi * Tq, D)
+            if grad_column is not None:  # key token (j, r) took query token (i, argmax): scatter onto the winners
+                weight = grad_column[chunk, :, None] * key_weight[None, :, :]  # (bi, V, Tk)
+                winners = (
+                    torch.arange(i, chunk.stop, device=device)[:, None, None] * tokens_q + column_argmax[chunk].long()
+                )  # (bi, V, Tk) flat query rows
+                key_ids = torch.arange(columns * tokens_k, device=device).repeat(size)  # (bi * V * Tk,)
+                _scatter_weighted_rows(grad_queries, winners.reshape(-1), flat_keys, key_ids, weight.reshape(-1))
+        # Key chunks: the gradients that land on the chunk's key tokens.
+        for j in range(0, columns, key_chunk):
+            chunk = slice(j, min(j + key_chunk, columns))
+            size = chunk.stop - j
+            key_ids = torch.arange(j * tokens_k, chunk.stop * tokens_k, device=device)  # (bj * Tk,)
+            if grad_column is not None:  # key token (j, r) took query token (i, argmax) for every i: gather
+                weight = grad_column[:, chunk, None] * key_weight[None, chunk, :]  # (P, bj, Tk)
+                winners = (
+                    torch.arange(rows, device=device)[:, None, None] * tokens_q + column_argmax[:, chunk].long()
+                )  # (P, bj, Tk) flat query rows
+                grad_keys[key_ids] += F.embedding_bag(
+                    winners.permute(1, 2, 0).reshape(-1, rows),
+                    flat_queries,
+                    mode="sum",
+                    per_sample_weights=weight.permute(1, 2, 0).reshape(-1, rows),
+                )  # (bj * Tk, D)
+            if grad_row is not None:  # query token (i, k) took key token (j, argmax): scatter onto the winners
+                weight = grad_row[:, None, chunk] * query_weight[:, :, None]  # (P, Tq, bj)
+                winners = torch.arange(j, chunk.stop, device=device) * tokens_k + row_argmax[:, :, chunk].long()
+                query_ids = torch.arange(rows * tokens_q, device=device).repeat_interleave(size)  # (P * Tq * bj,)
+                _scatter_weighted_rows(grad_keys, winners.reshape(-1), flat_queries, query_ids, weight.reshape(-1))
+        return grad_queries.view_as(queries), grad_keys.view_as(keys), None, None, None
 
 
 def token_max_similarity(
@@ -212,8 +264,11 @@ def filip_loss(
     local = present_rows(mask)  # (P,)
     scale = logit_scale.to(tokens_a.dtype)
     if not use_distributed:  # square: both directions from the same blocks
+        if num_valid < len(mask):  # only the present rows (every row present, the usual case: no copies)
+            tokens_a, tokens_b = tokens_a[local], tokens_b[local]
+            token_mask_a, token_mask_b = token_mask_a[local], token_mask_b[local]
         a_to_b, b_to_a = token_max_similarity(
-            tokens_a[local], tokens_b[local], token_mask_a[local], token_mask_b[local], block_elements
+            tokens_a, tokens_b, token_mask_a, token_mask_b, block_elements
         )  # (V, V) each; b_to_a[i, j] compares a_i and b_j from b's side
         targets = torch.arange(local.numel(), device=tokens_a.device)
         total = F.cross_entropy(scale * a_to_b, targets, reduction="sum")
