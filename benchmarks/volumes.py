@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument(
         "--worker-kind", default="both", choices=[*WORKER_KINDS, "both"], help="loader workers (default: both)"
     )
-    parser.add_argument("--warm-passes", type=int, default=5, help="warm passes timed together (cached pipelines)")
+    parser.add_argument("--warm-passes", type=int, default=10, help="warm passes timed together (cached pipelines)")
     parser.add_argument("--dir", default="", help="working folder (default: a temporary one, removed afterwards)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")

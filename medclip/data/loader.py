@@ -137,16 +137,20 @@ class _ThreadBatches(Iterator):
     def __init__(self, loader: ThreadLoader, base_seed: int) -> None:
         self.loader = loader
         self.base_seed = base_seed
+        self.stopped = threading.Event()
+        self.pending: deque[Future] = deque()
+        self.batch_number = 0
         self.indices = iter(loader.batch_sampler)
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
             max_workers=loader.num_workers, thread_name_prefix="medclip-loader"
         )
-        self.pending: deque[Future] = deque()
-        self.batch_number = 0
-        self.stopped = threading.Event()
-        for _ in range(loader.prefetch_batches):
-            if not self._submit_next():
-                break
+        try:
+            for _ in range(loader.prefetch_batches):
+                if not self._submit_next():
+                    break
+        except BaseException:
+            self.close()
+            raise
 
     def _submit_next(self) -> bool:
         """Queue the next batch of the sampler; False when the sampler is exhausted."""
@@ -175,11 +179,14 @@ class _ThreadBatches(Iterator):
 
     def close(self) -> None:
         """Stop loading: queued batches are cancelled, running ones stop at their next sample; threads are joined."""
-        self.stopped.set()
-        pool, self.pool = self.pool, None
+        stopped = getattr(self, "stopped", None)  # (absent when __init__ failed early)
+        if stopped is not None:
+            stopped.set()
+        pool, self.pool = getattr(self, "pool", None), None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        self.pending.clear()
+        if hasattr(self, "pending"):
+            self.pending.clear()
 
     def __del__(self) -> None:
         self.close()
