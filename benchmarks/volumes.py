@@ -211,7 +211,8 @@ def main() -> None:
     try:
         print(
             f"writing {count} volumes {shape} int16 at {spacing} mm -> target {target_size} at "
-            f"{tuple(round(s, 3) for s in target_spacing)} mm, {args.workers} workers ({', '.join(kinds)})"
+            f"{tuple(round(s, 3) for s in target_spacing)} mm, {args.workers} workers ({', '.join(kinds)}); "
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '(unset)')}"
         )
         paths = write_volumes(work, count, shape, spacing)
         float32_bytes = count * int(np.prod(target_size)) * 4
