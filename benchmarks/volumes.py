@@ -88,14 +88,26 @@ class MedclipVolumes(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        return self.transform(self.plugin.load(self.paths[index]))["ct"]
+        return self.transform(self.plugin.load(self.paths[index]))
+
+
+class MedclipCollate:
+    """The CT plugin's own collate (what the trainer uses), returning the (B, C, I, J, K) float16 batch."""
+
+    def __init__(self, plugin) -> None:
+        self.plugin = plugin
+
+    def __call__(self, samples):
+        return self.plugin.collate(samples)["ct"]
 
 
 def _first_tensor(batch):
     return batch["image"] if isinstance(batch, dict) else batch
 
 
-def timed_passes(dataset, workers: int, kind: str, warm_passes: int = 1) -> tuple[float, float, tuple[int, ...]]:
+def timed_passes(
+    dataset, workers: int, kind: str, warm_passes: int = 1, collate=default_collate
+) -> tuple[float, float, tuple[int, ...]]:
     """Volumes/s of the first (cold) pass and of ``warm_passes`` more passes together (warm), and the output shape.
 
     One loader of ``kind`` (batch size 1, workers kept between passes). The workers are started (and their imports
@@ -105,7 +117,7 @@ def timed_passes(dataset, workers: int, kind: str, warm_passes: int = 1) -> tupl
     loader = make_loader(
         dataset,
         batch_size=1,
-        collate_fn=default_collate,
+        collate_fn=collate,
         num_workers=workers,
         worker_kind=kind,
         persistent_workers=workers > 0,
@@ -151,9 +163,12 @@ def run_pipelines(paths, work: Path, kind: str, workers: int, target_spacing, ta
         "hu_windows": ["lung"],
         "cache_dir": str(work / "medclip-cache"),
         "patch_size": [8, 8, 8],
+        # evaluation loading: no random HU shift, so the window is deterministic and cached with the geometry
+        "augment": False,
     }
     plugin = medclip.get_modality("ct", options)
-    cold, warm, out_shape = timed_passes(MedclipVolumes(paths, plugin), workers, kind, warm_passes)
+    dataset = MedclipVolumes(paths, plugin)
+    cold, warm, out_shape = timed_passes(dataset, workers, kind, warm_passes, collate=MedclipCollate(plugin))
     results[("medclip cached", kind)] = (cold, warm, plugin.cache.size_bytes(), out_shape)
     return results
 

@@ -301,6 +301,33 @@ def test_cache_skips_reading_and_matches_the_uncached_pipeline(tmp_path, hounsfi
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2  # a changed fingerprint made a new entry
 
 
+def test_deterministic_windows_are_cached_as_the_finished_input(tmp_path, hounsfield):
+    """Without a random HU shift the cache stores the windowed float16 channels: a warm load is the encoder input."""
+    write_series(tmp_path / "Doe_Jane", hounsfield, series_uid=SERIES_UID)
+    options = {**SMALL, "cache_dir": str(tmp_path / "cache"), "hu_windows": ["lung", "bone"]}
+    windowed = medclip.get_modality("ct", {**options, "augment": False})
+    hounsfield_cached = medclip.get_modality("ct", options)  # augment with hu_shift: HU cached, windowed per load
+    assert windowed.preprocessing.fingerprint_hash != hounsfield_cached.preprocessing.fingerprint_hash
+    windowed.load(tmp_path / "Doe_Jane")
+    warm = windowed.load(tmp_path / "Doe_Jane")
+    assert isinstance(warm["ct"], np.memmap) and warm["ct"].dtype == np.float16 and warm["ct"].shape == (2, 16, 16, 16)
+    assert warm["ct_meta"]["shape"] == [16, 16, 16]  # the spatial shape, as for an HU entry
+    transformed = windowed.transforms(windowed.config, train=False)(warm)
+    assert transformed["ct"] is warm["ct"]  # nothing left to do: no copy until the batch
+    reference = hounsfield_cached.transforms(hounsfield_cached.config, train=False)(
+        hounsfield_cached.load(tmp_path / "Doe_Jane")
+    )["ct"]
+    batch = windowed.collate([transformed, {}, transformed])
+    assert torch.equal(batch["ct"][0], reference) and torch.equal(batch["ct"][2], reference)  # bit-identical
+    assert batch["ct_mask"].tolist() == [True, False, True] and not batch["ct"][1].any()  # a missing row is zeros
+    uncached = medclip.get_modality("ct", {**SMALL, "hu_windows": ["lung", "bone"], "augment": False})
+    direct = uncached.transforms(uncached.config, train=False)(uncached.load(tmp_path / "Doe_Jane"))["ct"]
+    np.testing.assert_array_equal(np.asarray(direct), reference.numpy())  # no cache: the same finished input
+    other = medclip.get_modality("ct", {**options, "augment": False, "hu_windows": ["lung"]})
+    with pytest.raises(ModalityError, match="preprocess_mismatch"):  # another window: the entry does not apply
+        other.transforms(other.config, train=False)(warm)
+
+
 def test_train_transform_augments_within_range_and_never_flips():
     plugin = medclip.get_modality("ct", SMALL)
     sample = plugin.synthetic(1)[0]

@@ -25,7 +25,7 @@ from modalities.volume.volume import Volume
 from .config import CTConfig
 from .readers import CT_READERS, ct_format
 from .transform import CTTransform
-from .windows import parse_window
+from .windows import parse_window, windows_to_float16
 
 STATE_FORMAT = "medclip.ct/1"
 AIR_HU = -1024.0
@@ -37,14 +37,43 @@ def store_hounsfield(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), -32768, 32767).astype(np.int16)
 
 
+class StoreWindows:
+    """float32 HU -> (C, I, J, K) float16 windows in [0, 1]: the encoder's input itself, stored when it is
+    deterministic.
+
+    The values are exactly those of ``store_hounsfield`` followed by the transform's windowing, so a cached entry
+    reads back as the finished input: no windowing per load, and the same 2 bytes per voxel and window as float16.
+    """
+
+    __name__ = "store_windows"  # the fingerprint names the store
+
+    def __init__(self, windows: list[str]) -> None:
+        self.windows = [parse_window(window) for window in windows]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return windows_to_float16(store_hounsfield(values), self.windows).numpy()  # (C, I, J, K)
+
+
+def windows_are_deterministic(cfg: CTConfig) -> bool:
+    """Whether every use of the config windows the same HU the same way (no random HU shift before windowing)."""
+    return not cfg.augment or cfg.hu_shift == 0
+
+
 def ct_preprocessing(cfg: CTConfig) -> VolumePreprocessing:
-    """The deterministic CT preprocessing a config describes (its fingerprint keys the cache and the checkpoint)."""
+    """The deterministic CT preprocessing a config describes (its fingerprint keys the cache and the checkpoint).
+
+    Without a random HU shift the windows are deterministic too and part of it (stored as float16 channels);
+    otherwise HU are stored (int16) and windowed after the shift, in the transform.
+    """
     geometry = GeometrySpec(
         orientation=cfg.orientation.upper(),
         spacing=tuple(float(value) for value in cfg.spacing),
         size=tuple(int(value) for value in cfg.size),
         pad_value=AIR_HU,
     )
+    if windows_are_deterministic(cfg):
+        settings = {"intensity": "hounsfield", "hu_windows": list(cfg.hu_windows)}
+        return VolumePreprocessing(geometry=geometry, store=StoreWindows(cfg.hu_windows), settings=settings)
     return VolumePreprocessing(geometry=geometry, store=store_hounsfield, settings={"intensity": "hounsfield"})
 
 

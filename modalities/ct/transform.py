@@ -1,7 +1,9 @@
 """The CT transform on a loaded sample: (deterministic preprocessing unless cached) -> HU windows -> augmentation.
 
-Output: ``sample["ct"]`` becomes a (C, I, J, K) float16 tensor in [0, 1], C = number of HU windows. float16 halves
-the memory of batches and of DataLoader worker transfers; the encoders cast to their own dtype.
+Output: ``sample["ct"]`` becomes a (C, I, J, K) float16 array in [0, 1], C = number of HU windows: a tensor, or, when
+the windows were cached with the preprocessing and nothing is augmented, the cache's read-only memory map (the
+collate copies it into the batch, the one copy a warm load makes). float16 halves the memory of batches and of worker
+transfers; the encoders cast to their own dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from modalities.volume.augment import VolumeAugmentation
 from modalities.volume.pipeline import VolumePreprocessing, ensure_preprocessed
 
 from .windows import HUWindow, apply_windows, windows_to_float16
+
+WINDOWED_NDIM = 4  # (C, I, J, K): preprocessing that already windowed; (I, J, K) HU otherwise
 
 
 class CTTransform:
@@ -46,7 +50,13 @@ class CTTransform:
         if self.name not in sample:
             return sample
         meta = sample[f"{self.name}_meta"]
-        hounsfield = ensure_preprocessed(sample[self.name], meta, self.preprocessing)  # (I, J, K) int16
+        stored = ensure_preprocessed(sample[self.name], meta, self.preprocessing)  # (I, J, K) int16 or (C, I, J, K)
+        if stored.ndim == WINDOWED_NDIM:  # the windows were part of the (cached) preprocessing: already the input
+            if self.augmentation is None:
+                return {**sample, self.name: stored}  # float16, often a read-only memory map: collate copies it
+            channels = np.asarray(stored, dtype=np.float32)  # (C, I, J, K)
+            return {**sample, self.name: self.augmentation(channels).to(torch.float16)}
+        hounsfield = stored  # (I, J, K) int16
         if self.augmentation is not None and self.hu_shift > 0:
             draw = torch.empty(()).uniform_(-self.hu_shift, self.hu_shift, generator=sample_generator())
             shift = np.float32(draw.item())

@@ -35,7 +35,8 @@ class VolumePreprocessing:
 
     Attributes:
         geometry: a ``GeometrySpec`` (orientation, spacing, size, pad value) or a ``ResizeSpec`` (fixed shape).
-        store: converts the float32 result to its compact storage dtype (int16 HU, float16 intensities).
+        store: converts the float32 result to its compact storage dtype (int16 HU, float16 intensities), or to the
+            finished (C, I, J, K) float16 input when nothing random comes before it (CT windows without HU shift).
         before: an intensity step on the raw volume, before geometry (OCT's per-volume normalisation), or None.
         settings: the remaining values that change the output (e.g. normalisation percentiles), for the fingerprint.
     """
@@ -68,7 +69,8 @@ def preprocessed_meta(meta: Mapping[str, Any], array: np.ndarray, affine: np.nda
     """Metadata of a preprocessed volume: its own geometry, the source's geometry as ``source_*``."""
     source = {f"source_{key}": meta[key] for key in ("spacing", "orientation", "shape") if key in meta}
     kept = {key: value for key, value in meta.items() if key not in ("spacing", "orientation", "shape", "affine")}
-    return {**kept, **source, **geometry_meta(array.shape, affine), "preprocessed": hash_}
+    spatial = array.shape[-3:]  # (I', J', K') of an (I', J', K') or (C, I', J', K') stored array
+    return {**kept, **source, **geometry_meta(spatial, affine), "preprocessed": hash_}
 
 
 @functools.lru_cache(maxsize=4)
