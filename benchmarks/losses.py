@@ -64,11 +64,18 @@ def _child(kind: str, args: tuple, device: str, queue) -> None:
             with open("/proc/self/clear_refs", "w") as clear:
                 clear.write("5")  # reset VmHWM to the current resident size
             base = _rss_kib("VmRSS:") * 1024
-        start = time.perf_counter()
-        value = step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        # The best of up to three runs (fewer when one takes long): a single run on a shared 2-core box is noisy.
+        # Memory is the peak over all of them; the runs are identical, so it is the peak of one.
+        seconds, spent = math.inf, 0.0
+        for _ in range(3):
+            start = time.perf_counter()
+            value = step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            seconds, spent = min(seconds, elapsed), spent + elapsed
+            if spent > 20.0:
+                break
         peak = torch.cuda.max_memory_allocated() if device == "cuda" else _rss_kib("VmHWM:") * 1024
         queue.put((seconds, max(peak - base, 0), float(value)))
     except Exception as error:  # report and go on with the other rows
@@ -115,6 +122,7 @@ def open_clip_step(batch: int, dim: int, device: str) -> Callable[[], Callable[[
         loss = ClipLoss()
 
         def step():
+            a.grad = b.grad = None  # each run starts without gradients, as a training step does
             value = loss(a, b, scale)
             value.backward()
             return value.detach()
@@ -129,6 +137,7 @@ def medclip_clip_step(batch: int, dim: int, tile: int, device: str) -> Callable[
         a, b, scale = unit(batch, dim, device, 1), unit(batch, dim, device, 2), torch.tensor(14.3, device=device)
 
         def step():
+            a.grad = b.grad = None  # each run starts without gradients, as a training step does
             value = tiled_clip_loss(a, b, scale, tile_size=tile)
             value.backward()
             return value.detach()
@@ -148,6 +157,7 @@ def medclip_soft_label_step(
             labels = labels.nan_to_num(0.0)
 
         def step():
+            a.grad = b.grad = None  # each run starts without gradients, as a training step does
             value = soft_label_loss(a, b, scale, labels, tile_size=tile, tiled_above=0)
             value.backward()
             return value.detach()
@@ -165,6 +175,7 @@ def medclip_paper_soft_label_step(batch: int, dim: int, device: str) -> Callable
         labels = random_labels(batch, 14, device).nan_to_num(0.0)  # the paper has no unknown labels
 
         def step():
+            a.grad = b.grad = None  # each run starts without gradients, as a training step does
             normed = F.normalize(labels, dim=-1)
             similarity = normed @ normed.T  # (B, B) label cosine
             logits = scale * a @ b.T  # (B, B)
@@ -186,6 +197,7 @@ def filip_naive_step(batch: int, tokens: int, dim: int, device: str) -> Callable
         scale = torch.tensor(14.3, device=device)
 
         def step():
+            a.grad = b.grad = None  # each run starts without gradients, as a training step does
             similarity = torch.einsum("ikd,jrd->ijkr", a, b)  # (B, B, T, T)
             a_to_b = similarity.max(-1).values.mean(-1)
             b_to_a = similarity.max(2).values.mean(-1)
@@ -206,6 +218,7 @@ def filip_medclip_step(batch: int, tokens: int, dim: int, device: str) -> Callab
         scale = torch.tensor(14.3, device=device)
 
         def step():
+            a.grad = b.grad = None  # each run starts without gradients, as a training step does
             value = filip_loss(a, b, scale, block_elements=1 << 22)
             value.backward()
             return value.detach()

@@ -72,7 +72,7 @@ class LabelSimilarityWeights(TargetWeights):
         self.num_rows, self.num_columns = row_labels.shape[0], column_labels.shape[0]
         self.indices_sorted = _is_sorted(column_index) and _is_sorted(row_index)
         # index ranges of the blocks, to skip looking for a sample's own pair in blocks that cannot hold one
-        self._row_ids, self._column_ids = row_index.tolist(), column_index.tolist()
+        self._row_ids, self._column_ids = row_index.cpu().numpy(), column_index.cpu().numpy()  # (P,), (V,) int64
         self.all_known = bool(self.row_known.all()) and bool(self.column_known.all())
         if self.all_known:  # (P, K + 1), (V, K + 1): unit vectors, the extra coordinate flags an all-zero vector
             self.row_units = self._units(self.row_values) / temperature
@@ -81,7 +81,9 @@ class LabelSimilarityWeights(TargetWeights):
     def _may_share_samples(self, rows: slice, columns: slice) -> bool:
         """Whether the sorted sample indices of ``rows`` and ``columns`` overlap (so a sample may meet itself)."""
         row_ids, column_ids = self._row_ids[rows], self._column_ids[columns]
-        return bool(row_ids and column_ids) and row_ids[0] <= column_ids[-1] and column_ids[0] <= row_ids[-1]
+        if not (len(row_ids) and len(column_ids)):
+            return False
+        return bool(row_ids[0] <= column_ids[-1] and column_ids[0] <= row_ids[-1])
 
     @staticmethod
     def _units(values: Tensor) -> Tensor:
