@@ -45,6 +45,7 @@ class Config:
     resume: bool = True  # skip rows already written by an earlier run into the same out
     batch_size: int = 64
     num_workers: int = 0
+    worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"
     progress: bool = True
 
@@ -153,6 +154,7 @@ def main(cfg: Config) -> dict[str, float]:
         indices=pending,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
+        worker_kind=cfg.worker_kind,
         progress=cfg.progress,
         description=f"embedding {len(pending)} rows",
     )

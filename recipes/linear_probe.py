@@ -82,6 +82,7 @@ class Config:
     finetune_batch_size: int = 32
     batch_size: int = 64
     num_workers: int = 0
+    worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"
     seed: int = 0  # bootstrap seed (subsampling uses `seeds`)
     allow_seen_patients: bool = False
@@ -170,7 +171,12 @@ def main(cfg: Config) -> dict[str, float]:
     columns = label_columns(manifest, cfg.findings)
     evaluated = split_patients(manifest, splits, splits_used["threshold_split"], splits_used["split"])
     hygiene = check_unseen_patients(cfg.checkpoint, evaluated, manifest.key_fingerprint, cfg.allow_seen_patients)
-    options = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "progress": cfg.progress}
+    options = {
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.num_workers,
+        "worker_kind": cfg.worker_kind,
+        "progress": cfg.progress,
+    }
     embedded = {
         key: embed_rows(opened, manifest, [cfg.modality], split, splits, **options)
         for key, split in splits_used.items()
@@ -326,7 +332,12 @@ def run_finetune(cfg, opened, manifest, splits, columns, y_val, y_test, val, tes
         cfg.progress,
     )
     tuned = dataclasses.replace(opened, model=classifier.model)
-    options = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "progress": cfg.progress}
+    options = {
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.num_workers,
+        "worker_kind": cfg.worker_kind,
+        "progress": cfg.progress,
+    }
     scores = []
     for split in (cfg.threshold_split, cfg.split):
         rows, _ = embed_rows(tuned, manifest, [cfg.modality], split, splits, **options)

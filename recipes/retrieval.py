@@ -70,6 +70,7 @@ class Config:
     confidence: float = 0.95
     batch_size: int = 64
     num_workers: int = 0
+    worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"
     seed: int = 0
     allow_seen_patients: bool = False
@@ -178,7 +179,9 @@ def main(cfg: Config) -> dict[str, float]:
     hygiene = check_unseen_patients(
         cfg.checkpoint, split_patients(manifest, splits, split), manifest.key_fingerprint, cfg.allow_seen_patients
     )
-    rows, skips = embed_rows(opened, manifest, modalities, split, splits, cfg.batch_size, cfg.num_workers, cfg.progress)
+    rows, skips = embed_rows(
+        opened, manifest, modalities, split, splits, cfg.batch_size, cfg.num_workers, cfg.progress, cfg.worker_kind
+    )
     both = rows.present[cfg.query_modality] & rows.present[cfg.target_modality]
     pairs = rows.subset(both)
     keep = first_study_per_patient(pairs.patients) if cfg.deduplicate_patients else np.ones(len(pairs), bool)

@@ -79,6 +79,7 @@ class Config:
     min_site_rows: int = 20  # smallest site reported on its own
     batch_size: int = 64
     num_workers: int = 0
+    worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # bootstrap seed
     allow_seen_patients: bool = False  # evaluate even on patients seen in pretraining (the report says so)
@@ -142,7 +143,12 @@ def main(cfg: Config) -> dict[str, float]:
         manifest.key_fingerprint,
         cfg.allow_seen_patients,
     )
-    embed_options = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers, "progress": cfg.progress}
+    embed_options = {
+        "batch_size": cfg.batch_size,
+        "num_workers": cfg.num_workers,
+        "worker_kind": cfg.worker_kind,
+        "progress": cfg.progress,
+    }
     test, test_skips = embed_rows(opened, manifest, [cfg.query_modality], test_split, splits, **embed_options)
     if len(test) == 0:
         raise ValueError(f"no usable rows in split {cfg.split!r} of the manifest ({test_skips.total()} skipped)")

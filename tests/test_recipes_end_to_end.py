@@ -215,6 +215,17 @@ def test_probe_few_shot_and_fine_tuning(trained, tmp_path):
         assert_png(tmp_path / "pr" / name)
 
 
+def test_embed_with_thread_workers_writes_the_same_vectors(trained, tmp_path):
+    base = [*common(trained), "split=test", "batch_size=16"]
+    assert cli(["embed", "--out", str(tmp_path / "main"), *base]) == 0
+    assert cli(["embed", "--out", str(tmp_path / "threads"), *base, "num_workers=2", "worker_kind=thread"]) == 0
+    main_process = pd.read_parquet(tmp_path / "main" / "embeddings").sort_values(["row", "modality"])
+    threads = pd.read_parquet(tmp_path / "threads" / "embeddings").sort_values(["row", "modality"])
+    assert list(main_process["row"]) == list(threads["row"]) and len(threads) == 2 * len(trained["splits"]["test"])
+    np.testing.assert_allclose(np.stack(threads["vector"]), np.stack(main_process["vector"]), atol=1e-6)
+    assert cli(["embed", "--out", str(tmp_path / "bad"), *base, "worker_kind=fibre"]) == 2  # named, refused
+
+
 def test_embed_writes_parquet_and_resumes(trained, tmp_path):
     out = tmp_path / "em"
     arguments = ["embed", "--out", str(out), *common(trained), "split=test", "rows_per_file=40", "batch_size=20"]
