@@ -328,6 +328,21 @@ def test_deterministic_windows_are_cached_as_the_finished_input(tmp_path, hounsf
         other.transforms(other.config, train=False)(warm)
 
 
+def test_collate_in_a_worker_process_equals_collate_in_the_main_process():
+    """In a DataLoader worker the batch is allocated in shared memory (no copy on the way out); same values."""
+    from torch.utils.data import DataLoader
+
+    plugin = medclip.get_modality("ct", {**SMALL, "augment": False})
+    transform = plugin.transforms(plugin.config, train=False)
+    samples = [transform(sample) for sample in plugin.synthetic(3)]
+    samples.insert(1, {})  # a row without a CT
+    expected = plugin.collate(samples)
+    loader = DataLoader(samples, batch_size=4, num_workers=1, collate_fn=plugin.collate)
+    batch = next(iter(loader))
+    assert torch.equal(batch["ct"], expected["ct"]) and torch.equal(batch["ct_mask"], expected["ct_mask"])
+    assert not batch["ct"][1].any() and batch["ct"].dtype == torch.float16
+
+
 def test_train_transform_augments_within_range_and_never_flips():
     plugin = medclip.get_modality("ct", SMALL)
     sample = plugin.synthetic(1)[0]

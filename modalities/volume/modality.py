@@ -7,6 +7,7 @@ preprocessing and transforms, which each subclass supplies.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -21,6 +22,15 @@ from medclip.types import Modality, Sample
 from .config import VolumeEncoderConfig
 from .encoders import build_volume_encoder
 from .pipeline import VolumePreprocessing, check_fingerprint
+
+
+def _empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch; in a DataLoader worker process it is allocated in shared memory (as torch's
+    ``default_collate`` does), so handing it to the main process moves a file descriptor instead of copying it."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).view(shape)
 
 
 class VolumeModality(Modality):
@@ -61,7 +71,7 @@ class VolumeModality(Modality):
         shape = (self.in_channels(self.config), *self.config.size)
         # empty, not zeros: every present row is overwritten, so only missing rows are zero-filled (a batch of
         # volumes is hundreds of MB; a needless fill is a pass over all of it)
-        batch = torch.empty(len(samples), *shape, dtype=torch.float16)  # (B, C, I, J, K)
+        batch = _empty_batch((len(samples), *shape), torch.float16)  # (B, C, I, J, K)
         for row, sample in enumerate(samples):
             if not present[row]:
                 batch[row].zero_()
