@@ -381,7 +381,8 @@ def write_pretrain_config(path: Path, manifest: Path, caches: Path) -> Path:
     return path
 
 
-def test_planted_identifiers_never_reach_an_output_or_a_log(isolated, caplog, capsys):
+def test_planted_identifiers_never_reach_an_output_or_a_log(isolated, caplog, capfd):
+    """capfd, not capsys: DataLoader worker processes write to the inherited file descriptors, which capfd sees."""
     root = isolated
     data = root / "data"
     manifest, planted = build_inputs(data)
@@ -392,7 +393,7 @@ def test_planted_identifiers_never_reach_an_output_or_a_log(isolated, caplog, ca
     checkpoint = out / "pretrain" / "checkpoint"
 
     caplog.clear()  # only what the run logs from here on is searched (writing the inputs is the test's doing)
-    capsys.readouterr()
+    capfd.readouterr()
     caplog.set_level(logging.DEBUG)
     logging.captureWarnings(True)
     try:
@@ -400,7 +401,17 @@ def test_planted_identifiers_never_reach_an_output_or_a_log(isolated, caplog, ca
             warnings.simplefilter("always")
             assert cli(["--verbose", "pretrain", "--config", str(pretrain_config), "--out", str(out / "pretrain")]) == 0
             common = [f"checkpoint={checkpoint}", f"manifest={manifest}", "device=cpu", "n_bootstrap=20"]
-            embed = ["--verbose", "embed", "--out", str(out / "embed"), *common[:3]]
+            # embedding in two worker threads and zero-shot in two worker processes: the loaders' own log lines
+            # (threads log through this process; processes write to the captured file descriptors) are searched too
+            embed = [
+                "--verbose",
+                "embed",
+                "--out",
+                str(out / "embed"),
+                *common[:3],
+                "num_workers=2",
+                "worker_kind=thread",
+            ]
             assert cli(embed) == 0
             retrieve = [
                 "--verbose",
@@ -430,11 +441,12 @@ def test_planted_identifiers_never_reach_an_output_or_a_log(isolated, caplog, ca
                 "split=all",
                 "threshold_split=none",
                 "allow_seen_patients=true",
+                "num_workers=2",
             ]
             assert cli(zero_shot) == 0
     finally:
         logging.captureWarnings(False)
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
 
     # The run really used every modality: a leak test over a run that skipped the inputs would prove nothing.
     metrics = json.loads((out / "pretrain" / "metrics.json").read_text())
