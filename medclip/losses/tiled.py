@@ -57,6 +57,22 @@ def _tiles(size: int, tile_size: int) -> list[slice]:
     return [slice(start, min(start + tile_size, size)) for start in range(0, size, tile_size)]
 
 
+def _tile_pairs(rows: int, columns: int, tile_size: int, mirrored: bool) -> list[tuple[slice, slice]]:
+    """Every (row tile, column tile) once; ``mirrored`` (square) puts each (j, i) right after its (i, j).
+
+    The order does not change any sum; it lets a symmetric target block computed for (i, j) serve (j, i) too.
+    """
+    row_tiles, column_tiles = _tiles(rows, tile_size), _tiles(columns, tile_size)
+    if not mirrored:
+        return [(row_tile, column_tile) for row_tile in row_tiles for column_tile in column_tiles]
+    pairs = []
+    for i, tile in enumerate(row_tiles):
+        pairs.append((tile, tile))
+        for other in row_tiles[i + 1 :]:
+            pairs += [(tile, other), (other, tile)]
+    return pairs
+
+
 def _target_lse(weights: TargetWeights, tile_size: int, dtype: torch.dtype) -> Tensor:
     """logsumexp over the candidates of every query row of ``weights``: the soft targets' normalisers, (rows,)."""
     parts = []
@@ -117,6 +133,10 @@ class _SoftTargets:
             column_weights is None or column_weights.max_log_weight is not None
         )
         self.dtype = like.dtype
+        # shared symmetric weights over one set of samples: block (j, i) is block (i, j) transposed, so with the
+        # mirrored tile order each mass block is computed once for two tiles
+        self.mirrored = self.shared and self.one_pass
+        self._last: tuple[slice, slice, Tensor] | None = None
         if self.one_pass:
             self.row_lse, self.column_lse = None, None
             self.row_sums = like.new_zeros(row_weights.num_rows)  # (P,) sum of exp(w - max) over the candidates
@@ -137,11 +157,16 @@ class _SoftTargets:
 
     def blocks(self, rows: slice, columns: slice) -> tuple[Tensor, Tensor | None]:
         """Target mass of the row direction and of the column direction (None if not symmetric), both (r, c)."""
+        if self.mirrored and self._last is not None and (self._last[0], self._last[1]) == (columns, rows):
+            mass = self._last[2].T.contiguous()  # (r, c): the mirrored block's mass (contiguous: faster passes)
+            self._last = (rows, columns, mass)
+            return mass, mass
         row_weights = self.row_weights.block(rows, columns).to(self.dtype)  # (r, c)
         if self.column_weights is None:
             return row_weights.sub_(self._row_shift(rows)).exp_(), None
-        if self.shared and self.one_pass:  # one exponential serves both directions: same weights, same shift
+        if self.mirrored:  # one exponential serves both directions: same weights, same shift
             mass = row_weights.sub_(self._row_shift(rows)).exp_()
+            self._last = (rows, columns, mass)
             return mass, mass
         column_weights = row_weights if self.shared else self.column_weights.block(columns, rows).to(self.dtype).T
         column_mass = (column_weights - self._column_shift(columns)).exp_()  # (r, c), before row_weights changes
@@ -177,23 +202,23 @@ class _TiledCrossEntropy(torch.autograd.Function):
         column_lse = rows.new_full((columns.shape[0],), float("-inf"))  # (V,)
         row_target_dot = rows.new_zeros(rows.shape[0])  # (P,) sum_j mass_ij z_ij
         column_target_dot = rows.new_zeros(columns.shape[0])  # (V,)
-        for row_tile in _tiles(rows.shape[0], tile_size):
-            for column_tile in _tiles(columns.shape[0], tile_size):
-                logits = blocks.scaled_logits(rows[row_tile], columns[column_tile], scale)  # (r, c)
-                row_lse[row_tile] = torch.logaddexp(row_lse[row_tile], blocks.lse(logits, dim=1))
-                if symmetric:
-                    column_lse[column_tile] = torch.logaddexp(column_lse[column_tile], blocks.lse(logits, dim=0))
-                if soft is None:
-                    continue
-                row_mass, column_mass = soft.blocks(row_tile, column_tile)
-                scratch = _Blocks.view(blocks.scratch, *logits.shape)
-                row_target_dot[row_tile] += torch.mul(row_mass, logits, out=scratch).sum(dim=1)
+        mirrored = soft is not None and soft.mirrored and rows.shape[0] == columns.shape[0]
+        for row_tile, column_tile in _tile_pairs(rows.shape[0], columns.shape[0], tile_size, mirrored):
+            logits = blocks.scaled_logits(rows[row_tile], columns[column_tile], scale)  # (r, c)
+            row_lse[row_tile] = torch.logaddexp(row_lse[row_tile], blocks.lse(logits, dim=1))
+            if symmetric:
+                column_lse[column_tile] = torch.logaddexp(column_lse[column_tile], blocks.lse(logits, dim=0))
+            if soft is None:
+                continue
+            row_mass, column_mass = soft.blocks(row_tile, column_tile)
+            scratch = _Blocks.view(blocks.scratch, *logits.shape)
+            row_target_dot[row_tile] += torch.mul(row_mass, logits, out=scratch).sum(dim=1)
+            if soft.one_pass:
+                soft.row_sums[row_tile] += row_mass.sum(dim=1)
+            if column_mass is not None:
+                column_target_dot[column_tile] += torch.mul(column_mass, logits, out=scratch).sum(dim=0)
                 if soft.one_pass:
-                    soft.row_sums[row_tile] += row_mass.sum(dim=1)
-                if column_mass is not None:
-                    column_target_dot[column_tile] += torch.mul(column_mass, logits, out=scratch).sum(dim=0)
-                    if soft.one_pass:
-                        soft.column_sums[column_tile] += column_mass.sum(dim=0)
+                    soft.column_sums[column_tile] += column_mass.sum(dim=0)
         total = row_lse.sum() + (column_lse.sum() if symmetric else 0.0)
         if soft is not None:
             total = total - (row_target_dot / soft.row_sums).sum()
@@ -216,21 +241,21 @@ class _TiledCrossEntropy(torch.autograd.Function):
         grad_rows, grad_columns = torch.zeros_like(rows), torch.zeros_like(columns)
         row_weight = None if soft is None else soft.row_sums.reciprocal()[:, None]  # (P, 1)
         column_weight = None if soft is None else soft.column_sums.reciprocal()[None, :]  # (1, V)
-        for row_tile in _tiles(rows.shape[0], ctx.tile_size):
-            for column_tile in _tiles(columns.shape[0], ctx.tile_size):
-                logits = blocks.scaled_logits(rows[row_tile], columns[column_tile], scale)  # (r, c)
-                # d loss / d logits: the softmax of each direction, minus the targets
-                grad = torch.sub(logits, row_lse[row_tile, None], out=_Blocks.view(blocks.scratch, *logits.shape))
-                grad.exp_()
-                if symmetric:
-                    grad += logits.sub_(column_lse[None, column_tile]).exp_()
-                if soft is not None:
-                    row_mass, column_mass = soft.blocks(row_tile, column_tile)
-                    grad.addcmul_(row_mass, row_weight[row_tile], value=-1.0)
-                    if column_mass is not None:
-                        grad.addcmul_(column_mass, column_weight[:, column_tile], value=-1.0)
-                grad_rows[row_tile].addmm_(grad, columns[column_tile])
-                grad_columns[column_tile].addmm_(grad.T, rows[row_tile])
+        mirrored = soft is not None and soft.mirrored and rows.shape[0] == columns.shape[0]
+        for row_tile, column_tile in _tile_pairs(rows.shape[0], columns.shape[0], ctx.tile_size, mirrored):
+            logits = blocks.scaled_logits(rows[row_tile], columns[column_tile], scale)  # (r, c)
+            # d loss / d logits: the softmax of each direction, minus the targets
+            grad = torch.sub(logits, row_lse[row_tile, None], out=_Blocks.view(blocks.scratch, *logits.shape))
+            grad.exp_()
+            if symmetric:
+                grad += logits.sub_(column_lse[None, column_tile]).exp_()
+            if soft is not None:
+                row_mass, column_mass = soft.blocks(row_tile, column_tile)
+                grad.addcmul_(row_mass, row_weight[row_tile], value=-1.0)
+                if column_mass is not None:
+                    grad.addcmul_(column_mass, column_weight[:, column_tile], value=-1.0)
+            grad_rows[row_tile].addmm_(grad, columns[column_tile])
+            grad_columns[column_tile].addmm_(grad.T, rows[row_tile])
         if soft is None:  # the one-hot targets: -1 per direction at each (i, targets[i])
             positives = 2.0 if symmetric else 1.0
             for row_tile in _tiles(rows.shape[0], ctx.tile_size):
