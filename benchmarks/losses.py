@@ -129,35 +129,45 @@ def random_labels(rows: int, classes: int, device: str) -> torch.Tensor:
 # --- the contenders ---------------------------------------------------------------------------------------------
 
 
+def _backward_step(a: torch.Tensor, b: torch.Tensor, compute: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """The timed closure: forward + backward of ``compute()`` on the leaves ``a`` and ``b``."""
+
+    def step():
+        a.grad = b.grad = None  # each run starts without gradients, as a training step does
+        value = compute()
+        value.backward()
+        return value.detach()
+
+    return step
+
+
+def _pair_features(batch: int, dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, D) unit features of two modalities and a logit scale, the same for every contender."""
+    return unit(batch, dim, device, 1), unit(batch, dim, device, 2), torch.tensor(14.3, device=device)
+
+
+def _token_features(batch: int, tokens: int, dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T, D) unit token embeddings of two modalities and a logit scale."""
+    a = F.normalize(torch.randn(batch, tokens, dim), dim=-1).to(device).requires_grad_()
+    b = F.normalize(torch.randn(batch, tokens, dim), dim=-1).to(device).requires_grad_()
+    return a, b, torch.tensor(14.3, device=device)
+
+
 def open_clip_step(batch: int, dim: int, device: str) -> Callable[[], Callable[[], torch.Tensor]]:
     def make():
         from open_clip.loss import ClipLoss
 
-        a, b, scale = unit(batch, dim, device, 1), unit(batch, dim, device, 2), torch.tensor(14.3, device=device)
+        a, b, scale = _pair_features(batch, dim, device)
         loss = ClipLoss()
-
-        def step():
-            a.grad = b.grad = None  # each run starts without gradients, as a training step does
-            value = loss(a, b, scale)
-            value.backward()
-            return value.detach()
-
-        return step
+        return _backward_step(a, b, lambda: loss(a, b, scale))
 
     return make
 
 
 def medclip_clip_step(batch: int, dim: int, tile: int, device: str) -> Callable[[], Callable[[], torch.Tensor]]:
     def make():
-        a, b, scale = unit(batch, dim, device, 1), unit(batch, dim, device, 2), torch.tensor(14.3, device=device)
-
-        def step():
-            a.grad = b.grad = None  # each run starts without gradients, as a training step does
-            value = tiled_clip_loss(a, b, scale, tile_size=tile)
-            value.backward()
-            return value.detach()
-
-        return step
+        a, b, scale = _pair_features(batch, dim, device)
+        return _backward_step(a, b, lambda: tiled_clip_loss(a, b, scale, tile_size=tile))
 
     return make
 
@@ -166,18 +176,11 @@ def medclip_soft_label_step(
     batch: int, dim: int, tile: int, device: str, unknown: bool = True
 ) -> Callable[[], Callable[[], torch.Tensor]]:
     def make():
-        a, b, scale = unit(batch, dim, device, 1), unit(batch, dim, device, 2), torch.tensor(14.3, device=device)
+        a, b, scale = _pair_features(batch, dim, device)
         labels = random_labels(batch, 14, device)
         if not unknown:  # every label known, as MedCLIP and Cardiac-CLIP use them
             labels = labels.nan_to_num(0.0)
-
-        def step():
-            a.grad = b.grad = None  # each run starts without gradients, as a training step does
-            value = soft_label_loss(a, b, scale, labels, tile_size=tile, tiled_above=0)
-            value.backward()
-            return value.detach()
-
-        return step
+        return _backward_step(a, b, lambda: soft_label_loss(a, b, scale, labels, tile_size=tile, tiled_above=0))
 
     return make
 
@@ -186,59 +189,42 @@ def medclip_paper_soft_label_step(batch: int, dim: int, device: str) -> Callable
     """MedCLIP's semantic matching loss as written in the paper: every matrix materialised."""
 
     def make():
-        a, b, scale = unit(batch, dim, device, 1), unit(batch, dim, device, 2), torch.tensor(14.3, device=device)
+        a, b, scale = _pair_features(batch, dim, device)
         labels = random_labels(batch, 14, device).nan_to_num(0.0)  # the paper has no unknown labels
 
-        def step():
-            a.grad = b.grad = None  # each run starts without gradients, as a training step does
+        def compute():
             normed = F.normalize(labels, dim=-1)
             similarity = normed @ normed.T  # (B, B) label cosine
             logits = scale * a @ b.T  # (B, B)
             image_loss = -(similarity.softmax(1) * logits.log_softmax(1)).sum(1).mean()
             text_loss = -(similarity.T.softmax(1) * logits.T.log_softmax(1)).sum(1).mean()
-            value = (image_loss + text_loss) / 2
-            value.backward()
-            return value.detach()
+            return (image_loss + text_loss) / 2
 
-        return step
+        return _backward_step(a, b, compute)
 
     return make
 
 
 def filip_naive_step(batch: int, tokens: int, dim: int, device: str) -> Callable[[], Callable[[], torch.Tensor]]:
     def make():
-        a = F.normalize(torch.randn(batch, tokens, dim), dim=-1).to(device).requires_grad_()
-        b = F.normalize(torch.randn(batch, tokens, dim), dim=-1).to(device).requires_grad_()
-        scale = torch.tensor(14.3, device=device)
+        a, b, scale = _token_features(batch, tokens, dim, device)
 
-        def step():
-            a.grad = b.grad = None  # each run starts without gradients, as a training step does
+        def compute():
             similarity = torch.einsum("ikd,jrd->ijkr", a, b)  # (B, B, T, T)
             a_to_b = similarity.max(-1).values.mean(-1)
             b_to_a = similarity.max(2).values.mean(-1)
             targets = torch.arange(batch, device=device)
-            value = (F.cross_entropy(scale * a_to_b, targets) + F.cross_entropy(scale * b_to_a.T, targets)) / 2
-            value.backward()
-            return value.detach()
+            return (F.cross_entropy(scale * a_to_b, targets) + F.cross_entropy(scale * b_to_a.T, targets)) / 2
 
-        return step
+        return _backward_step(a, b, compute)
 
     return make
 
 
 def filip_medclip_step(batch: int, tokens: int, dim: int, device: str) -> Callable[[], Callable[[], torch.Tensor]]:
     def make():
-        a = F.normalize(torch.randn(batch, tokens, dim), dim=-1).to(device).requires_grad_()
-        b = F.normalize(torch.randn(batch, tokens, dim), dim=-1).to(device).requires_grad_()
-        scale = torch.tensor(14.3, device=device)
-
-        def step():
-            a.grad = b.grad = None  # each run starts without gradients, as a training step does
-            value = filip_loss(a, b, scale, block_elements=1 << 22)
-            value.backward()
-            return value.detach()
-
-        return step
+        a, b, scale = _token_features(batch, tokens, dim, device)
+        return _backward_step(a, b, lambda: filip_loss(a, b, scale, block_elements=1 << 22))
 
     return make
 

@@ -135,7 +135,7 @@ class _SoftTargets:
         self.dtype = like.dtype
         # shared symmetric weights over one set of samples: block (j, i) is block (i, j) transposed, so with the
         # mirrored tile order each mass block is computed once for two tiles
-        self.mirrored = self.shared and self.one_pass
+        self.mirrored = self.shared and self.one_pass and row_weights.num_rows == row_weights.num_columns
         self._last: tuple[slice, slice, Tensor] | None = None
         if self.one_pass:
             self.row_lse, self.column_lse = None, None
@@ -157,17 +157,16 @@ class _SoftTargets:
 
     def blocks(self, rows: slice, columns: slice) -> tuple[Tensor, Tensor | None]:
         """Target mass of the row direction and of the column direction (None if not symmetric), both (r, c)."""
-        if self.mirrored and self._last is not None and (self._last[0], self._last[1]) == (columns, rows):
-            mass = self._last[2].T.contiguous()  # (r, c): the mirrored block's mass (contiguous: faster passes)
+        if self.mirrored:  # one mass serves both directions (same weights, same shift) and the mirrored tile
+            if self._last is not None and (self._last[0], self._last[1]) == (columns, rows):
+                mass = self._last[2].T.contiguous()  # (r, c): the mirrored block's mass (contiguous: faster passes)
+            else:
+                mass = self.row_weights.block(rows, columns).to(self.dtype).sub_(self._row_shift(rows)).exp_()
             self._last = (rows, columns, mass)
             return mass, mass
         row_weights = self.row_weights.block(rows, columns).to(self.dtype)  # (r, c)
         if self.column_weights is None:
             return row_weights.sub_(self._row_shift(rows)).exp_(), None
-        if self.mirrored:  # one exponential serves both directions: same weights, same shift
-            mass = row_weights.sub_(self._row_shift(rows)).exp_()
-            self._last = (rows, columns, mass)
-            return mass, mass
         column_weights = row_weights if self.shared else self.column_weights.block(columns, rows).to(self.dtype).T
         column_mass = (column_weights - self._column_shift(columns)).exp_()  # (r, c), before row_weights changes
         return row_weights.sub_(self._row_shift(rows)).exp_(), column_mass
@@ -202,7 +201,7 @@ class _TiledCrossEntropy(torch.autograd.Function):
         column_lse = rows.new_full((columns.shape[0],), float("-inf"))  # (V,)
         row_target_dot = rows.new_zeros(rows.shape[0])  # (P,) sum_j mass_ij z_ij
         column_target_dot = rows.new_zeros(columns.shape[0])  # (V,)
-        mirrored = soft is not None and soft.mirrored and rows.shape[0] == columns.shape[0]
+        mirrored = soft is not None and soft.mirrored
         for row_tile, column_tile in _tile_pairs(rows.shape[0], columns.shape[0], tile_size, mirrored):
             logits = blocks.scaled_logits(rows[row_tile], columns[column_tile], scale)  # (r, c)
             row_lse[row_tile] = torch.logaddexp(row_lse[row_tile], blocks.lse(logits, dim=1))
@@ -241,7 +240,7 @@ class _TiledCrossEntropy(torch.autograd.Function):
         grad_rows, grad_columns = torch.zeros_like(rows), torch.zeros_like(columns)
         row_weight = None if soft is None else soft.row_sums.reciprocal()[:, None]  # (P, 1)
         column_weight = None if soft is None else soft.column_sums.reciprocal()[None, :]  # (1, V)
-        mirrored = soft is not None and soft.mirrored and rows.shape[0] == columns.shape[0]
+        mirrored = soft is not None and soft.mirrored
         for row_tile, column_tile in _tile_pairs(rows.shape[0], columns.shape[0], ctx.tile_size, mirrored):
             logits = blocks.scaled_logits(rows[row_tile], columns[column_tile], scale)  # (r, c)
             # d loss / d logits: the softmax of each direction, minus the targets

@@ -145,11 +145,11 @@ class _TokenMaxSimilarity(torch.autograd.Function):
         for i in range(0, rows, query_chunk):
             chunk = slice(i, min(i + query_chunk, rows))
             size = chunk.stop - i
-            query_ids = torch.arange(i * tokens_q, chunk.stop * tokens_q, device=device)  # (bi * Tq,)
+            query_rows = slice(i * tokens_q, chunk.stop * tokens_q)  # the chunk's flat query rows
             if grad_row is not None:  # query token (i, k) took key token (j, argmax) for every j: gather
                 weight = grad_row[chunk, None, :] * query_weight[chunk, :, None]  # (bi, Tq, V)
                 winners = torch.arange(columns, device=device) * tokens_k + row_argmax[chunk].long()  # (bi, Tq, V)
-                grad_queries[query_ids] += F.embedding_bag(
+                grad_queries[query_rows] += F.embedding_bag(
                     winners.reshape(-1, columns), flat_keys, mode="sum", per_sample_weights=weight.reshape(-1, columns)
                 )  # (bi * Tq, D)
             if grad_column is not None:  # key token (j, r) took query token (i, argmax): scatter onto the winners
@@ -163,13 +163,13 @@ class _TokenMaxSimilarity(torch.autograd.Function):
         for j in range(0, columns, key_chunk):
             chunk = slice(j, min(j + key_chunk, columns))
             size = chunk.stop - j
-            key_ids = torch.arange(j * tokens_k, chunk.stop * tokens_k, device=device)  # (bj * Tk,)
+            key_rows = slice(j * tokens_k, chunk.stop * tokens_k)  # the chunk's flat key rows
             if grad_column is not None:  # key token (j, r) took query token (i, argmax) for every i: gather
                 weight = grad_column[:, chunk, None] * key_weight[None, chunk, :]  # (P, bj, Tk)
                 winners = (
                     torch.arange(rows, device=device)[:, None, None] * tokens_q + column_argmax[:, chunk].long()
                 )  # (P, bj, Tk) flat query rows
-                grad_keys[key_ids] += F.embedding_bag(
+                grad_keys[key_rows] += F.embedding_bag(
                     winners.permute(1, 2, 0).reshape(-1, rows),
                     flat_queries,
                     mode="sum",
