@@ -34,6 +34,27 @@ SMALL_EXPERIMENT = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core box (20x slower under load).
+
+    Opt in per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def float64_default():
+    """References computed with Python floats compare tightly in float64; the global default is restored after."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope="session")
 def pbmc_manifest(tmp_path_factory) -> Path:
     """scanpy's real pbmc68k_reduced written as .h5ad + a manifest pairing each cell with a text (quickstart data)."""

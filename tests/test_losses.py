@@ -35,14 +35,7 @@ from medclip.losses import (
 from medclip.model import ContrastiveModel, ProjectionHead
 from medclip.types import EncoderOutput
 
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    """References are computed with Python floats: compare tightly in float64, then restore the global default."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 # --- naive references: one row at a time, Python floats, no torch ops shared with the code under test ------------
