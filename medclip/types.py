@@ -44,10 +44,13 @@ class ModalityConfig:
     Attributes:
         encoder: name of the encoder architecture inside the plugin (e.g. "transformer", "mlp").
         width: hidden size of the encoder; its pooled output has this many features.
+        max_decoded_mb: the most memory one input may take once decoded (checked from its header before decoding
+            or resampling, see ``medclip.data.safe_io``): a small crafted file must not allocate gigabytes.
     """
 
     encoder: str = "default"
     width: int = 256
+    max_decoded_mb: float = 2048.0
 
 
 class ModalityError(ValueError):
