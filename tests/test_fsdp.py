@@ -22,8 +22,11 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from distributed_helpers import finish_group, free_ports, set_torchrun_environment, spawn_and_wait
-from test_train_distributed import (
+from torch import nn
+
+from medclip.types import EncoderOutput
+from tests.distributed_helpers import finish_group, free_ports, set_torchrun_environment, spawn_and_wait
+from tests.test_train_distributed import (
     CLIP,
     GLOBAL_BATCH,
     LOCAL_BATCH,
@@ -37,9 +40,6 @@ from test_train_distributed import (
     trainer_state,
     weights,
 )
-from torch import nn
-
-from medclip.types import EncoderOutput
 
 SPAWN_DEADLINE_S = 150
 PARTLY_ABSENT = "partly_absent"

@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from distributed_helpers import finish_group, init_file_store_group
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from medclip.losses import build_loss, clip_loss
+from tests.distributed_helpers import finish_group, init_file_store_group
 
 WORLD = 2
 GLOBAL_BATCH = 8

@@ -14,11 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from distributed_helpers import finish_group, init_file_store_group
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from medclip.losses import build_loss
+from tests.distributed_helpers import finish_group, init_file_store_group
 
 WORLD, GLOBAL_BATCH, TOKENS = 2, 8, 3
 LOCAL_BATCH = GLOBAL_BATCH // WORLD

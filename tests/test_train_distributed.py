@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from distributed_helpers import free_ports, set_torchrun_environment, spawn_and_wait
 from safetensors.torch import load_file
 
 from medclip.losses import SigLipLoss, SigLipLossConfig
+from tests.distributed_helpers import free_ports, set_torchrun_environment, spawn_and_wait
 
 WORLD = 2
 LOCAL_BATCH = 8  # rows per process per step; the single-process reference takes the whole global batch
