@@ -104,7 +104,7 @@ def test_every_shipped_config_is_valid(recipe_name, path):
 
 def test_pretrain_and_resume_from_the_cli(pbmc_manifest, tmp_path, capsys):
     """`medclip pretrain --config ... key=value --out DIR`, then `--resume`, on a real-format manifest."""
-    from conftest import SMALL_EXPERIMENT
+    from tests.conftest import SMALL_EXPERIMENT
 
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"modalities": {"expression": {}, "report": {}}}))

@@ -14,7 +14,6 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL_EXPERIMENT
 
 from medclip import config
 from medclip.cli import main as cli
@@ -22,6 +21,7 @@ from medclip.eval.hygiene import SeenPatientsError
 from medclip.eval.index import build_index, load_index
 from medclip.experiment import ExperimentConfig
 from medclip.train import pretrain
+from tests.conftest import SMALL_EXPERIMENT
 
 
 def sha256(path: Path) -> str:

@@ -86,7 +86,7 @@ DRIVER = textwrap.dedent(
     """
     import os, signal, sys
     sys.path.insert(0, {tests!r})
-    from conftest import SMALL_EXPERIMENT
+    from tests.conftest import SMALL_EXPERIMENT
     from medclip import config
     from medclip.experiment import ExperimentConfig
     from medclip.train import checkpoint, pretrain
