@@ -37,11 +37,19 @@ def get_modality(name: str, config: ModalityConfig | dict | None = None) -> Moda
     return cls(config)
 
 
-def load_model(path, device: str = "cpu", **kwargs):
-    """Load a checkpoint directory: returns ``(model, modalities)`` (see ``medclip.train.checkpoint``)."""
-    from .train.checkpoint import load_model as _load_model
+def load_model(path, device: str = "cpu"):
+    """Load a checkpoint directory for inference: the model (eval mode) with ``model.preprocess`` (the preprocessing
+    it was trained with) and ``model.card`` (its model card). See ``medclip.checkpoint``."""
+    from .checkpoint import load_model as _load_model
 
-    return _load_model(path, device=device, **kwargs)
+    return _load_model(path, device=device)
+
+
+def create_model(modalities, model=None, device: str = "cpu"):
+    """A new model with its preprocessing from modality options and embedding settings (see ``medclip.factory``)."""
+    from .factory import create_model as _create_model
+
+    return _create_model(modalities, model, device)
 
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Sample",
+    "create_model",
     "get_modality",
     "list_modalities",
     "load_model",

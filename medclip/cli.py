@@ -75,8 +75,8 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _convert_weights(args: argparse.Namespace) -> int:
-    from .train.checkpoint import CheckpointError
-    from .train.foreign_weights import convert_weights
+    from .checkpoint import CheckpointError
+    from .weights import convert_weights
 
     try:
         path = convert_weights(args.source, args.destination, trust_pickle=args.trust_pickle)

@@ -88,8 +88,10 @@ class ContrastiveModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
+    @property
     def logit_scale(self) -> Tensor:
-        """exp(log scale) clamped to [1, max_logit_scale]; the clamp keeps gradients flowing inside the range."""
+        """exp(log scale) clamped to [1, max_logit_scale] (a scalar tensor: ``float(model.logit_scale)`` reads it);
+        the clamp keeps gradients flowing inside the range."""
         return self.log_logit_scale.clamp(0.0, math.log(self.max_logit_scale)).exp()
 
     def encode(self, name: str, inputs: EncoderInput, normalize: bool = True) -> Tensor:
@@ -164,7 +166,7 @@ class ContrastiveModel(nn.Module):
             "masks": masks,
             "labels": batch.get("labels"),
             "patient_ids": self._patient_keys(batch),
-            "logit_scale": self.logit_scale(),
+            "logit_scale": self.logit_scale,
         }
 
     def _patient_keys(self, batch: Mapping[str, Any]) -> Tensor | None:

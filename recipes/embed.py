@@ -20,11 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import medclip
 from medclip.config import ConfigError
 from medclip.data import SkipSummary
+from medclip.device import resolve_device
+from medclip.embedding import EmbeddedRows, LoaderOptions, embed_dataset
+from medclip.eval.evaluation_data import check_split_name, open_evaluation_data
 from medclip.eval.hygiene import checkpoint_sha256, provenance_record
 from medclip.eval.report import write_json
-from recipes.common import EmbeddedRows, check_split_name, embedded_batches, eval_dataset, open_manifest, open_model
 
 COMMAND = "embed"
 HELP = "export embeddings of a manifest to Parquet (pseudonymised ids, modality, vector), resumable, with progress"
@@ -113,10 +116,10 @@ def main(cfg: Config) -> dict[str, float]:
     out = Path(cfg.out)
     folder = out / PARTS_DIR
     split = check_split_name(cfg.split)
-    opened = open_model(cfg.checkpoint, cfg.device)
-    modalities = list(cfg.modalities) or list(opened.preprocess.modalities)
-    opened.require(*modalities)
-    manifest, splits = open_manifest(cfg.manifest, modalities, cfg.root, opened.experiment)
+    model = medclip.load_model(cfg.checkpoint, resolve_device(cfg.device))
+    modalities = list(cfg.modalities) or list(model.preprocess.modalities)
+    data = open_evaluation_data(model, cfg.manifest, modalities, cfg.root)
+    manifest, splits = data.manifest, data.splits
     state = {
         "checkpoint_sha256": checkpoint_sha256(cfg.checkpoint),
         "manifest_sha256": manifest.manifest_hash(),
@@ -131,7 +134,7 @@ def main(cfg: Config) -> dict[str, float]:
     folder.mkdir(parents=True, exist_ok=True)
     write_json(out / STATE_FILE, state)
 
-    dataset = eval_dataset(opened, manifest, modalities, split, splits)
+    dataset = data.dataset(model, modalities, split)
     done = written_rows(folder)
     pending = [index for index, row in enumerate(dataset.row_numbers()) if row not in done]
     summary = SkipSummary().merge(dataset.summary)
@@ -146,16 +149,13 @@ def main(cfg: Config) -> dict[str, float]:
         parts += 1
         buffered.clear()
 
-    batches = embedded_batches(
-        opened,
+    batches = embed_dataset(
+        model,
         dataset,
         modalities,
         summary,
-        indices=pending,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        worker_kind=cfg.worker_kind,
-        progress=cfg.progress,
+        pending,
+        LoaderOptions.of(cfg),
         description=f"embedding {len(pending)} rows",
     )
     for batch in batches:

@@ -22,13 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
+import medclip
 from medclip.config import ConfigError
 from medclip.data import ManifestDataset
+from medclip.device import resolve_device
+from medclip.embedding import EmbeddedRows, LoaderOptions, embed_split
 from medclip.eval.clinical_plots import plot_few_shot, plot_findings
+from medclip.eval.evaluation_data import EvaluationData, check_split_name, open_evaluation_data
 from medclip.eval.few_shot import fit_probe_probabilities, sample_patients
 from medclip.eval.findings import choose_thresholds, evaluate_findings, evaluate_multiclass, single_class_rows
-from medclip.eval.finetune import finetune
-from medclip.eval.hygiene import check_unseen_patients
+from medclip.eval.hygiene import check_unseen_patients, evaluation_provenance
 from medclip.eval.report import (
     ReportSection,
     data_section,
@@ -38,16 +41,7 @@ from medclip.eval.report import (
     write_json,
     write_report,
 )
-from recipes.common import (
-    EmbeddedRows,
-    check_split_name,
-    embed_rows,
-    eval_provenance,
-    label_columns,
-    open_manifest,
-    open_model,
-    split_patients,
-)
+from medclip.train.finetune import finetune
 
 COMMAND = "probe"
 HELP = "linear / few-shot probes (1%/10%/100% of patients, several seeds) on frozen embeddings, optional fine-tuning"
@@ -162,23 +156,18 @@ def main(cfg: Config) -> dict[str, float]:
     if len(set(splits_used.values())) < 3:
         raise ConfigError(f"train_split, threshold_split and split must be three different splits, got {splits_used}")
     out = Path(cfg.out)
-    opened = open_model(cfg.checkpoint, cfg.device)
-    opened.require(cfg.modality)
-    manifest, splits = open_manifest(cfg.manifest, [cfg.modality], cfg.root, opened.experiment)
+    model = medclip.load_model(cfg.checkpoint, resolve_device(cfg.device))
+    data = open_evaluation_data(model, cfg.manifest, [cfg.modality], cfg.root)
+    manifest = data.manifest
     cfg = dataclasses.replace(cfg, findings=list(cfg.findings) or list(manifest.label_names))
     if not cfg.findings:
         raise ConfigError("the manifest has no label:<finding> columns to probe")
-    columns = label_columns(manifest, cfg.findings)
-    evaluated = split_patients(manifest, splits, splits_used["threshold_split"], splits_used["split"])
+    columns = data.label_columns(cfg.findings)
+    evaluated = data.patients(splits_used["threshold_split"], splits_used["split"])
     hygiene = check_unseen_patients(cfg.checkpoint, evaluated, manifest.key_fingerprint, cfg.allow_seen_patients)
-    options = {
-        "batch_size": cfg.batch_size,
-        "num_workers": cfg.num_workers,
-        "worker_kind": cfg.worker_kind,
-        "progress": cfg.progress,
-    }
+    modalities = [cfg.modality]
     embedded = {
-        key: embed_rows(opened, manifest, [cfg.modality], split, splits, **options)
+        key: embed_split(model, data.dataset(model, modalities, split), modalities, LoaderOptions.of(cfg))
         for key, split in splits_used.items()
     }
     train, val, test = (embedded[key][0] for key in ("train_split", "threshold_split", "split"))
@@ -216,12 +205,15 @@ def main(cfg: Config) -> dict[str, float]:
         },
         out / "few_shot.png",
     )
-    finetuned = run_finetune(cfg, opened, manifest, splits, columns, y_val, y_test, val, test) if cfg.finetune else None
+    finetuned = run_finetune(cfg, model, data, columns, y_val, y_test, val, test) if cfg.finetune else None
 
-    provenance = eval_provenance(
+    provenance = evaluation_provenance(
         COMMAND,
-        cfg,
+        cfg.checkpoint,
         manifest,
+        cfg.seed,
+        cfg.n_bootstrap,
+        cfg.confidence,
         modality=cfg.modality,
         mode=cfg.mode,
         fractions=cfg.fractions,
@@ -308,18 +300,21 @@ def few_shot_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def run_finetune(cfg, opened, manifest, splits, columns, y_val, y_test, val, test) -> dict[str, Any]:
+def run_finetune(
+    cfg: Config, model: torch.nn.Module, data: EvaluationData, columns, y_val, y_test, val, test
+) -> dict[str, Any]:
     """Fine-tune encoder + head on all training patients, then score validation and test like the probes."""
-    plugin = opened.preprocess.modalities[cfg.modality]
+    plugin = model.preprocess.modalities[cfg.modality]
     dataset = ManifestDataset(
-        manifest,
+        data.manifest,
         {cfg.modality: plugin},
         split=cfg.train_split,
-        splits=splits,
+        splits=data.splits,
         transforms={cfg.modality: plugin.transforms(plugin.config, train=True)},
     )
+    device = next(model.parameters()).device
     classifier, record = finetune(
-        opened.model,
+        model,
         dataset,
         cfg.modality,
         columns,
@@ -328,21 +323,16 @@ def run_finetune(cfg, opened, manifest, splits, columns, y_val, y_test, val, tes
         cfg.finetune_lr,
         cfg.finetune_batch_size,
         cfg.seeds[0],
-        opened.device,
+        str(device),
         cfg.progress,
     )
-    tuned = dataclasses.replace(opened, model=classifier.model)
-    options = {
-        "batch_size": cfg.batch_size,
-        "num_workers": cfg.num_workers,
-        "worker_kind": cfg.worker_kind,
-        "progress": cfg.progress,
-    }
+    tuned = classifier.model  # the fine-tuned copy, with the same preprocessing
     scores = []
     for split in (cfg.threshold_split, cfg.split):
-        rows, _ = embed_rows(tuned, manifest, [cfg.modality], split, splits, **options)
+        dataset = data.dataset(tuned, [cfg.modality], split)
+        rows, _ = embed_split(tuned, dataset, [cfg.modality], LoaderOptions.of(cfg))
         with torch.no_grad():
-            logits = classifier.head(torch.from_numpy(rows.embeddings[cfg.modality]).to(opened.device)).cpu()
+            logits = classifier.head(torch.from_numpy(rows.embeddings[cfg.modality]).to(device)).cpu()
         scores.append((logits.softmax(-1) if cfg.mode == "multiclass" else logits.sigmoid()).numpy())
     result, multiclass = evaluate_probabilities(cfg, test, y_test, scores[1], y_val, scores[0])
     return {"training": record, "findings": result, "multiclass": multiclass}

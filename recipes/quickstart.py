@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 
 import medclip
-from medclip.experiment import ExperimentConfig
-from medclip.inference import embed
-from medclip.train import pretrain
+from medclip.embedding import embed
+from recipes.pretrain import Config as PretrainConfig
+from recipes.pretrain import pretrain, write_training_curve
 
 COMMAND = "quickstart"
 HELP = "expression <-> text on scanpy's bundled pbmc68k_reduced: zero-shot cell typing on CPU in minutes"
@@ -56,8 +56,8 @@ TEMPLATES = [
 ]
 
 
-def default_pretrain() -> ExperimentConfig:
-    return ExperimentConfig()
+def default_pretrain() -> PretrainConfig:
+    return PretrainConfig()
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Config:
     cell_type_column: str = "bulk_labels"  # obs column holding the annotated cell type
     seed: int = 0  # seeds the pairing of cells with phrasings (training has its own train.seed)
     eval_batch_size: int = 128
-    pretrain: ExperimentConfig = field(default_factory=default_pretrain)
+    pretrain: PretrainConfig = field(default_factory=default_pretrain)
 
 
 def phrasings(cell_type: str) -> list[str]:
@@ -115,14 +115,14 @@ def evaluate(cfg: Config, checkpoint: Path, table: pd.DataFrame, classes: list[s
         zero_shot_scores,
     )
 
-    model, preprocess = medclip.load_model(checkpoint)
-    expression = preprocess.modalities["expression"]
+    model = medclip.load_model(checkpoint)
+    expression = model.preprocess.modalities["expression"]
     label_matrix = table[[f"label:{name}" for name in classes]].to_numpy()
     cell_class = label_matrix.argmax(axis=1)  # (N,)
 
     def embed_cells(rows: list[int]) -> torch.Tensor:
         refs = [expression.resolve(table.loc[row, "expression"], data_dir) for row in rows]
-        return embed(model, preprocess, "expression", refs, batch_size=cfg.eval_batch_size)  # (n, D)
+        return embed(model, "expression", refs, batch_size=cfg.eval_batch_size)  # (n, D)
 
     # Manifest row numbers are 1-based (row 1 = the first line after the header); the table is 0-based.
     train_rows = [number - 1 for number in splits["train"]]
@@ -132,7 +132,7 @@ def evaluate(cfg: Config, checkpoint: Path, table: pd.DataFrame, classes: list[s
 
     prompts = [phrasings(name) for name in classes]
     flat_prompts = [text for group in prompts for text in group]
-    prompt_embeddings = embed(model, preprocess, "report", flat_prompts, batch_size=cfg.eval_batch_size)  # (C*P, D)
+    prompt_embeddings = embed(model, "report", flat_prompts, batch_size=cfg.eval_batch_size)  # (C*P, D)
     per_class = list(torch.split(prompt_embeddings, [len(group) for group in prompts]))
     class_emb = class_embeddings(per_class)  # (C, D)
     scores = zero_shot_scores(test_cells, class_emb)  # (n_test, C)
@@ -198,7 +198,6 @@ def render_table(metrics: dict, seconds: float) -> str:
 
 
 def main(cfg: Config) -> dict[str, float]:
-    from recipes.pretrain import write_training_curve
 
     start = time.perf_counter()
     out = Path(cfg.out)

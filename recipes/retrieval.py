@@ -23,24 +23,18 @@ from typing import Any
 
 import numpy as np
 
+import medclip
 from medclip.config import ConfigError
+from medclip.device import resolve_device
+from medclip.embedding import EmbeddedRows, LoaderOptions, embed, embed_split
 from medclip.eval import bootstrap_ci, retrieval_ranks
 from medclip.eval.clinical_plots import plot_retrieval_examples
+from medclip.eval.evaluation_data import check_split_name, open_evaluation_data, require_modalities
 from medclip.eval.findings import nanmean
-from medclip.eval.hygiene import check_unseen_patients, checkpoint_sha256
+from medclip.eval.hygiene import check_unseen_patients, checkpoint_sha256, evaluation_provenance
 from medclip.eval.index import INDEXES, build_index, load_index
 from medclip.eval.ranking import finding_relevance, label_aware_retrieval
 from medclip.eval.report import ReportSection, data_section, format_ci, provenance_section, write_json, write_report
-from medclip.inference import embed
-from recipes.common import (
-    EmbeddedRows,
-    check_split_name,
-    embed_rows,
-    eval_provenance,
-    open_manifest,
-    open_model,
-    split_patients,
-)
 
 COMMAND = "retrieve"
 HELP = "cross-modal retrieval (any modality -> any modality): Recall@K, mAP, nDCG with CIs; FAISS index; text search"
@@ -171,17 +165,16 @@ def main(cfg: Config) -> dict[str, float]:
         raise ConfigError(f"ks must be positive integers, got {cfg.ks}")
     out = Path(cfg.out)
     split = check_split_name(cfg.split)
-    opened = open_model(cfg.checkpoint, cfg.device)
-    opened.require(cfg.query_modality, cfg.target_modality, *([cfg.text_modality] if cfg.query_text else []))
+    model = medclip.load_model(cfg.checkpoint, resolve_device(cfg.device))
+    require_modalities(model, *([cfg.text_modality] if cfg.query_text else []))
     modalities = [cfg.query_modality, cfg.target_modality]
-    manifest, splits = open_manifest(cfg.manifest, modalities, cfg.root, opened.experiment)
+    data = open_evaluation_data(model, cfg.manifest, modalities, cfg.root)
+    manifest = data.manifest
     # Checked on every patient of the split before anything is embedded (the evaluated pairs are a subset).
     hygiene = check_unseen_patients(
-        cfg.checkpoint, split_patients(manifest, splits, split), manifest.key_fingerprint, cfg.allow_seen_patients
+        cfg.checkpoint, data.patients(split), manifest.key_fingerprint, cfg.allow_seen_patients
     )
-    rows, skips = embed_rows(
-        opened, manifest, modalities, split, splits, cfg.batch_size, cfg.num_workers, cfg.progress, cfg.worker_kind
-    )
+    rows, skips = embed_split(model, data.dataset(model, modalities, split), modalities, LoaderOptions.of(cfg))
     both = rows.present[cfg.query_modality] & rows.present[cfg.target_modality]
     pairs = rows.subset(both)
     keep = first_study_per_patient(pairs.patients) if cfg.deduplicate_patients else np.ones(len(pairs), bool)
@@ -226,7 +219,7 @@ def main(cfg: Config) -> dict[str, float]:
     index = load_index(index_dir)  # search with what is on disk: the saved index is the one users will reuse
     query_results = None
     if cfg.query_text:
-        vector = embed(opened.model, opened.preprocess, cfg.text_modality, [cfg.query_text])  # (1, D)
+        vector = embed(model, cfg.text_modality, [cfg.query_text])  # (1, D)
         hits = index.hits(vector[0], cfg.top_k)
         query_results = {
             # the text itself is not stored: a free-text query can hold a name; its hash identifies it
@@ -244,10 +237,13 @@ def main(cfg: Config) -> dict[str, float]:
 
     examples = example_queries(pairs, cfg, manifest.label_names)
     plot_retrieval_examples(examples, out / "examples.png", f"{cfg.query_modality} -> {cfg.target_modality}")
-    provenance = eval_provenance(
+    provenance = evaluation_provenance(
         COMMAND,
-        cfg,
+        cfg.checkpoint,
         manifest,
+        cfg.seed,
+        cfg.n_bootstrap,
+        cfg.confidence,
         split=cfg.split,
         query_modality=cfg.query_modality,
         target_modality=cfg.target_modality,

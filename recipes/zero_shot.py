@@ -21,11 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import medclip
 from medclip.config import ConfigError
+from medclip.device import resolve_device
+from medclip.embedding import EmbeddedRows, LoaderOptions, embed, embed_split
 from medclip.eval import class_embeddings, zero_shot_scores
 from medclip.eval.clinical_plots import plot_findings
+from medclip.eval.evaluation_data import check_split_name, open_evaluation_data, require_modalities
 from medclip.eval.findings import choose_thresholds, evaluate_findings, evaluate_multiclass
-from medclip.eval.hygiene import check_unseen_patients
+from medclip.eval.hygiene import check_unseen_patients, evaluation_provenance
 from medclip.eval.prompts import PromptSet, read_prompt_set
 from medclip.eval.report import (
     ReportSection,
@@ -37,19 +41,7 @@ from medclip.eval.report import (
     write_report,
 )
 from medclip.eval.zero_shot_binary import binary_zero_shot_scores
-from medclip.inference import embed
-from recipes.common import (
-    EmbeddedRows,
-    OpenedModel,
-    check_split_name,
-    embed_rows,
-    eval_provenance,
-    label_columns,
-    open_manifest,
-    open_model,
-    resolve_prompt_file,
-    split_patients,
-)
+from recipes.common import resolve_prompt_file
 
 COMMAND = "zero-shot"
 HELP = "zero-shot diagnosis from YAML prompt sets: AUROC/AUPRC/F1 with patient-bootstrap CIs, calibration, report"
@@ -87,12 +79,12 @@ class Config:
     progress: bool = True
 
 
-def prompt_class_embeddings(opened: OpenedModel, cfg: Config, prompts: PromptSet, findings: list[str]):
+def prompt_class_embeddings(model: torch.nn.Module, cfg: Config, prompts: PromptSet, findings: list[str]):
     """(K, D) positive and, in binary mode, (K, D) negative class embeddings, each the mean of its prompts."""
 
     def ensemble(texts_per_finding: list[list[str]]) -> torch.Tensor:
         flat = [text for texts in texts_per_finding for text in texts]
-        vectors = embed(opened.model, opened.preprocess, cfg.text_modality, flat, batch_size=cfg.batch_size)
+        vectors = embed(model, cfg.text_modality, flat, batch_size=cfg.batch_size)
         return class_embeddings(list(torch.split(vectors, [len(texts) for texts in texts_per_finding])))  # (K, D)
 
     positive = ensemble([prompts.positive_prompts(name) for name in findings])
@@ -132,32 +124,26 @@ def main(cfg: Config) -> dict[str, float]:
     if cfg.mode == "binary":
         prompts.require_negatives(findings)
 
-    opened = open_model(cfg.checkpoint, cfg.device)
-    opened.require(cfg.query_modality, cfg.text_modality)
-    manifest, splits = open_manifest(cfg.manifest, [cfg.query_modality], cfg.root, opened.experiment)
-    columns = label_columns(manifest, findings)
+    model = medclip.load_model(cfg.checkpoint, resolve_device(cfg.device))
+    modalities = [cfg.query_modality]
+    require_modalities(model, cfg.text_modality)
+    data = open_evaluation_data(model, cfg.manifest, modalities, cfg.root)
+    manifest = data.manifest
+    columns = data.label_columns(findings)
     scored_splits = [test_split] if threshold_split is None else [test_split, threshold_split]
     hygiene = check_unseen_patients(
-        cfg.checkpoint,
-        split_patients(manifest, splits, *scored_splits),
-        manifest.key_fingerprint,
-        cfg.allow_seen_patients,
+        cfg.checkpoint, data.patients(*scored_splits), manifest.key_fingerprint, cfg.allow_seen_patients
     )
-    embed_options = {
-        "batch_size": cfg.batch_size,
-        "num_workers": cfg.num_workers,
-        "worker_kind": cfg.worker_kind,
-        "progress": cfg.progress,
-    }
-    test, test_skips = embed_rows(opened, manifest, [cfg.query_modality], test_split, splits, **embed_options)
+    options = LoaderOptions.of(cfg)
+    test, test_skips = embed_split(model, data.dataset(model, modalities, test_split), modalities, options)
     if len(test) == 0:
         raise ValueError(f"no usable rows in split {cfg.split!r} of the manifest ({test_skips.total()} skipped)")
     validation = None
     if threshold_split is not None and threshold_split != test_split:
-        validation, _ = embed_rows(opened, manifest, [cfg.query_modality], threshold_split, splits, **embed_options)
+        validation, _ = embed_split(model, data.dataset(model, modalities, threshold_split), modalities, options)
 
-    scale = 1.0 / cfg.temperature if cfg.temperature > 0 else float(opened.model.logit_scale().detach())
-    positive, negative = prompt_class_embeddings(opened, cfg, prompts, findings)
+    scale = 1.0 / cfg.temperature if cfg.temperature > 0 else float(model.logit_scale.detach())
+    positive, negative = prompt_class_embeddings(model, cfg, prompts, findings)
     y_test, scores_test = test.labels[:, columns], finding_scores(test, cfg, positive, negative, scale)
     if validation is not None and len(validation):
         thresholds, sources = choose_thresholds(
@@ -187,10 +173,13 @@ def main(cfg: Config) -> dict[str, float]:
     )
     images = plot_findings(out, findings, y_test, scores_test, result, cfg.calibration_bins)
 
-    provenance = eval_provenance(
+    provenance = evaluation_provenance(
         COMMAND,
-        cfg,
+        cfg.checkpoint,
         manifest,
+        cfg.seed,
+        cfg.n_bootstrap,
+        cfg.confidence,
         prompts.summary(),
         split=cfg.split,
         threshold_split=cfg.threshold_split,

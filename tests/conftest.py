@@ -66,13 +66,13 @@ def pbmc_manifest(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def small_experiment(pbmc_manifest, tmp_path):
-    """Factory: a small ExperimentConfig on the pbmc manifest, with extra dotted overrides."""
+    """Factory: a small PretrainConfig on the pbmc manifest, with extra dotted overrides."""
     from medclip import config
-    from medclip.experiment import ExperimentConfig
+    from recipes.pretrain import Config as PretrainConfig
 
-    def make(*overrides: str, out: Path | None = None) -> ExperimentConfig:
+    def make(*overrides: str, out: Path | None = None) -> PretrainConfig:
         data = {"modalities": {"expression": {}, "report": {}}}
         base = [f"data.manifest={pbmc_manifest}", f"out={out or tmp_path / 'run'}"]
-        return config.build(ExperimentConfig, config.apply_overrides(data, [*SMALL_EXPERIMENT, *base, *overrides]))
+        return config.build(PretrainConfig, config.apply_overrides(data, [*SMALL_EXPERIMENT, *base, *overrides]))
 
     return make

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 import medclip
-from medclip.inference import embed
-from medclip.train import CheckpointError, pretrain
-from medclip.train.checkpoint import MODEL_FILE, PREPROCESS_FILE
+from medclip.checkpoint import MODEL_FILE, PREPROCESS_FILE, CheckpointError
+from medclip.embedding import embed
+from recipes.pretrain import pretrain
 
 
 def _weights(path):
@@ -38,19 +38,19 @@ def test_round_trip_reloads_model_and_preprocessing(small_experiment, pbmc_manif
     preprocess_state = json.loads((checkpoint / PREPROCESS_FILE).read_text())["modalities"]
     assert set(preprocess_state) == {"expression", "report"}
 
-    model, preprocess = medclip.load_model(checkpoint)
+    model = medclip.load_model(checkpoint)
     saved = _weights(checkpoint)
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[f"model.{key}"]), key
     # The reloaded model embeds new inputs through the exact preprocessing it was trained with.
     refs = [f"{pbmc_manifest.parent}/pbmc68k_reduced.h5ad#row={i}" for i in range(5)]
-    cells = embed(model, preprocess, "expression", refs)
-    texts = embed(model, preprocess, "report", ["a B lymphocyte.", "a natural killer cell."])
+    cells = embed(model, "expression", refs)
+    texts = embed(model, "report", ["a B lymphocyte.", "a natural killer cell."])
     assert cells.shape == (5, 16) and texts.shape == (2, 16)
     assert torch.allclose(cells.norm(dim=-1), torch.ones(5), atol=1e-5)
     # Same inputs, same embeddings: reloading twice is deterministic (eval mode, same tokenizer and vocabulary).
-    model_again, preprocess_again = medclip.load_model(checkpoint)
-    assert torch.allclose(embed(model_again, preprocess_again, "expression", refs), cells)
+    model_again = medclip.load_model(checkpoint)
+    assert torch.allclose(embed(model_again, "expression", refs), cells)
 
 
 def test_resume_gives_identical_weights(small_experiment, tmp_path):
@@ -90,19 +90,19 @@ def test_pickle_and_incomplete_checkpoints_are_refused(tmp_path):
 
 
 def test_failed_save_keeps_previous_checkpoint(small_experiment, tmp_path, monkeypatch):
-    from medclip.train import checkpoint as checkpoint_module
+    from medclip import checkpoint as checkpoint_module
 
     result = pretrain(small_experiment("train.steps=2", out=tmp_path / "run"))
     before = _weights(result.checkpoint)
-    model, preprocess = medclip.load_model(result.checkpoint)
-    config = checkpoint_module.read_config(result.checkpoint)
+    model = medclip.load_model(result.checkpoint)
+    card = checkpoint_module.read_card(result.checkpoint)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint_module, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint_module.save_checkpoint(result.checkpoint, model, config, preprocess.modalities)
+        checkpoint_module.save_model(result.checkpoint, model, model.preprocess.modalities, card)
     after = _weights(result.checkpoint)
     assert all(torch.equal(before[key], after[key]) for key in before)
     assert not [p for p in result.checkpoint.parent.iterdir() if "staging" in p.name]

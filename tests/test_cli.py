@@ -11,8 +11,8 @@ import yaml
 
 from medclip import config
 from medclip.cli import main
+from medclip.factory import build_modalities
 from medclip.recipes import RECIPES, bundled_configs
-from medclip.train.builder import build_modalities
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -91,14 +91,14 @@ def test_every_yaml_in_recipes_configs_names_a_registered_recipe():
 )
 def test_every_shipped_config_is_valid(recipe_name, path):
     """Each bundled YAML builds against its recipe's Config; training configs also build their modalities and loss."""
-    from medclip.experiment import ExperimentConfig
     from medclip.losses import build_loss
+    from recipes.pretrain import Config as PretrainConfig
 
     recipe = RECIPES.get(recipe_name)
     loaded = config.load(recipe.Config, path)
     experiment = getattr(loaded, "pretrain", loaded)
-    if isinstance(experiment, ExperimentConfig):
-        assert build_modalities(experiment)
+    if isinstance(experiment, PretrainConfig):
+        assert build_modalities(experiment.modalities)
         assert build_loss(experiment.loss)
 
 

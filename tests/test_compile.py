@@ -29,7 +29,7 @@ def compiler_available() -> None:
 
 
 def test_compiled_encoders_train_like_eager(compiler_available, small_experiment, tmp_path):
-    from medclip.train import pretrain
+    from recipes.pretrain import pretrain
 
     eager = pretrain(small_experiment(*ONE_STEP, out=tmp_path / "eager"))
     compiled = pretrain(small_experiment(*ONE_STEP, "train.compile=true", out=tmp_path / "compiled"))

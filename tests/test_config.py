@@ -8,7 +8,7 @@ import pytest
 
 from medclip import config
 from medclip.config import ConfigError
-from medclip.experiment import ExperimentConfig
+from recipes.pretrain import Config as PretrainConfig
 
 
 @dataclass
@@ -37,7 +37,7 @@ def test_unknown_key_names_closest(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'inner.rat'; did you mean 'rate'\?"):
         config.load(Outer, None, ["inner.rat=1"])
     with pytest.raises(ConfigError, match=r"'train.lrr'.*'lr'"):
-        config.load(ExperimentConfig, None, ["train.lrr=1"])
+        config.load(PretrainConfig, None, ["train.lrr=1"])
 
 
 def test_wrong_types_are_errors():
@@ -64,9 +64,9 @@ def test_errors_never_echo_free_text():
 
 
 def test_round_trip_through_yaml(tmp_path):
-    original = config.load(ExperimentConfig, None, ["train.steps=7", "modalities.report.width=32", "loss.siglip=0.5"])
+    original = config.load(PretrainConfig, None, ["train.steps=7", "modalities.report.width=32", "loss.siglip=0.5"])
     config.save(original, tmp_path / "saved.yaml")
-    again = config.load(ExperimentConfig, tmp_path / "saved.yaml")
+    again = config.load(PretrainConfig, tmp_path / "saved.yaml")
     assert again == original
     assert again.train.betas == (0.9, 0.98)
 

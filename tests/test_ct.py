@@ -20,13 +20,13 @@ from pydicom.uid import MPEG4HP41, JPEG2000Lossless, RLELossless, generate_uid
 
 import medclip
 from medclip import config
-from medclip.experiment import ExperimentConfig
 from medclip.types import ModalityError
 from modalities.ct.phantom import write_nifti, write_phantom_dataset
 from modalities.volume.dicom_write import write_dicom_series
 from modalities.volume.encoders import build_volume_encoder, resolve_spec
 from modalities.volume.geometry import LPS_TO_RAS
 from modalities.volume.phantom import chest_phantom
+from recipes.pretrain import Config as PretrainConfig
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane^Q",
@@ -427,7 +427,7 @@ def test_phantom_dicom_dataset_and_inspect_leak_nothing(tmp_path, capsys, caplog
 
 def test_ct_report_pretraining_on_phantoms(tmp_path):
     from medclip.recipes import RECIPES, recipe_config_path
-    from medclip.train import pretrain
+    from recipes.pretrain import pretrain
 
     manifest = write_phantom_dataset(tmp_path / "ph", n=8, shape=(24, 24, 16), spacing=(16, 16, 21))
     path = recipe_config_path(RECIPES.get("pretrain"), "ct_report_pretrain.yaml")
@@ -450,15 +450,15 @@ def test_ct_report_pretraining_on_phantoms(tmp_path):
         "train.log_every=1",
         "train.progress=false",
     ]
-    experiment = config.load(ExperimentConfig, path, overrides)
+    experiment = config.load(PretrainConfig, path, overrides)
     result = pretrain(experiment)
     assert (result.checkpoint / "model.safetensors").is_file()
     assert np.isfinite(result.metrics["loss"])
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8  # every training volume was preprocessed once
-    model, preprocess = medclip.load_model(result.checkpoint)
+    model = medclip.load_model(result.checkpoint)
     expected = medclip.get_modality("ct", experiment.modalities["ct"]).preprocessing.fingerprint_hash
-    assert preprocess.modalities["ct"].preprocessing.fingerprint_hash == expected
-    from medclip.inference import embed
+    assert model.preprocess.modalities["ct"].preprocessing.fingerprint_hash == expected
+    from medclip.embedding import embed
 
-    embedding = embed(model, preprocess, "ct", [tmp_path / "ph" / "volumes" / "case_0003.nii.gz"])
+    embedding = embed(model, "ct", [tmp_path / "ph" / "volumes" / "case_0003.nii.gz"])
     assert embedding.shape == (1, 16) and torch.isfinite(embedding).all()

@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 import medclip
-from medclip.data import ManifestDataset, read_manifest
+from medclip.data import ManifestDataset, SplitConfig, read_manifest
 from medclip.types import ModalityError
 from modalities.volume.dicom_series import read_dicom_series
 from modalities.volume.dicom_write import write_dicom_series
@@ -75,7 +75,8 @@ def test_quarantine_is_counted_in_the_run_summary(tmp_path):
     table = pd.DataFrame({"patient_id": ["a", "b", "c"], "ct": ["clean", "burned", "ultrasound"], "split": "train"})
     table.to_csv(tmp_path / "manifest.csv", index=False)
     manifest = read_manifest(tmp_path / "manifest.csv", ["ct"])
-    dataset = ManifestDataset(manifest, {"ct": medclip.get_modality("ct")}, split="train", transforms={})
+    splits = SplitConfig().assign(manifest)
+    dataset = ManifestDataset(manifest, {"ct": medclip.get_modality("ct")}, "train", transforms={}, splits=splits)
     loaded = [dataset[index] for index in range(len(dataset))]
     assert sum("ct" in sample for sample in loaded) == 1
     for sample in loaded:

@@ -502,9 +502,9 @@ def test_preprocess_state_round_trip_and_compatibility_check():
 def test_synthetic_writer_cli_and_a_few_pretraining_steps(tmp_path, capsys):
     from medclip import config
     from medclip.eval.prompts import read_prompt_set
-    from medclip.experiment import ExperimentConfig
-    from medclip.train import pretrain
     from modalities.ecg.synthetic import PROMPTS_FILE, main
+    from recipes.pretrain import Config as PretrainConfig
+    from recipes.pretrain import pretrain
 
     assert main(["--out", str(tmp_path / "data"), "--n", "24", "--seed", "1"]) == 0
     assert "manifest.csv" in capsys.readouterr().out
@@ -522,7 +522,7 @@ def test_synthetic_writer_cli_and_a_few_pretraining_steps(tmp_path, capsys):
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "ecg_report_pretrain.yaml"
     experiment = config.load(
-        ExperimentConfig,
+        PretrainConfig,
         recipe,
         [
             f"data.manifest={tmp_path / 'data' / 'manifest.csv'}",
@@ -549,8 +549,8 @@ def test_synthetic_writer_cli_and_a_few_pretraining_steps(tmp_path, capsys):
     saved = json.loads((result.checkpoint / "preprocess.json").read_text())["modalities"]["ecg"]
     assert saved["fingerprint"]["sampling_rate"] == 100.0 and saved["fingerprint"]["leads"] == list(STANDARD_LEADS)
     assert list((tmp_path / "cache").rglob("*.ecg"))
-    model, preprocessing = medclip.load_model(result.checkpoint)
-    assert preprocessing.modalities["ecg"].config.sampling_rate == 100.0
-    record = preprocessing.load("ecg", tmp_path / "data" / table["ecg"][0])
-    embedding = model.encode("ecg", preprocessing([record])["ecg"])
+    model = medclip.load_model(result.checkpoint)
+    assert model.preprocess.modalities["ecg"].config.sampling_rate == 100.0
+    record = model.preprocess.load("ecg", tmp_path / "data" / table["ecg"][0])
+    embedding = model.encode("ecg", model.preprocess([record])["ecg"])
     assert embedding.shape == (1, 16) and torch.isfinite(embedding).all()

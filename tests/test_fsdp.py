@@ -1,4 +1,4 @@
-"""FSDP2 (``train.parallel=fsdp``) on real 2-process gloo groups, through ``medclip.train.pretrain`` (as torchrun).
+"""FSDP2 (``train.parallel=fsdp``) on real 2-process gloo groups, through ``recipes.pretrain.pretrain`` (as torchrun).
 
 ``fully_shard`` runs on CPU with gloo in this torch, so the sharded path itself is tested, not a stand-in:
 
@@ -199,11 +199,11 @@ def test_one_process_checkpoint_resumes_with_fsdp_on_two_processes(runs):
 def test_fsdp_checkpoint_loads_for_inference(runs):
     from medclip import load_model
 
-    model, preprocess = load_model(runs["fsdp_2p"] / "checkpoint")
+    model = load_model(runs["fsdp_2p"] / "checkpoint")
     saved = weights(runs["fsdp_2p"])
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[f"model.{key}"], rtol=0, atol=0)
-    assert set(preprocess.modalities) == {"expression", "report"}
+    assert set(model.preprocess.modalities) == {"expression", "report"}
 
 
 def test_unknown_parallel_strategy_is_refused_by_name(small_experiment):

@@ -19,10 +19,10 @@ from medclip import config
 from medclip.config import ConfigError
 from medclip.data import ManifestDataset, assign_splits, read_manifest
 from medclip.data.loader import ThreadLoader, make_loader, sample_generator
-from medclip.experiment import ExperimentConfig
 from medclip.train.sampler import ResumableBatchSampler
 from medclip.train.trainer import _BatchesFrom
 from modalities.ct.phantom import write_phantom_dataset
+from recipes.pretrain import Config as PretrainConfig
 
 CT_OPTIONS = {"size": [16, 16, 16], "spacing": [24.0, 24.0, 21.0], "patch_size": [8, 8, 8]}
 
@@ -204,7 +204,7 @@ def test_ct_augmentation_is_reproducible_per_sample_and_leaves_the_global_rng_al
 
 
 def test_pretrain_runs_with_thread_workers(small_experiment):
-    from medclip.train import pretrain
+    from recipes.pretrain import pretrain
 
     result = pretrain(small_experiment("train.steps=2", "data.worker_kind=thread", "data.num_workers=2"))
     assert (result.checkpoint / "model.safetensors").is_file()
@@ -213,12 +213,12 @@ def test_pretrain_runs_with_thread_workers(small_experiment):
 
 
 def test_worker_kind_is_validated():
-    built = config.build(ExperimentConfig, {"data": {"worker_kind": "thread", "num_workers": 2}})
+    built = config.build(PretrainConfig, {"data": {"worker_kind": "thread", "num_workers": 2}})
     assert built.data.worker_kind == "thread"
     with pytest.raises(ConfigError, match=r"data\.worker_kind must be one of process, thread, got 'fork'"):
-        config.build(ExperimentConfig, {"data": {"worker_kind": "fork"}})
+        config.build(PretrainConfig, {"data": {"worker_kind": "fork"}})
     with pytest.raises(ConfigError, match=r"data\.num_workers must be >= 0"):
-        config.build(ExperimentConfig, {"data": {"num_workers": -1}})
+        config.build(PretrainConfig, {"data": {"num_workers": -1}})
     with pytest.raises(ValueError, match="unknown worker kind 'fork'"):
         make_loader([], batch_size=1, collate_fn=list, worker_kind="fork")
     with pytest.raises(ValueError, match="exactly one of batch_size and batch_sampler"):

@@ -123,7 +123,7 @@ def test_slice_batch_and_bad_chunk():
 
 def test_pretrain_with_grad_cache_reaches_the_same_weights(small_experiment, tmp_path):
     """The real loop (expression + report encoders, dropout off) with train.grad_cache_chunk=5 vs without."""
-    from medclip.train.pretrain import pretrain
+    from recipes.pretrain import pretrain
 
     no_dropout = ["modalities.expression.dropout=0", "modalities.report.dropout=0", "train.steps=2", "train.seed=3"]
     plain = pretrain(small_experiment(*no_dropout, "train.precision=fp32", out=tmp_path / "plain"))

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from medclip.train import pretrain
+from recipes.pretrain import pretrain
 
 
 def test_bad_rows_are_skipped_counted_and_never_quoted(pbmc_manifest, small_experiment, tmp_path, capsys):

@@ -19,8 +19,8 @@ from medclip import config
 from medclip.cli import main as cli
 from medclip.eval.hygiene import SeenPatientsError
 from medclip.eval.index import build_index, load_index
-from medclip.experiment import ExperimentConfig
-from medclip.train import pretrain
+from recipes.pretrain import Config as PretrainConfig
+from recipes.pretrain import pretrain
 from tests.conftest import SMALL_EXPERIMENT
 
 
@@ -41,7 +41,7 @@ def trained(pbmc_manifest, tmp_path_factory) -> dict:
         "data.test_fraction=0.2",
     ]
     experiment = config.build(
-        ExperimentConfig, config.apply_overrides({"modalities": {"expression": {}, "report": {}}}, overrides)
+        PretrainConfig, config.apply_overrides({"modalities": {"expression": {}, "report": {}}}, overrides)
     )
     result = pretrain(experiment)
     return {"checkpoint": result.checkpoint, "manifest": pbmc_manifest, "splits": result.splits}

@@ -16,10 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from medclip.checkpoint import CheckpointError
 from medclip.losses import LOSSES, register_loss
 from medclip.losses.base import LossConfig
-from medclip.train import CheckpointError, pretrain
 from medclip.train.resilience import NonFiniteLossError
+from recipes.pretrain import pretrain
 
 
 @dataclass
@@ -71,14 +72,14 @@ def test_training_stops_after_consecutive_non_finite_steps(small_experiment, poi
 
 def test_a_checkpoint_never_holds_non_finite_weights(small_experiment, tmp_path):
     import medclip
-    from medclip.train.checkpoint import read_config, save_checkpoint
+    from medclip.checkpoint import read_card, save_model
 
     result = pretrain(small_experiment("train.steps=2", out=tmp_path / "run"))
-    model, preprocess = medclip.load_model(result.checkpoint)
+    model = medclip.load_model(result.checkpoint)
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(CheckpointError, match="non-finite"):
-        save_checkpoint(result.checkpoint, model, read_config(result.checkpoint), preprocess.modalities)
+        save_model(result.checkpoint, model, model.preprocess.modalities, read_card(result.checkpoint))
     assert all(torch.isfinite(value).all() for value in _weights(result.checkpoint).values())
 
 
@@ -88,11 +89,13 @@ DRIVER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from tests.conftest import SMALL_EXPERIMENT
     from medclip import config
-    from medclip.experiment import ExperimentConfig
-    from medclip.train import checkpoint, pretrain
+    from recipes.pretrain import Config as PretrainConfig
+    from medclip import checkpoint
+    from medclip.train import state
+    from recipes.pretrain import pretrain
 
     kill_at_write = int(os.environ.get("KILL_AT_WRITE", "0"))
-    if kill_at_write:  # die by SIGKILL in the middle of the N-th safetensors write
+    if kill_at_write:  # die by SIGKILL in the middle of the N-th safetensors write (weights, then optimizer)
         real_save, calls = checkpoint.save_file, [0]
         def dying_save(tensors, filename, metadata=None):
             calls[0] += 1
@@ -101,17 +104,17 @@ DRIVER = textwrap.dedent(
                     handle.write(b"half a file")
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_save(tensors, filename, metadata)
-        checkpoint.save_file = dying_save
+        checkpoint.save_file = state.save_file = dying_save
     overrides = [*SMALL_EXPERIMENT, *sys.argv[1:]]
     data = config.apply_overrides({{"modalities": {{"expression": {{}}, "report": {{}}}}}}, overrides)
-    pretrain(config.build(ExperimentConfig, data))
+    pretrain(config.build(PretrainConfig, data))
     """
 )
 
 
 def _launch(tmp_path, args, env_extra=None):
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests=os.path.dirname(__file__)))
+    driver.write_text(DRIVER.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     env = {**os.environ, **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, str(driver), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

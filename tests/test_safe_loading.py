@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from medclip.checkpoint import CheckpointError, check_checkpoint_path
 from medclip.cli import main as cli_main
-from medclip.train.checkpoint import CheckpointError, check_checkpoint_path
-from medclip.train.foreign_weights import convert_weights, import_torch_weights
 from medclip.types import ModalityError
+from medclip.weights import convert_weights, import_torch_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -82,11 +82,11 @@ def test_recall_by_sample_reports_both_directions_per_sample():
 
 def test_histology_expression_pretraining_runs_and_evaluates(tmp_path):
     from medclip import config
-    from medclip.experiment import ExperimentConfig
-    from medclip.train import pretrain
     from modalities.wsi.spatial_eval import evaluate
     from modalities.wsi.synthetic import write_spatial_dataset
     from recipes import __file__ as recipes_init
+    from recipes.pretrain import Config as PretrainConfig
+    from recipes.pretrain import pretrain
 
     manifest = write_spatial_dataset(
         tmp_path / "data", samples=3, size=1024, patch_size=32, splits=("train", "test", "test")
@@ -106,7 +106,7 @@ def test_histology_expression_pretraining_runs_and_evaluates(tmp_path):
         "train.log_every=1",
         "train.progress=false",
     ]
-    experiment = config.build(ExperimentConfig, config.apply_overrides(shipped, overrides))
+    experiment = config.build(PretrainConfig, config.apply_overrides(shipped, overrides))
     result = pretrain(experiment)
     assert math.isfinite(result.metrics["loss"]) and (result.checkpoint / "model.safetensors").is_file()
 

@@ -1,4 +1,4 @@
-"""Real 2-process data-parallel training through ``medclip.train.pretrain``, as ``torchrun`` runs it.
+"""Real 2-process data-parallel training through ``recipes.pretrain.pretrain``, as ``torchrun`` runs it.
 
 Two gloo processes on CPU (RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT in the environment, exactly the
 variables torchrun sets) each call ``pretrain(config)`` with ``train.batch_size = B``. The sampler cuts every global
@@ -91,10 +91,10 @@ def experiment(
 
 def run_pretrain(config: dict[str, Any]):
     from medclip.config import build
-    from medclip.experiment import ExperimentConfig
-    from medclip.train import pretrain
+    from recipes.pretrain import Config as PretrainConfig
+    from recipes.pretrain import pretrain
 
-    return pretrain(build(ExperimentConfig, config))
+    return pretrain(build(PretrainConfig, config))
 
 
 def worker(rank: int, jobs: list[tuple[str, dict[str, Any], int]], results_dir: str) -> None:

@@ -24,7 +24,7 @@ from .collate import collate_samples, is_empty_batch
 from .dataset import ManifestDataset
 from .manifest import Manifest, ManifestError, ManifestRow, file_sha256, read_manifest
 from .pseudonym import Pseudonymizer, PseudonymKeyError
-from .split import assign_splits, check_no_patient_leakage, hash_split
+from .split import SplitConfig, assign_splits, check_no_patient_leakage, hash_split
 from .summary import SkipRecord, SkipSummary, TooManySkippedError, check_skip_fraction
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Pseudonymizer",
     "SkipRecord",
     "SkipSummary",
+    "SplitConfig",
     "TooManySkippedError",
     "assign_splits",
     "check_no_patient_leakage",

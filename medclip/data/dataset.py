@@ -27,11 +27,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..experiment import DataConfig
 from ..types import Modality, ModalityError, Sample
 from .collate import collate_samples
 from .manifest import SPLITS, Manifest, ManifestRow
-from .split import assign_splits
 from .summary import SkipRecord, SkipSummary
 
 logger = logging.getLogger("medclip.data")
@@ -71,8 +69,8 @@ class ManifestDataset(Dataset):
         transforms: modality name -> callable on the sample, applied when that modality is present. None builds each
             modality's own ``transforms(config, train)`` on first use (after ``Modality.fit`` has run on
             ``load_raw``); ``{}`` returns samples as loaded.
-        splits: row number -> split, from ``assign_splits`` with the run's fractions and seed. None computes it with
-            the ``DataConfig`` defaults; pass it whenever the run's config sets other fractions.
+        splits: row number -> split (``SplitConfig.assign`` or ``assign_splits`` with the run's fractions and seed);
+            required when ``split`` is given, since only the run knows how it divided its patients.
     """
 
     def __init__(
@@ -91,8 +89,9 @@ class ManifestDataset(Dataset):
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)} or None, got {split!r}")
         if split is not None and splits is None:
-            defaults = DataConfig()
-            splits = assign_splits(manifest, defaults.val_fraction, defaults.test_fraction, defaults.split_seed)
+            raise ValueError(
+                f"split={split!r} needs the run's row -> split assignment (splits=SplitConfig().assign(...))"
+            )
         self.manifest = manifest
         self.modalities = dict(modalities)
         self.split = split

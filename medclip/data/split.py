@@ -10,8 +10,25 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import dataclass
 
 from .manifest import SPLITS, Manifest, ManifestError
+
+
+@dataclass
+class SplitConfig:
+    """How patients without an explicit ``split`` cell are divided (fractions of patients, and the hash seed).
+
+    Pretraining records it in the model card, so evaluation recipes find exactly the patients it held out.
+    """
+
+    val_fraction: float = 0.1  # of patients, for rows without a `split` column value
+    test_fraction: float = 0.1
+    split_seed: int = 0  # seed of the deterministic patient-hash split
+
+    def assign(self, manifest: Manifest) -> dict[int, str]:
+        """Row number -> split for every accepted row of ``manifest`` (``assign_splits`` with these settings)."""
+        return assign_splits(manifest, self.val_fraction, self.test_fraction, self.split_seed)
 
 
 def patient_uniform(patient: str, seed: int) -> float:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..checkpoint import MODEL_FILE, read_data_provenance
 from ..data import file_sha256
-from ..train.checkpoint import MODEL_FILE, read_data_provenance
 
 PRETRAINING_SPLIT = "train"  # the patients whose studies the weights were fitted on
 
@@ -64,6 +64,30 @@ def provenance_record(
         "seed": None if seed is None else int(seed),
         **extra,
     }
+
+
+def evaluation_provenance(
+    recipe: str,
+    checkpoint: str | os.PathLike,
+    manifest: Any,
+    seed: int,
+    n_bootstrap: int,
+    confidence: float,
+    prompt_set: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """The provenance record of a patient-bootstrapped evaluation: ``provenance_record`` plus the bootstrap's
+    settings (unit, replicates, confidence). ``manifest`` is the evaluated ``Manifest``."""
+    return provenance_record(
+        recipe,
+        checkpoint,
+        manifest.manifest_hash(),
+        manifest.key_fingerprint,
+        seed,
+        prompt_set,
+        **settings,
+        bootstrap={"unit": "patient", "replicates": n_bootstrap, "confidence": confidence},
+    )
 
 
 def check_unseen_patients(

@@ -22,7 +22,7 @@ def binary_zero_shot_scores(query: Any, positive: Any, negative: Any, logit_scal
         query: (N, D) query embeddings.
         positive: (K, D) class embedding of each finding's positive prompts (``class_embeddings``).
         negative: (K, D) class embedding of each finding's negative prompts.
-        logit_scale: inverse temperature (the model's own ``logit_scale()`` gives its training sharpness).
+        logit_scale: inverse temperature (the model's own ``logit_scale`` gives its training sharpness).
 
     Returns:
         (N, K) probabilities: softmax over [positive, negative] similarity, positive entry.

@@ -19,6 +19,7 @@ from .base import (
     register_loss,
     zero_loss_connected_to,
 )
+from .classification import ClassificationLoss, ClassificationLossConfig
 from .clip import ClipLoss, ClipLossConfig, clip_loss
 from .multimodal import GramLoss, GramLossConfig, SymileLoss, SymileLossConfig, gram_loss, symile_loss
 from .prototype import PrototypeLoss, PrototypeLossConfig, prototype_loss, sinkhorn_knopp
@@ -46,6 +47,8 @@ from .token import (
 
 __all__ = [
     "LOSSES",
+    "ClassificationLoss",
+    "ClassificationLossConfig",
     "ClipLoss",
     "ClipLossConfig",
     "CombinedLoss",

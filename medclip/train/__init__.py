@@ -1,6 +1,10 @@
-"""Training: the loop, checkpoints, optimiser/schedule, distributed set-up, and ``pretrain`` end to end."""
+"""Training: the loop, its settings, resumable state, optimiser/schedule, distributed set-up and resilience.
 
-from .checkpoint import CheckpointError, load_model, save_checkpoint
-from .pretrain import PretrainResult, pretrain
+Model building and checkpoints are the core's (``medclip.factory``, ``medclip.checkpoint``); recipes compose them
+with the ``Trainer`` (``recipes/pretrain.py`` is the contrastive one).
+"""
 
-__all__ = ["CheckpointError", "PretrainResult", "load_model", "pretrain", "save_checkpoint"]
+from .config import TrainConfig
+from .trainer import Trainer
+
+__all__ = ["TrainConfig", "Trainer"]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..experiment import TrainConfig
+from .config import TrainConfig
 
 
 def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:

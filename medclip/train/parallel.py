@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..registry import Registry
@@ -78,9 +77,10 @@ class SingleProcess:
         self, path: str | Path, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
     ) -> None:
         """Load a checkpoint's full weights (model and loss) and full optimizer state, on every rank."""
-        from .checkpoint import MODEL_FILE, read_optimizer_state, split_weights
+        from ..checkpoint import read_weights
+        from .state import read_optimizer_state
 
-        model_state, loss_state = split_weights(load_file(str(Path(path) / MODEL_FILE)))
+        model_state, loss_state = read_weights(path)
         self.load_model_state(model, model_state)
         criterion.load_state_dict(loss_state, strict=True)
         optimizer_state = read_optimizer_state(path)

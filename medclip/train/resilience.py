@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import signal
@@ -111,3 +112,20 @@ def recover_checkpoint_dir(target: str | Path) -> Path | None:
     for stale in parent.glob(f".{target.name}.*.staging"):
         shutil.rmtree(stale, ignore_errors=True)
     return target if target.is_dir() else None
+
+
+def resolve_resume(resume: str, out: str | Path) -> Path | None:
+    """The checkpoint to continue from: ``resume`` as given, or with "auto" the run's own latest one in ``out``.
+
+    "auto" is what job scripts that may be pre-empted or killed use: the first run starts fresh, every restart
+    continues from the newest complete checkpoint (repairing an interrupted checkpoint swap first).
+    """
+    from .state import TRAINER_STATE_FILE
+
+    if resume != "auto":
+        return Path(resume) if resume else None
+    found = recover_checkpoint_dir(Path(out) / "checkpoint")
+    if found is not None and (found / TRAINER_STATE_FILE).is_file():
+        logging.getLogger("medclip.train").info("train.resume=auto: continuing from the run's own checkpoint")
+        return found
+    return None

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..checkpoint import DATA_FILE, ModelCard, save_model
 from ..data.loader import make_loader
-from ..experiment import ExperimentConfig
-from ..inference import move_to_device
+from ..device import move_to_device
 from ..types import Modality
-from .checkpoint import DATA_FILE, load_trainer_state, save_checkpoint
+from .config import TrainConfig
 from .gradcache import GradCache
 from .launch import Runtime, autocast_context
 from .logger import RunLogger
@@ -29,6 +29,7 @@ from .optim import build_optimizer, build_scheduler
 from .parallel import build_parallel, prepare_model, to_channels_last
 from .resilience import NonFiniteGuard, PreemptionFlag
 from .sampler import ResumableBatchSampler
+from .state import load_trainer_state, trainer_files
 
 
 class _BatchesFrom:
@@ -46,7 +47,7 @@ class Trainer:
     """Trains a ``ContrastiveModel`` with a combined loss on a manifest dataset.
 
     Args:
-        config: the experiment config (``train`` section drives the loop).
+        card: the model card saved with every checkpoint (its ``training`` section gains the step count).
         modalities: the fitted plugins (their state is saved with every checkpoint).
         model: the ``ContrastiveModel``.
         criterion: the ``CombinedLoss`` (owns learnable loss parameters, which are optimised and saved too).
@@ -54,13 +55,16 @@ class Trainer:
         collate: samples -> batch.
         runtime: process rank/world/device from ``setup_runtime``.
         out_dir: where logs and checkpoints go.
+        train_config: the loop's settings.
+        num_workers: loader workers (0 loads in the main process).
+        worker_kind: "process" or "thread" loader workers (``medclip.data.loader``).
         on_skipped: called with each batch's list of skipped-row markers (for the run summary).
         provenance: JSON-able description of the training data, saved with every checkpoint.
     """
 
     def __init__(
         self,
-        config: ExperimentConfig,
+        card: ModelCard,
         modalities: Mapping[str, Modality],
         model: nn.Module,
         criterion: nn.Module,
@@ -68,10 +72,14 @@ class Trainer:
         collate: Callable[[list], dict[str, Any]],
         runtime: Runtime,
         out_dir: str | Path,
+        train_config: TrainConfig,
+        num_workers: int = 0,
+        worker_kind: str = "process",
         on_skipped: Callable[[list], None] | None = None,
         provenance: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config, self.train_config = config, config.train
+        self.card, self.train_config = card, train_config
+        self.num_workers, self.worker_kind = num_workers, worker_kind
         self.modalities = modalities
         self.runtime = runtime
         self.model = model.to(runtime.device)
@@ -119,18 +127,16 @@ class Trainer:
     def save(self, path: str | Path | None = None, full_state: tuple[Any, Any] = (None, None)) -> Path:
         """Write the checkpoint (rank 0). ``full_state``: (model, optimizer) state dicts gathered by FSDP."""
         state = {"step": self.step, "consumed_batches": self.consumed_batches, "world_size": self.runtime.world_size}
-        return save_checkpoint(
+        self.card.training["steps_done"] = self.step
+        return save_model(
             path or self.checkpoint_dir,
             self.model,
-            self.config,
             self.modalities,
+            self.card,
             criterion=self.criterion,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            trainer_state=state,
-            extra_json={DATA_FILE: self.provenance} if self.provenance else None,
             model_state=full_state[0],
-            optimizer_state=full_state[1],
+            extra_json={DATA_FILE: self.provenance} if self.provenance else None,
+            write_extra=trainer_files(state, self.optimizer, self.scheduler, full_state[1]),
         )
 
     def _loader(self) -> Iterable[dict[str, Any]]:
@@ -144,13 +150,13 @@ class Trainer:
         # A private generator: creating the loader must not draw from the global RNG, or a resumed run's dropout
         # and augmentation would diverge from the straight run's.
         generator = torch.Generator().manual_seed(self.train_config.seed)
-        workers = self.config.data.num_workers
+        workers = self.num_workers
         return make_loader(
             self.train_dataset,
             batch_sampler=_BatchesFrom(sampler, self.consumed_batches),
             collate_fn=self.collate,
             num_workers=workers,
-            worker_kind=self.config.data.worker_kind,
+            worker_kind=self.worker_kind,
             pin_memory=self.runtime.device.type == "cuda",
             persistent_workers=workers > 0,
             generator=generator,
@@ -236,7 +242,7 @@ class Trainer:
                 last = {
                     **totals,
                     "lr": self.scheduler.get_last_lr()[0],
-                    "logit_scale": float(self.model.logit_scale().detach()),
+                    "logit_scale": float(self.model.logit_scale.detach()),
                     "samples_per_s": window_samples / elapsed,
                 }
                 logger.log(self.step, last)

@@ -54,37 +54,24 @@ def recall_by_sample(
     return {"all": paired_recall(image, genes, ks), "per_sample": per_sample, "mean_over_samples": mean}
 
 
-@torch.no_grad()
 def embed_split(checkpoint: str | Path, manifest: str | Path, split: str = "test", batch_size: int = 64):
     """Embed both modalities of a split's spots with a trained checkpoint -> (image (n, D), genes (n, D), sites)."""
     import medclip
-    from medclip.data import ManifestDataset, assign_splits, collate_samples, read_manifest
-    from medclip.train.checkpoint import read_config
+    from medclip.embedding import LoaderOptions
+    from medclip.embedding import embed_split as embed_rows
+    from medclip.eval.evaluation_data import open_evaluation_data
 
-    model, preprocess = medclip.load_model(checkpoint)
-    model.eval()
-    saved = read_config(checkpoint)
-    table = read_manifest(manifest, [IMAGE, GENES], root=saved.data.root or None)
-    splits = assign_splits(table, saved.data.val_fraction, saved.data.test_fraction, saved.data.split_seed)
-    modalities = {name: preprocess.modalities[name] for name in (IMAGE, GENES)}
-    dataset = ManifestDataset(
-        table, modalities, split=split, transforms={n: preprocess.transforms[n] for n in modalities}, splits=splits
-    )
-    site_of = {row.row_number: row.site or "all" for row in dataset.rows()}
-    image, genes, sites, skipped = [], [], [], 0
-    for start in range(0, len(dataset), batch_size):
-        batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))], modalities)
-        skipped += len(batch["skipped"])
-        if not batch["batch_size"]:
-            continue
-        both = batch[f"{IMAGE}_mask"] & batch[f"{GENES}_mask"]  # (B,) spots with both modalities
-        rows = torch.nonzero(both).flatten()
-        image.append(model.encode(IMAGE, medclip.model.select_rows(batch[IMAGE], rows)))  # (b, D)
-        genes.append(model.encode(GENES, medclip.model.select_rows(batch[GENES], rows)))  # (b, D)
-        sites.extend(site_of[batch["row"][i]] for i in rows.tolist())
-    if not image:
+    model = medclip.load_model(checkpoint)
+    data = open_evaluation_data(model, manifest, [IMAGE, GENES])
+    dataset = data.dataset(model, [IMAGE, GENES], split)
+    rows, summary = embed_rows(model, dataset, [IMAGE, GENES], LoaderOptions(batch_size=batch_size, progress=False))
+    both = rows.present[IMAGE] & rows.present[GENES]  # (n,) spots with both modalities
+    if not both.any():
         raise ValueError(f"the {split!r} split has no spot with both a patch and expression")
-    return torch.cat(image), torch.cat(genes), sites, skipped
+    image = torch.from_numpy(rows.embeddings[IMAGE][both])  # (b, D)
+    genes = torch.from_numpy(rows.embeddings[GENES][both])  # (b, D)
+    sites = [site or "all" for site, keep in zip(rows.sites, both, strict=True) if keep]
+    return image, genes, sites, summary.total() - dataset.summary.total()
 
 
 def evaluate(

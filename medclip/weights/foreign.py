@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import write_atomic
-from .checkpoint import PICKLE_SUFFIXES, CheckpointError
+from ..atomic import write_atomic
+from ..checkpoint import PICKLE_SUFFIXES, CheckpointError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container

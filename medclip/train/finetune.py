@@ -2,49 +2,27 @@
 
 The probe asks what a frozen embedding already knows; fine-tuning asks what the pretrained encoder can learn. The
 model is copied (the checkpoint's weights are never changed), a linear head maps the shared embedding to the
-findings, and both train with cross-entropy (multi-class) or a per-finding binary cross-entropy that ignores unknown
-(NaN) labels, so a missing label is never read as a negative.
+findings, and both train with the registered ``classification`` loss (``medclip.losses.classification``):
+cross-entropy (multi-class) or a per-finding binary cross-entropy that ignores unknown (NaN) labels.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import is_empty_batch
-from ..inference import move_to_device
+from ..device import move_to_device
+from ..losses import build_loss
 from ..model import select_rows
 from ..types import present_rows
-
-
-def masked_binary_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean BCE over the known (non-NaN) entries of (B, K) labels; 0 (with a gradient) when none is known."""
-    known = ~torch.isnan(labels)
-    if not known.any():
-        return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits[known], labels[known])
-
-
-def single_class_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy over rows with exactly one known positive; other rows do not count."""
-    usable = ~torch.isnan(labels).any(dim=1) & (torch.nan_to_num(labels).sum(dim=1) == 1)
-    if not usable.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[usable], labels[usable].argmax(dim=1))
-
-
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "binary": masked_binary_cross_entropy,
-    "multiclass": single_class_cross_entropy,
-}
 
 
 class FineTunedClassifier(nn.Module):
@@ -83,7 +61,7 @@ def finetune(
         dataset: a ``ManifestDataset`` of the training rows with training transforms.
         modality: the modality to classify.
         label_columns: indices of the evaluated findings in the manifest's labels.
-        mode: "binary" or "multiclass" (see ``LOSSES``).
+        mode: "binary" or "multiclass" (the ``classification`` loss's modes).
         steps: optimizer steps.
         lr: AdamW learning rate; small, to adapt rather than overwrite the pretrained encoder.
         batch_size: rows per step.
@@ -97,7 +75,7 @@ def finetune(
     torch.manual_seed(seed)
     classifier = FineTunedClassifier(model, modality, len(label_columns)).to(device).train()
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=0.01)
-    loss_fn = LOSSES[mode]
+    criterion = build_loss({"classification": {"mode": mode}})
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset,
@@ -117,7 +95,7 @@ def finetune(
         rows = present_rows(batch[f"{modality}_mask"])  # placeholders of missing rows never reach the encoder
         inputs = move_to_device(select_rows(batch[modality], rows), device)
         labels = batch["labels"][rows][:, columns].to(device)  # (P, K)
-        loss = loss_fn(classifier(inputs), labels)
+        loss = criterion(logits=classifier(inputs), labels=labels)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

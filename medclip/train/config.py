@@ -1,0 +1,34 @@
+"""``TrainConfig``: the settings of the training loop (what ``train:`` holds in a pretraining config).
+
+The loop reads nothing else from a recipe's config: data, model and loss are handed to the ``Trainer`` already built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # per process, per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 5e-4
+    weight_decay: float = 0.1  # CLIP's AdamW decay; not applied to biases, norms, or the logit scale
+    betas: tuple[float, float] = (0.9, 0.98)  # CLIP's Adam betas
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    clip_grad_norm: float = 1.0  # 0 disables clipping
+    precision: str = "auto"  # auto | fp32 | bf16; auto = bf16 autocast where the device supports it
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0 = only at the end
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress: bool = True
+    stop_at: int = 0  # stop (with a checkpoint) after this step although the schedule runs to `steps`; 0 = run all
+    resume: str = ""  # a checkpoint directory to continue from, or "auto": this run's own checkpoint if there is one
+    max_nonfinite_steps: int = 10  # consecutive NaN/inf steps (skipped, counted) before training stops
+    parallel: str = "ddp"  # ddp | fsdp (FSDP2 sharding per encoder/block, for encoders too big to replicate)
+    compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
+    channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
+    grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
