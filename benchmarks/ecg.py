@@ -85,7 +85,7 @@ def main() -> None:
         headers = sorted((folder / "data" / "records").glob("*.hea"))
         groups = batches(headers, args.batch_size)
         ecg = medclip.get_modality("ecg", {"sampling_rate": 500.0, "cache_dir": str(folder / "cache")})
-        evaluation = ecg.transforms(ecg.config, train=False)
+        evaluation = ecg.transforms(train=False)
 
         def peer(group: list[Path]) -> np.ndarray:
             return np.stack([wfdb.rdsamp(str(path.with_suffix("")))[0] for path in group])  # (B, T, 12)

@@ -82,7 +82,7 @@ class MedclipVolumes(Dataset):
     def __init__(self, paths, plugin) -> None:
         self.paths = paths
         self.plugin = plugin
-        self.transform = plugin.transforms(plugin.config, train=False)
+        self.transform = plugin.transforms(train=False)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -22,9 +22,9 @@ def register_modality(name: str):
     return add
 
 
-def list_modalities() -> list[str]:
-    """Names of every registered modality (built-in and third-party)."""
-    return MODALITIES.names()
+def list_modalities(pattern: str | None = None) -> list[str]:
+    """Names of every registered modality (built-in and third-party), or those matching ``pattern`` (``"c*"``)."""
+    return MODALITIES.names(pattern)
 
 
 def get_modality(name: str, config: ModalityConfig | dict | None = None) -> Modality:

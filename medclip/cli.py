@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import ConfigError, load
-from .recipes import RECIPES, bundled_configs, recipe_config_path
+from .recipe_registry import RECIPES, bundled_configs, recipe_config_path
 from .registry import RegistryError
 from .train.resilience import NonFiniteLossError
 

@@ -50,7 +50,7 @@ def build_model(model_config: ModelConfig, modalities: Mapping[str, Modality]) -
 
     The model carries ``preprocess``: the evaluation-time preprocessing of the same plugins.
     """
-    encoders = {name: plugin.build_encoder(plugin.config) for name, plugin in modalities.items()}
+    encoders = {name: plugin.build_encoder() for name, plugin in modalities.items()}
     heads = {
         name: ProjectionHead(encoder.output_dim, model_config.embed_dim, model_config.head_hidden_dim)
         for name, encoder in encoders.items()

@@ -30,9 +30,7 @@ class Preprocess:
     def transforms(self) -> dict[str, Any]:
         """Each modality's evaluation transform, built on first use (plugins that fit on data must be fitted first)."""
         if self._transforms is None:
-            self._transforms = {
-                name: plugin.transforms(plugin.config, train=False) for name, plugin in self.modalities.items()
-            }
+            self._transforms = {name: plugin.transforms(train=False) for name, plugin in self.modalities.items()}
         return self._transforms
 
     def load(self, name: str, ref: Any) -> Sample:

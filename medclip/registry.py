@@ -2,13 +2,19 @@
 
 Built-in plugins (``modalities/``, the losses in ``medclip.losses``) and third-party packages register the same way:
 through an entry-point group (``medclip.modalities``, ``medclip.losses``, ``medclip.recipes``) or, in code, through
-the ``register`` decorator. Entry points are loaded lazily on the first lookup, and a plugin that fails to import
+the ``register`` decorator.
+
+Naming rule: a registry is a module constant named for what it holds, in the plural (``MODALITIES``, ``LOSSES``,
+``RECIPES``; inside a modality package prefixed with the modality: ``CT_READERS``, ``WSI_SLIDE_ENCODERS``); the
+public ones come with ``register_<thing>``, ``get_<thing>`` where a lookup needs more than the class, and
+``list_<things>(pattern=None)``. Entry points are loaded lazily on the first lookup, and a plugin that fails to import
 only warns: one broken plugin must never break ``import medclip``.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import warnings
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -81,9 +87,11 @@ class Registry(Generic[T]):
             raise RegistryError(f"unknown {self.kind} {name!r}{broken}{hint} Available: {', '.join(known) or 'none'}")
         return self._items[name]
 
-    def names(self) -> list[str]:
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Registered names, sorted; with ``pattern`` only those matching it (shell-style: ``"soft*"``, ``"*clip"``)."""
         self._load_entry_points()
-        return sorted(self._items)
+        names = sorted(self._items)
+        return names if pattern is None else fnmatch.filter(names, pattern)
 
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()

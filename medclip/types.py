@@ -101,14 +101,14 @@ class Modality:
         """
         raise NotImplementedError
 
-    def transforms(self, cfg: ModalityConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Return a callable turning a loaded sample into tensors ready for ``collate`` (augmenting when ``train``).
 
         It must pass samples that miss this modality through unchanged.
         """
         raise NotImplementedError
 
-    def build_encoder(self, cfg: ModalityConfig) -> nn.Module:
+    def build_encoder(self) -> nn.Module:
         """Return an ``nn.Module`` with an ``output_dim`` attribute mapping ``batch[name]`` to ``EncoderOutput``."""
         raise NotImplementedError
 
@@ -124,7 +124,7 @@ class Modality:
         raise NotImplementedError
 
     # --- data-dependent preprocessing state ------------------------------------------------------------------------
-    def fit(self, samples: Iterable[Sample], cfg: ModalityConfig) -> None:
+    def fit(self, samples: Iterable[Sample]) -> None:
         """Learn preprocessing state from loaded training samples (only called when ``fits_on_data``)."""
 
     def preprocess_state(self) -> dict[str, Any]:

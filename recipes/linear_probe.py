@@ -310,7 +310,7 @@ def run_finetune(
         {cfg.modality: plugin},
         split=cfg.train_split,
         splits=data.splits,
-        transforms={cfg.modality: plugin.transforms(plugin.config, train=True)},
+        transforms={cfg.modality: plugin.transforms(train=True)},
     )
     device = next(model.parameters()).device
     classifier, record = finetune(

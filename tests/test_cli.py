@@ -12,7 +12,7 @@ import yaml
 from medclip import config
 from medclip.cli import main
 from medclip.factory import build_modalities
-from medclip.recipes import RECIPES, bundled_configs
+from medclip.recipe_registry import RECIPES, bundled_configs
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -74,7 +74,7 @@ def test_every_yaml_in_recipes_configs_names_a_registered_recipe():
     from pathlib import Path
 
     import recipes
-    from medclip.recipes import config_recipe_name
+    from medclip.recipe_registry import config_recipe_name
 
     on_disk = sorted((Path(recipes.__file__).parent / "configs").glob("*.yaml"))
     assert on_disk

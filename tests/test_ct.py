@@ -112,7 +112,7 @@ def test_shuffled_dicom_series_equals_nifti_and_pydicom(tmp_path, hounsfield, af
         assert np.array_equal(from_dicom["ct"][:, :, index], expected)
 
     # After the transform both give the same RAS tensor.
-    transform = plugin.transforms(plugin.config, train=False)
+    transform = plugin.transforms(train=False)
     a, b = transform(from_dicom)["ct"], transform(from_nifti)["ct"]
     assert a.shape == (3, 16, 16, 16) and a.dtype == torch.float16 and torch.equal(a, b)
     assert_no_identifier(json.dumps(dicom_meta) + caplog.text)
@@ -285,9 +285,9 @@ def test_cache_skips_reading_and_matches_the_uncached_pipeline(tmp_path, hounsfi
     assert isinstance(second["ct"], np.memmap) and second["ct"].dtype == np.int16
     assert second["ct_meta"]["preprocessed"] == cached.preprocessing.fingerprint_hash
     assert second["ct_meta"]["shape"] == [16, 16, 16] and second["ct_meta"]["source_shape"] == [20, 16, 12]
-    reference = plain.transforms(plain.config, train=False)(plain.load(tmp_path / "Doe_Jane"))["ct"]
+    reference = plain.transforms(train=False)(plain.load(tmp_path / "Doe_Jane"))["ct"]
     for sample in (first, second):
-        assert torch.equal(cached.transforms(cached.config, train=False)(sample)["ct"], reference)
+        assert torch.equal(cached.transforms(train=False)(sample)["ct"], reference)
     files = [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
     assert len([path for path in files if path.suffix == ".npy"]) == 1
     text = "\n".join(str(path) + path.read_bytes().decode("latin-1") for path in files)
@@ -296,7 +296,7 @@ def test_cache_skips_reading_and_matches_the_uncached_pipeline(tmp_path, hounsfi
 
     other = medclip.get_modality("ct", {**SMALL, "spacing": [2.0, 2.0, 5.0], "cache_dir": str(tmp_path / "cache")})
     with pytest.raises(ModalityError, match="preprocess_mismatch"):
-        other.transforms(other.config, train=False)(second)
+        other.transforms(train=False)(second)
     assert other.load(tmp_path / "Doe_Jane")["ct_meta"]["preprocessed"] == other.preprocessing.fingerprint_hash
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2  # a changed fingerprint made a new entry
 
@@ -312,20 +312,18 @@ def test_deterministic_windows_are_cached_as_the_finished_input(tmp_path, hounsf
     warm = windowed.load(tmp_path / "Doe_Jane")
     assert isinstance(warm["ct"], np.memmap) and warm["ct"].dtype == np.float16 and warm["ct"].shape == (2, 16, 16, 16)
     assert warm["ct_meta"]["shape"] == [16, 16, 16]  # the spatial shape, as for an HU entry
-    transformed = windowed.transforms(windowed.config, train=False)(warm)
+    transformed = windowed.transforms(train=False)(warm)
     assert transformed["ct"] is warm["ct"]  # nothing left to do: no copy until the batch
-    reference = hounsfield_cached.transforms(hounsfield_cached.config, train=False)(
-        hounsfield_cached.load(tmp_path / "Doe_Jane")
-    )["ct"]
+    reference = hounsfield_cached.transforms(train=False)(hounsfield_cached.load(tmp_path / "Doe_Jane"))["ct"]
     batch = windowed.collate([transformed, {}, transformed])
     assert torch.equal(batch["ct"][0], reference) and torch.equal(batch["ct"][2], reference)  # bit-identical
     assert batch["ct_mask"].tolist() == [True, False, True] and not batch["ct"][1].any()  # a missing row is zeros
     uncached = medclip.get_modality("ct", {**SMALL, "hu_windows": ["lung", "bone"], "augment": False})
-    direct = uncached.transforms(uncached.config, train=False)(uncached.load(tmp_path / "Doe_Jane"))["ct"]
+    direct = uncached.transforms(train=False)(uncached.load(tmp_path / "Doe_Jane"))["ct"]
     np.testing.assert_array_equal(np.asarray(direct), reference.numpy())  # no cache: the same finished input
     other = medclip.get_modality("ct", {**options, "augment": False, "hu_windows": ["lung"]})
     with pytest.raises(ModalityError, match="preprocess_mismatch"):  # another window: the entry does not apply
-        other.transforms(other.config, train=False)(warm)
+        other.transforms(train=False)(warm)
 
 
 def test_collate_in_a_worker_process_equals_collate_in_the_main_process():
@@ -333,7 +331,7 @@ def test_collate_in_a_worker_process_equals_collate_in_the_main_process():
     from torch.utils.data import DataLoader
 
     plugin = medclip.get_modality("ct", {**SMALL, "augment": False})
-    transform = plugin.transforms(plugin.config, train=False)
+    transform = plugin.transforms(train=False)
     samples = [transform(sample) for sample in plugin.synthetic(3)]
     samples.insert(1, {})  # a row without a CT
     expected = plugin.collate(samples)
@@ -347,8 +345,8 @@ def test_train_transform_augments_within_range_and_never_flips():
     plugin = medclip.get_modality("ct", SMALL)
     sample = plugin.synthetic(1)[0]
     torch.manual_seed(0)
-    augmented = [plugin.transforms(plugin.config, train=True)(dict(sample))["ct"] for _ in range(3)]
-    plain = plugin.transforms(plugin.config, train=False)(dict(sample))["ct"]
+    augmented = [plugin.transforms(train=True)(dict(sample))["ct"] for _ in range(3)]
+    plain = plugin.transforms(train=False)(dict(sample))["ct"]
     assert all(a.shape == plain.shape and 0 <= a.min() and a.max() <= 1 for a in augmented)
     assert any(not torch.equal(a, plain) for a in augmented)
     left_right = [(a.float() - plain.float()).abs().mean() for a in augmented]
@@ -426,7 +424,7 @@ def test_phantom_dicom_dataset_and_inspect_leak_nothing(tmp_path, capsys, caplog
 
 
 def test_ct_report_pretraining_on_phantoms(tmp_path):
-    from medclip.recipes import RECIPES, recipe_config_path
+    from medclip.recipe_registry import RECIPES, recipe_config_path
     from recipes.pretrain import pretrain
 
     manifest = write_phantom_dataset(tmp_path / "ph", n=8, shape=(24, 24, 16), spacing=(16, 16, 21))

@@ -60,7 +60,7 @@ class VectorModality(Modality):
             raise ModalityError("bad_shape", f"expected ({self.config.dim},), got {array.shape}")
         return {"vector": array.astype(np.float32), "vector_meta": {"dim": int(array.shape[0])}}
 
-    def transforms(self, cfg, train):
+    def transforms(self, train):
         def to_tensor(sample):
             if "vector" in sample:
                 sample["vector"] = torch.as_tensor(sample["vector"])
@@ -95,7 +95,7 @@ class NoteModality(Modality):
             raise ModalityError("empty_note", "the note holds only whitespace")
         return {"note": ref["text"]}
 
-    def transforms(self, cfg, train):
+    def transforms(self, train):
         def normalise(sample):
             if "note" in sample:
                 sample["note"] = " ".join(sample["note"].split())
@@ -379,7 +379,7 @@ def test_dataset_validation_and_load_time_skips(csv_manifest, caplog):
 
     raw = ManifestDataset(manifest, modality_instances(), transforms={})
     assert isinstance(raw[0]["vector"], np.ndarray)  # {} = samples exactly as loaded
-    raw.set_transforms({"vector": modality_instances()["vector"].transforms(VectorConfig(), train=False)})
+    raw.set_transforms({"vector": modality_instances()["vector"].transforms(train=False)})
     assert isinstance(raw[0]["vector"], torch.Tensor) and raw[0]["note"] == "small effusion"
     with pytest.raises(ValueError, match="not loaded"):
         raw.set_transforms({"ecg": lambda sample: sample})

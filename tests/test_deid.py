@@ -147,11 +147,11 @@ def test_plugin_load_and_transforms_deidentify_by_default(tmp_path):
     assert "3.5 cm" in text and "Foley catheter" in text and "series 3 image 45" in text
     assert "Dr. [NAME]" in text and "[PHONE]" in text
 
-    modality.fit([sample, *modality.synthetic(20)], modality.config)
+    modality.fit([sample, *modality.synthetic(20)])
     vocabulary = json.dumps(modality.preprocess_state())
     assert not any(value.lower() in vocabulary.lower() for value in ("Okafor", "Whitfield", "00482913"))
     # text that never went through load (a prompt, a query) is de-identified by the transform too
-    transform = modality.transforms(modality.config, train=False)
+    transform = modality.transforms(train=False)
     raw = transform({"report": "Findings discussed with Dr. Okafor on 01/03/2023."})
     clean = transform({"report": "Findings discussed with Dr. [NAME] on [DATE]."})
     assert raw["report"]["input_ids"].tolist() == clean["report"]["input_ids"].tolist()

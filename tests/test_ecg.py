@@ -172,7 +172,7 @@ def test_wfdb_round_trip_through_the_plugin_with_aliases_units_and_an_absent_lea
     # Loading by record name (no suffix) or .dat gives the same record.
     for variant in (tmp_path / "Doe_Jane_99887766", tmp_path / "Doe_Jane_99887766.dat"):
         np.testing.assert_array_equal(plugin(**RAW).load(variant)["ecg"], signal)
-    transformed = plugin(**RAW).transforms(plugin(**RAW).config, train=False)(sample)["ecg"]
+    transformed = plugin(**RAW).transforms(train=False)(sample)["ecg"]
     assert transformed["lead_mask"].tolist() == [lead != "V3" for lead in STANDARD_LEADS]
     assert_no_identifiers(json.dumps(meta) + caplog.text)
 
@@ -438,7 +438,7 @@ def test_changed_file_is_not_served_from_the_cache(tmp_path):
 def test_transform_crops_pads_normalises_and_augments():
     ecg = plugin(sampling_rate=100.0, seconds=10.0, min_seconds=2.0)
     long, short = synthetic_at(ecg, 12.0), synthetic_at(ecg, 4.0)
-    evaluation = ecg.transforms(ecg.config, train=False)
+    evaluation = ecg.transforms(train=False)
     cropped = evaluation(long)["ecg"]
     assert cropped["signal"].shape == (12, 1000) and int(cropped["valid_samples"]) == 1000
     assert torch.allclose(cropped["signal"].mean(dim=1), torch.zeros(12), atol=1e-4)
@@ -449,7 +449,7 @@ def test_transform_crops_pads_normalises_and_augments():
 
     missing_v3 = dict(long, ecg_meta={**long["ecg_meta"], "leads_present": [x for x in STANDARD_LEADS if x != "V3"]})
     torch.manual_seed(0)
-    training = ecg.transforms(ecg.config, train=True)
+    training = ecg.transforms(train=True)
     augmented = [training(dict(missing_v3))["ecg"] for _ in range(3)]
     assert not torch.equal(augmented[0]["signal"], augmented[1]["signal"])
     for item in augmented:
@@ -471,9 +471,9 @@ def synthetic_at(ecg, seconds: float):
 @pytest.mark.parametrize("encoder", ["resnet1d", "vit1d"])
 def test_encoders_return_pooled_and_time_tokens_masking_padding_and_absent_leads(encoder):
     ecg = plugin(encoder=encoder, width=32, depth=2, heads=4, sampling_rate=100.0, seconds=10.0, min_seconds=2.0)
-    evaluation = ecg.transforms(ecg.config, train=False)
+    evaluation = ecg.transforms(train=False)
     batch = ecg.collate([evaluation(synthetic_at(ecg, 10.0)), evaluation(synthetic_at(ecg, 4.0))])["ecg"]
-    model = ecg.build_encoder(ecg.config).eval()
+    model = ecg.build_encoder().eval()
     output = model(batch)
     assert output.pooled.shape == (2, 32) and output.tokens.shape[0] == 2 and output.tokens.shape[2] == 32
     assert output.token_mask[0].all() and not output.token_mask[1].all() and output.token_mask[1].any()

@@ -50,7 +50,7 @@ def counts_matrix(n_obs, n_genes, seed=0):
 
 def fitted(samples, **config):
     modality = ExpressionModality(ExpressionConfig(**config))
-    modality.fit(samples, modality.config)
+    modality.fit(samples)
     return modality
 
 
@@ -158,8 +158,8 @@ def test_dataloader_workers_reopen_files_after_fork(tmp_path):
     path = write_h5ad(tmp_path / "cells.h5ad", sp.csr_matrix(counts), GENES)
     modality = ExpressionModality()
     refs = expression_refs(path)
-    modality.fit([modality.load(ref) for ref in refs], modality.config)  # the parent has the file open
-    transform = modality.transforms(modality.config, train=False)
+    modality.fit([modality.load(ref) for ref in refs])  # the parent has the file open
+    transform = modality.transforms(train=False)
     loader = torch.utils.data.DataLoader(
         CellDataset(modality, refs, transform),
         batch_size=4,
@@ -245,13 +245,13 @@ def test_alignment_by_gene_name_with_permuted_partial_and_extra_genes(tmp_path, 
     train_values = rng.uniform(0.1, 3.0, size=(4, len(GENES))).astype(np.float32)  # log-like: passed through as is
     train = write_h5ad(tmp_path / "train.h5ad", train_values, GENES)
     modality = ExpressionModality()
-    modality.fit([modality.load(ref) for ref in expression_refs(train)], modality.config)
+    modality.fit([modality.load(ref) for ref in expression_refs(train)])
     assert modality.vocabulary.genes == tuple(GENES)
     # Another file: 8 of the 12 genes in a shuffled order, plus 3 genes the vocabulary does not know.
     other_genes = [GENES[index] for index in rng.permutation(len(GENES))[:8]] + ["NEW1", "NEW2", "NEW3"]
     other_values = rng.uniform(0.1, 3.0, size=(2, len(other_genes))).astype(np.float32)
     other = write_h5ad(tmp_path / "other.h5ad", other_values, other_genes)
-    transform = modality.transforms(modality.config, train=False)
+    transform = modality.transforms(train=False)
     with caplog.at_level(logging.INFO, logger="modalities.expression"):
         aligned = [transform(modality.load(ref)) for ref in expression_refs(other)]
     for row, sample in enumerate(aligned):
@@ -279,7 +279,7 @@ def test_max_genes_keeps_the_most_variable_genes():
     expected = np.sort(np.argsort(-values.var(axis=0), kind="stable")[:15])
     genes = gene_list(samples[0]["expression_meta"]["genes_key"])
     assert modality.vocabulary.genes == tuple(genes[index] for index in expected)
-    transformed = modality.transforms(modality.config, train=False)(samples[0])
+    transformed = modality.transforms(train=False)(samples[0])
     assert transformed["expression"].shape == (15,)
     np.testing.assert_allclose(transformed["expression"].numpy(), values[0, expected])
 
@@ -293,7 +293,7 @@ def test_value_spaces_must_agree(pbmc_path):
     assert error.value.reason == "mixed_normalization"
     modality = fitted(log_cells)
     with pytest.raises(ModalityError) as error:
-        modality.transforms(modality.config, train=False)(scaled_cells[0])
+        modality.transforms(train=False)(scaled_cells[0])
     assert error.value.reason == "normalization_mismatch"
 
 
@@ -301,8 +301,8 @@ def test_gene_dropout_only_when_training():
     samples = ExpressionModality().synthetic(4, seed=0)
     modality = fitted(samples, gene_dropout=0.5)
     torch.manual_seed(0)
-    train_vector = modality.transforms(modality.config, train=True)(samples[0])["expression"]
-    eval_vector = modality.transforms(modality.config, train=False)(samples[0])["expression"]
+    train_vector = modality.transforms(train=True)(samples[0])["expression"]
+    eval_vector = modality.transforms(train=False)(samples[0])["expression"]
     np.testing.assert_allclose(eval_vector.numpy(), samples[0]["expression"])
     kept = (train_vector != 0).sum().item() / (eval_vector != 0).sum().item()
     assert 0.3 < kept < 0.7
@@ -314,9 +314,9 @@ def test_preprocess_state_json_round_trip():
     samples = ExpressionModality().synthetic(8, seed=1)
     fresh = ExpressionModality()
     with pytest.raises(RuntimeError, match="fit"):
-        fresh.transforms(fresh.config, train=False)
+        fresh.transforms(train=False)
     with pytest.raises(RuntimeError, match="fit"):
-        fresh.build_encoder(fresh.config)
+        fresh.build_encoder()
     modality = fitted(samples, max_genes=50)
     state = json.loads(json.dumps(modality.preprocess_state()))
     assert len(state["vocabulary"]) == 50 and state["normalization"]["space"] == "log1p"
@@ -324,10 +324,10 @@ def test_preprocess_state_json_round_trip():
     restored = ExpressionModality(ExpressionConfig(max_genes=50))
     restored.load_preprocess_state(state)
     assert restored.vocabulary.genes == modality.vocabulary.genes
-    expected = modality.transforms(modality.config, train=False)(samples[2])["expression"]
-    torch.testing.assert_close(restored.transforms(restored.config, train=False)(samples[2])["expression"], expected)
-    encoder = modality.build_encoder(modality.config)
-    restored.build_encoder(restored.config).load_state_dict(encoder.state_dict())
+    expected = modality.transforms(train=False)(samples[2])["expression"]
+    torch.testing.assert_close(restored.transforms(train=False)(samples[2])["expression"], expected)
+    encoder = modality.build_encoder()
+    restored.build_encoder().load_state_dict(encoder.state_dict())
     state["vocabulary"][0] = "TAMPERED"
     with pytest.raises(ValueError, match="fingerprint"):
         ExpressionModality().load_preprocess_state(state)
@@ -337,7 +337,7 @@ def test_preprocess_state_json_round_trip():
 def test_collate_masks_missing_and_refuses_unaligned():
     samples = ExpressionModality().synthetic(3, seed=2)
     modality = fitted(samples)
-    transform = modality.transforms(modality.config, train=False)
+    transform = modality.transforms(train=False)
     batch = modality.collate([transform(samples[0]), transform({"patient_id": "p1"}), transform(samples[1])])
     assert batch["expression"].shape == (3, len(modality.vocabulary)) and batch["expression"].dtype == torch.float32
     assert batch["expression_mask"].tolist() == [True, False, True]
@@ -350,12 +350,12 @@ def test_collate_masks_missing_and_refuses_unaligned():
 def test_encoders_shapes_masks_and_gradients(encoder):
     samples = ExpressionModality().synthetic(6, seed=4)
     modality = fitted(samples, encoder=encoder, width=32, heads=4, layers=2, top_genes=16)
-    transform = modality.transforms(modality.config, train=True)
+    transform = modality.transforms(train=True)
     batch = modality.collate([transform(sample) for sample in samples])
     values = batch["expression"].clone()
     values[0] = 0
     values[0, :3] = torch.tensor([1.0, 2.0, 3.0])  # a cell expressing fewer genes than top_genes
-    module = modality.build_encoder(modality.config)
+    module = modality.build_encoder()
     assert module.output_dim == 32
     output = module(values)
     assert output.pooled.shape == (6, 32) and output.tokens.shape == (6, 16, 32)
@@ -370,7 +370,7 @@ def test_encoders_shapes_masks_and_gradients(encoder):
     with torch.no_grad():
         assert torch.isfinite(module(values).pooled).all()
     with pytest.raises(RegistryError, match="gene_transformer"):
-        modality.build_encoder(ExpressionConfig(encoder="gene_transfomer"))
+        fitted(samples, encoder="gene_transfomer").build_encoder()
 
 
 def test_synthetic_samples_are_load_shaped_and_reproducible():
@@ -393,11 +393,11 @@ def test_pbmc68k_reduced_end_to_end(pbmc_path, encoder, monkeypatch):
     refs = [modality.resolve(ref, pbmc_path.parent) for ref in expression_refs(pbmc_path.name)]
     samples = [modality.load(ref) for ref in refs]
     assert len(samples) == 700
-    modality.fit(samples, modality.config)
+    modality.fit(samples)
     assert len(modality.vocabulary) == 765 and modality.space == "log1p"
-    transform = modality.transforms(modality.config, train=True)
+    transform = modality.transforms(train=True)
     batch = modality.collate([transform(sample) for sample in samples[:64]])
     assert batch["expression"].shape == (64, 765) and batch["expression_mask"].all()
-    output = modality.build_encoder(modality.config)(batch["expression"])
+    output = modality.build_encoder()(batch["expression"])
     assert output.pooled.shape == (64, 32) and output.tokens.shape == (64, 32, 32)
     assert torch.isfinite(output.pooled).all() and output.token_mask.any(dim=1).all()

@@ -47,7 +47,7 @@ def _dataset(manifest: Path, cache: Path, train: bool = False, with_report: bool
         modalities["report"] = medclip.get_modality("report", {"max_tokens": 32, "vocab_size": 200})
     dataset = ManifestDataset(rows, modalities, split="train", train=train, splits=splits)
     if with_report:
-        modalities["report"].fit(dataset.load_raw("report"), modalities["report"].config)
+        modalities["report"].fit(dataset.load_raw("report"))
     return dataset
 
 

@@ -400,7 +400,7 @@ LOSS_OPTIONS = {"prototype": {"embed_dim": 6, "num_prototypes": 4}}  # tiny_mode
 SCALE_FREE_LOSSES = {"token", "prototype"}  # their temperatures are their own: the logit scale gets a zero gradient
 
 
-@pytest.mark.parametrize("name", list_losses())
+@pytest.mark.parametrize("name", list_losses(consumes="embeddings"))
 def test_every_registered_loss_trains_on_model_outputs(name):
     """timm-style: every registered loss runs on ContrastiveModel outputs and sends gradients to every parameter."""
     model = tiny_model()

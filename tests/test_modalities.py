@@ -36,8 +36,8 @@ def test_plugin_contract(name):
     samples = plugin.synthetic(6, seed=0)
     assert len(samples) == 6 and all(name in sample for sample in samples)
     if plugin.fits_on_data:
-        plugin.fit(iter(samples), plugin.config)
-    transform = plugin.transforms(plugin.config, train=False)
+        plugin.fit(iter(samples))
+    transform = plugin.transforms(train=False)
     prepared = [transform(dict(sample)) for sample in samples]
     prepared[2] = {key: value for key, value in prepared[2].items() if not key.startswith(name)}  # a missing row
     assert transform(dict(prepared[2])) == prepared[2]  # samples without the modality pass through
@@ -46,7 +46,7 @@ def test_plugin_contract(name):
     mask = batch[f"{name}_mask"]
     assert mask.dtype == torch.bool and mask.tolist() == [True, True, False, True, True, True]
 
-    encoder = plugin.build_encoder(plugin.config)
+    encoder = plugin.build_encoder()
     direct = encoder(medclip.model.select_rows(batch[name], torch.tensor([0, 1])))
     assert isinstance(direct, EncoderOutput)
     assert direct.pooled.shape == (2, encoder.output_dim)
@@ -70,7 +70,7 @@ def test_plugin_contract(name):
     state = json.loads(json.dumps(plugin.preprocess_state()))
     restored = medclip.get_modality(name, plugin.config)
     restored.load_preprocess_state(state)
-    again = restored.collate([restored.transforms(restored.config, train=False)(dict(s)) for s in samples])
+    again = restored.collate([restored.transforms(train=False)(dict(s)) for s in samples])
     reference = plugin.collate([transform(dict(s)) for s in samples])
     _assert_same(again[name], reference[name])
 

@@ -85,13 +85,13 @@ def test_dicom_tiff_nifti_and_numpy_load_the_same_volume(tmp_path, volume, caplo
 def test_normalised_and_resampled_to_the_configured_shape(volume):
     plugin = medclip.get_modality("oct", SMALL)
     sample = {"oct": volume, "oct_meta": plugin.synthetic(1)[0]["oct_meta"]}
-    tensor = plugin.transforms(plugin.config, train=False)(sample)["oct"]
+    tensor = plugin.transforms(train=False)(sample)["oct"]
     assert tensor.shape == (1, 32, 48, 8) and tensor.dtype == torch.float16
     assert tensor.min() >= 0 and tensor.max() <= 1 and tensor.float().std() > 0.05
     zscore = medclip.get_modality("oct", {**SMALL, "normalization": "zscore"})
-    values = zscore.transforms(zscore.config, train=False)(sample)["oct"].float()
+    values = zscore.transforms(train=False)(sample)["oct"].float()
     assert abs(values.mean()) < 0.2 and 0.6 < values.std() < 1.4  # resampling smooths speckle a little
-    augmented = plugin.transforms(plugin.config, train=True)(dict(sample))["oct"]
+    augmented = plugin.transforms(train=True)(dict(sample))["oct"]
     assert augmented.shape == tensor.shape and 0 <= augmented.min() and augmented.max() <= 1
 
 
@@ -102,8 +102,8 @@ def test_cache_stores_float16_and_matches(tmp_path, volume):
     cached.load(tmp_path / "scan.tif")
     hit = cached.load(tmp_path / "scan.tif")
     assert isinstance(hit["oct"], np.memmap) and hit["oct"].dtype == np.float16 and hit["oct"].shape == (32, 48, 8)
-    expected = plain.transforms(plain.config, train=False)(plain.load(tmp_path / "scan.tif"))["oct"]
-    assert torch.equal(cached.transforms(cached.config, train=False)(hit)["oct"], expected)
+    expected = plain.transforms(train=False)(plain.load(tmp_path / "scan.tif"))["oct"]
+    assert torch.equal(cached.transforms(train=False)(hit)["oct"], expected)
 
 
 def test_bad_inputs_have_reasons(tmp_path, volume):
@@ -114,7 +114,7 @@ def test_bad_inputs_have_reasons(tmp_path, volume):
     assert raised.value.reason == "missing_package" and "oct-converter" in str(raised.value)
     tifffile.imwrite(tmp_path / "flat.tif", np.full((4, 16, 16), 7, dtype=np.uint16))
     with pytest.raises(ModalityError, match="constant_volume"):
-        plugin.transforms(plugin.config, train=False)(plugin.load(tmp_path / "flat.tif"))
+        plugin.transforms(train=False)(plugin.load(tmp_path / "flat.tif"))
     tifffile.imwrite(tmp_path / "one.tif", np.zeros((16, 16), dtype=np.uint16))
     with pytest.raises(ModalityError, match="not_3d"):
         plugin.load(tmp_path / "one.tif")
@@ -125,6 +125,6 @@ def test_bad_inputs_have_reasons(tmp_path, volume):
 
 def test_resnet_encoder_on_oct():
     plugin = medclip.get_modality("oct", {**SMALL, "encoder": "resnet", "patch_size": []})
-    batch = plugin.collate([plugin.transforms(plugin.config, train=False)(s) for s in plugin.synthetic(2)])
-    output = plugin.build_encoder(plugin.config)(batch["oct"])
+    batch = plugin.collate([plugin.transforms(train=False)(s) for s in plugin.synthetic(2)])
+    output = plugin.build_encoder()(batch["oct"])
     assert output.pooled.shape == (2, 64) and output.tokens.shape[0] == 2 and torch.isfinite(output.pooled).all()

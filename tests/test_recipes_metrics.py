@@ -233,7 +233,7 @@ def test_metric_files_are_strict_json(tmp_path):
 @pytest.mark.parametrize("command", ["zero-shot", "retrieve", "probe", "embed"])
 def test_bundled_configs_of_the_clinical_recipes_validate(command):
     from medclip import config
-    from medclip.recipes import RECIPES, bundled_configs
+    from medclip.recipe_registry import RECIPES, bundled_configs
     from recipes.common import resolve_prompt_file
 
     recipe = RECIPES.get(command)

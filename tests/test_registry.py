@@ -64,7 +64,7 @@ class SpectrumModality(Modality):
     def load(self, ref):
         return {self.name: np.load(ref).astype(np.float32), f"{self.name}_meta": {}}
 
-    def transforms(self, cfg, train):
+    def transforms(self, train):
         def to_tensor(sample):
             if self.name not in sample:
                 return sample
@@ -72,8 +72,8 @@ class SpectrumModality(Modality):
 
         return to_tensor
 
-    def build_encoder(self, cfg):
-        return SpectrumEncoder(cfg)
+    def build_encoder(self):
+        return SpectrumEncoder(self.config)
 
     def collate(self, samples):
         rows = [sample.get(self.name) for sample in samples]
@@ -201,12 +201,12 @@ def test_third_party_plugin_loads_through_its_entry_point_and_works(plugin_site,
     spectrum_file = tmp_path / "spectrum.npy"
     np.save(spectrum_file, np.linspace(0.0, 1.0, 16))
     loaded = plugin.load(spectrum_file)
-    transform = plugin.transforms(plugin.config, train=True)
+    transform = plugin.transforms(train=True)
     batch = plugin.collate([transform(loaded), transform({"report": "no spectrum for this study"})])
     assert batch[GOOD_PLUGIN].shape == (2, 16)
     assert batch[f"{GOOD_PLUGIN}_mask"].tolist() == [True, False]
     torch.testing.assert_close(batch[GOOD_PLUGIN][0], torch.linspace(0.0, 1.0, 16))
-    output = plugin.build_encoder(plugin.config)(batch[GOOD_PLUGIN])
+    output = plugin.build_encoder()(batch[GOOD_PLUGIN])
     assert isinstance(output, EncoderOutput)
     assert output.pooled.shape == (2, 8)
 

@@ -44,10 +44,17 @@ def small_modality(**overrides) -> ReportModality:
     return medclip.get_modality("report", {**SMALL, **overrides})
 
 
+def reconfigured(fitted: ReportModality, config: ReportConfig) -> ReportModality:
+    """A plugin with other options but the same fitted tokenizer (as a checkpoint restores it)."""
+    plugin = ReportModality(config)
+    plugin.load_preprocess_state(fitted.preprocess_state())
+    return plugin
+
+
 @pytest.fixture(scope="module")
 def fitted() -> ReportModality:
     modality = small_modality()
-    modality.fit(modality.synthetic(60, seed=0), modality.config)
+    modality.fit(modality.synthetic(60, seed=0))
     return modality
 
 
@@ -197,7 +204,7 @@ def test_load_errors_have_reason_codes_and_leak_nothing(tmp_path):
 def test_transforms_before_fit_is_a_clear_error():
     modality = small_modality()
     with pytest.raises(RuntimeError, match="must be fitted"):
-        modality.transforms(modality.config, train=True)
+        modality.transforms(train=True)
     with pytest.raises(RuntimeError, match="must be fitted"):
         modality.preprocess_state()
 
@@ -206,25 +213,24 @@ def test_fit_state_json_round_trip_tokenizes_identically(fitted):
     samples = fitted.synthetic(8, seed=123) + [fitted.load("An unseen word: pneumomediastinum, 7.25 mm.")]
     state = json.loads(json.dumps(fitted.preprocess_state()))
     assert state["tokenizer"]["kind"] == "bpe" and state["config"]["width"] == SMALL["width"]
-    fresh = ReportModality()  # default config: the state restores the trained one
+    fresh = ReportModality(ReportConfig(**state["config"]))  # as a checkpoint rebuilds it: config, then state
     fresh.load_preprocess_state(state)
-    assert fresh.config == fitted.config
-    before = fitted.transforms(fitted.config, train=False)
-    after = fresh.transforms(fresh.config, train=False)
+    before = fitted.transforms(train=False)
+    after = fresh.transforms(train=False)
     for sample in samples:
         expected, actual = before(sample)["report"], after(sample)["report"]
         assert torch.equal(expected["input_ids"], actual["input_ids"])
         assert torch.equal(expected["sentence_ids"], actual["sentence_ids"])
     # fitting is deterministic, and the vocabulary respects vocab_size
     again = small_modality()
-    again.fit(again.synthetic(60, seed=0), again.config)
+    again.fit(again.synthetic(60, seed=0))
     assert again.preprocess_state() == fitted.preprocess_state()
     assert 50 < fitted._tokenizer.vocab_size <= SMALL["vocab_size"]
 
 
 def test_transform_structure_truncation_and_pass_through(fitted):
     sample = fitted.load(MIMIC_STYLE)
-    out = fitted.transforms(fitted.config, train=False)(sample)
+    out = fitted.transforms(train=False)(sample)
     ids, sentence_ids = out["report"]["input_ids"], out["report"]["sentence_ids"]
     assert ids.dtype == torch.long and ids.shape == sentence_ids.shape
     assert sentence_ids[0] == -1 and sentence_ids[-1] == -1  # [CLS] ... [SEP]
@@ -233,27 +239,28 @@ def test_transform_structure_truncation_and_pass_through(fitted):
     assert out["report_meta"] is sample["report_meta"] and isinstance(sample["report"], str)  # input not mutated
 
     tight = ReportConfig(**{**SMALL, "max_tokens": 8, "max_sentences": 1})
-    short = fitted.transforms(tight, train=False)(sample)["report"]
+    short = reconfigured(fitted, tight).transforms(train=False)(sample)["report"]
     assert len(short["input_ids"]) == 8 and short["input_ids"][-1] == fitted._tokenizer.sep_id
     assert short["sentence_ids"][1:-1].tolist() == [0] * 6
 
     no_report = {"patient_id": "p1", "labels": torch.zeros(2)}
-    assert fitted.transforms(fitted.config, train=True)(no_report) is no_report
+    assert fitted.transforms(train=True)(no_report) is no_report
 
 
 def test_sentence_shuffling_keeps_the_tokens(fitted):
     shuffling = ReportConfig(**{**SMALL, "shuffle_sentences": True})
     sample = fitted.load(MIMIC_STYLE)
-    plain = fitted.transforms(shuffling, train=False)(sample)["report"]["input_ids"]
+    shuffler = reconfigured(fitted, shuffling)
+    plain = shuffler.transforms(train=False)(sample)["report"]["input_ids"]
     torch.manual_seed(0)
-    orders = {tuple(fitted.transforms(shuffling, train=True)(sample)["report"]["input_ids"].tolist()) for _ in range(8)}
+    orders = {tuple(shuffler.transforms(train=True)(sample)["report"]["input_ids"].tolist()) for _ in range(8)}
     assert len(orders) > 1
     assert all(sorted(order) == sorted(plain.tolist()) for order in orders)
 
 
 # --- collate ---------------------------------------------------------------------------------------------------------
 def test_collate_pads_and_masks_missing_rows(fitted):
-    transform = fitted.transforms(fitted.config, train=False)
+    transform = fitted.transforms(train=False)
     samples = [transform(s) for s in fitted.synthetic(2, seed=5)] + [{"patient_id": "p3"}]
     samples.insert(1, transform(fitted.load("Normal chest.")))
     batch = fitted.collate(samples)
@@ -274,13 +281,13 @@ def test_collate_pads_and_masks_missing_rows(fitted):
 
 # --- encoders --------------------------------------------------------------------------------------------------------
 def _batch(modality: ReportModality, texts: list[str]) -> dict:
-    transform = modality.transforms(modality.config, train=False)
+    transform = modality.transforms(train=False)
     return modality.collate([transform(modality.load(text)) for text in texts])
 
 
 def test_transformer_encoder_outputs_masks_and_gradients(fitted):
     torch.manual_seed(0)
-    encoder = fitted.build_encoder(fitted.config)
+    encoder = fitted.build_encoder()
     assert encoder.output_dim == SMALL["width"]
     texts = [MIMIC_STYLE, "Normal chest.", "FINDINGS: Small nodule. Mild emphysema. IMPRESSION: Nodule."]
     batch = _batch(fitted, texts)
@@ -314,9 +321,9 @@ def test_transformer_encoder_outputs_masks_and_gradients(fitted):
 
 
 def test_report_in_contrastive_model_with_missing_row(fitted):
-    encoder = fitted.build_encoder(fitted.config)
+    encoder = fitted.build_encoder()
     model = ContrastiveModel({"report": encoder}, {"report": ProjectionHead(encoder.output_dim, 16)})
-    transform = fitted.transforms(fitted.config, train=True)
+    transform = fitted.transforms(train=True)
     batch = fitted.collate([transform(s) for s in fitted.synthetic(3, seed=9)] + [{"patient_id": "x"}])
     out = model(batch)
     assert out["features"]["report"].shape == (4, 16)
@@ -379,7 +386,7 @@ def tiny_hf_model(tmp_path_factory) -> Path:
 def test_hf_encoder_from_local_files(tiny_hf_model, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     modality = medclip.get_modality("report", {"encoder": "hf", "hf_model": str(tiny_hf_model), "max_tokens": 32})
-    modality.fit(modality.synthetic(3), modality.config)  # records the model; nothing to learn
+    modality.fit(modality.synthetic(3))  # records the model; nothing to learn
     state = json.loads(json.dumps(modality.preprocess_state()))
     assert state["tokenizer"] == {"kind": "hf", "hf_model": str(tiny_hf_model), "vocab_size": 5 + len(HF_WORDS)}
 
@@ -392,7 +399,7 @@ def test_hf_encoder_from_local_files(tiny_hf_model, monkeypatch):
     assert ids[0] == 2 and ids[batch["report"]["attention_mask"][0]][-1] == 3  # [CLS] ... [SEP] of the BERT vocab
     assert (ids != 1).all()  # every word is in the tiny vocabulary: no [UNK]
 
-    encoder = modality.build_encoder(modality.config)
+    encoder = modality.build_encoder()
     assert encoder.output_dim == 24
     output = encoder(batch["report"])
     assert output.pooled.shape == (2, 24) and output.tokens.shape == (2, modality.config.max_sentences, 24)
@@ -400,14 +407,14 @@ def test_hf_encoder_from_local_files(tiny_hf_model, monkeypatch):
     output.pooled.sum().backward()
     assert encoder.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
-    fresh = ReportModality()
+    fresh = ReportModality(modality.config)
     fresh.load_preprocess_state(state)
     again = _batch(fresh, texts)
     assert torch.equal(again["report"]["input_ids"], batch["report"]["input_ids"])
 
     too_long = ReportConfig(encoder="hf", hf_model=str(tiny_hf_model), max_tokens=128)
     with pytest.raises(ValueError, match="positions"):
-        modality.build_encoder(too_long)
+        ReportModality(too_long).build_encoder()
 
 
 def test_hf_missing_model_gives_offline_advice(tmp_path, monkeypatch):
@@ -416,7 +423,7 @@ def test_hf_missing_model_gives_offline_advice(tmp_path, monkeypatch):
         config = ReportConfig(encoder="hf", hf_model=name)
         modality = ReportModality(config)
         with pytest.raises(OfflineModelError, match="never downloads") as caught:
-            modality.transforms(config, train=False)
+            modality.transforms(train=False)
         assert "save_pretrained" in str(caught.value) and "hf_model" in str(caught.value)
         with pytest.raises(OfflineModelError, match="model of hf_model"):
-            modality.build_encoder(config)
+            modality.build_encoder()

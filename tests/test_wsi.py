@@ -232,9 +232,9 @@ def test_slide_encoders_pool_real_patches_and_return_tokens(encoder):
     cfg = WSIConfig(encoder=encoder, source="features", feature_dim=12, width=16, heads=2, dropout=0.0)
     plugin = WSIModality(cfg)
     samples = plugin.synthetic(3, seed=1)
-    transform = plugin.transforms(cfg, train=False)
+    transform = plugin.transforms(train=False)
     batch = plugin.collate([transform(dict(sample)) for sample in samples])
-    net = plugin.build_encoder(cfg).eval()
+    net = plugin.build_encoder().eval()
     output = net(batch["wsi"])
     longest = batch["wsi"]["features"].shape[1]
     assert output.pooled.shape == (3, 16) and output.tokens.shape == (3, longest, 16)
@@ -255,10 +255,10 @@ def test_pixel_bags_run_through_the_timm_patch_encoder_and_local_weights_load(tm
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
     cfg = WSIConfig(patch_encoder="test_resnet", patch_weights=str(weights), width=16, patch_size=32, heads=2)
     plugin = WSIModality(cfg)
-    net = plugin.build_encoder(cfg)
+    net = plugin.build_encoder()
     for name, tensor in reference.state_dict().items():
         torch.testing.assert_close(net.patch_encoder.model.state_dict()[name], tensor)
-    batch = plugin.collate([plugin.transforms(cfg, train=True)(s) for s in plugin.synthetic(2)])
+    batch = plugin.collate([plugin.transforms(train=True)(s) for s in plugin.synthetic(2)])
     assert batch["wsi"]["pixels"].shape == (2, 2, 3, 32, 32)
     assert net(batch["wsi"]).pooled.shape == (2, 16)
     with pytest.raises(Exception, match="safetensors"):
@@ -302,8 +302,8 @@ def test_feature_cache_trains_without_the_slide(tmp_path, slide_path):
     np.testing.assert_array_equal(by_slide["wsi"], features)
     copy.unlink()  # the slide is gone: the cache entry alone is a sample
     sample = plugin.load(plugin.resolve(entry.name, entry.parent))
-    batch = plugin.collate([plugin.transforms(feature_cfg, train=True)(sample)])
-    assert plugin.build_encoder(feature_cfg)(batch["wsi"]).pooled.shape == (1, feature_cfg.width)
+    batch = plugin.collate([plugin.transforms(train=True)(sample)])
+    assert plugin.build_encoder()(batch["wsi"]).pooled.shape == (1, feature_cfg.width)
     wrong = WSIModality(WSIConfig(source="features", feature_dim=7))
     assert _reason(lambda: wrong.load(entry)) == "feature_mismatch"
 

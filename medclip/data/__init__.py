@@ -8,7 +8,7 @@ Typical use (what the pretraining recipe does)::
     check_skip_fraction(train_set.summary, manifest.total_rows, cfg.data.max_skip_fraction)
     for name, modality in modalities.items():
         if modality.fits_on_data:
-            modality.fit(train_set.load_raw(name), modality.config)
+            modality.fit(train_set.load_raw(name))
     loader = DataLoader(train_set, batch_size=64, collate_fn=train_set.collate_fn)
     for batch in loader:
         train_set.summary.add_markers(batch["skipped"])

@@ -67,7 +67,7 @@ class ManifestDataset(Dataset):
         split: "train", "val", "test", or None for every row.
         train: whether the samples are for training; selects augmenting transforms when ``transforms`` is None.
         transforms: modality name -> callable on the sample, applied when that modality is present. None builds each
-            modality's own ``transforms(config, train)`` on first use (after ``Modality.fit`` has run on
+            modality's own ``transforms(train)`` on first use (after ``Modality.fit`` has run on
             ``load_raw``); ``{}`` returns samples as loaded.
         splits: row number -> split (``SplitConfig.assign`` or ``assign_splits`` with the run's fractions and seed);
             required when ``split`` is given, since only the run knows how it divided its patients.
@@ -162,9 +162,7 @@ class ManifestDataset(Dataset):
     def _active_transforms(self) -> dict[str, Callable[[Sample], Sample]]:
         # Built lazily so that modalities that fit on data (tokenizers, gene vocabularies) are fitted first.
         if self._transforms is None:
-            self._transforms = {
-                name: modality.transforms(modality.config, self.train) for name, modality in self.modalities.items()
-            }
+            self._transforms = {name: modality.transforms(self.train) for name, modality in self.modalities.items()}
         return self._transforms
 
     def __getitem__(self, index: int) -> Sample:

@@ -38,9 +38,9 @@ def prepare_datasets(
     if fit:
         for name, plugin in modalities.items():
             if plugin.fits_on_data:
-                plugin.fit(datasets["train"].load_raw(name), plugin.config)
+                plugin.fit(datasets["train"].load_raw(name))
     for dataset in datasets.values():
-        dataset.set_transforms({name: p.transforms(p.config, train=dataset.train) for name, p in modalities.items()})
+        dataset.set_transforms({name: p.transforms(train=dataset.train) for name, p in modalities.items()})
     return datasets, summary
 
 

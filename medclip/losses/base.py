@@ -51,9 +51,16 @@ def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     return add
 
 
-def list_losses() -> list[str]:
-    """Names of every registered loss (built-in and third-party)."""
-    return LOSSES.names()
+def list_losses(pattern: str | None = None, consumes: str | None = None) -> list[str]:
+    """Names of every registered loss (built-in and third-party), or those matching ``pattern`` (``"soft*"``).
+
+    ``consumes``: only losses of that kind: "embeddings" (contrastive losses on ``ContrastiveModel`` outputs) or
+    "logits" (supervised losses on a classification head's outputs).
+    """
+    names = LOSSES.names(pattern)
+    if consumes is None:
+        return names
+    return [name for name in names if getattr(LOSSES.get(name), "consumes", "embeddings") == consumes]
 
 
 @dataclass
@@ -167,6 +174,35 @@ def presence_masks(
     return valid
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One pair of modalities being contrasted, and the model outputs a pair loss may read beyond its two features.
+
+    Passed to ``pair_loss`` as an argument (never kept on the module), so a loss module holds no per-batch state.
+
+    Attributes:
+        names: the two modality names, in the order of the feature arguments.
+        outputs: every model output the loss was called with (``features``, ``tokens``, ``token_masks``, ``labels``,
+            ``patient_ids``, ``frozen_features``, ...).
+    """
+
+    names: tuple[str, str]
+    outputs: Mapping[str, Any]
+
+    def tokens(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(tokens_a (B, Ta, D), tokens_b (B, Tb, D), token_mask_a (B, Ta) | None, token_mask_b (B, Tb) | None)."""
+        a, b = self.names
+        tokens, token_masks = self.outputs.get("tokens") or {}, self.outputs.get("token_masks") or {}
+        return tokens[a], tokens[b], token_masks.get(a), token_masks.get(b)
+
+    def labels(self, loss_name: str) -> Tensor:
+        """(B, K) label vectors with NaN for unknown; a clear error when the batch has none."""
+        labels = self.outputs.get("labels")
+        if labels is None:
+            raise ValueError(f"{loss_name} loss needs label vectors: add label:<finding> columns to the manifest")
+        return labels
+
+
 class PairwiseContrastiveLoss(nn.Module):
     """Shared module for losses contrasting pairs of modalities; subclasses implement ``pair_loss``.
 
@@ -185,9 +221,15 @@ class PairwiseContrastiveLoss(nn.Module):
         super().__init__()
         self.config = config if config is not None else self.config_class()
 
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
-        """The loss of one pair of modalities: (B, D), (B, D), scalar, (B,) bool -> scalar."""
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
+        """The loss of one pair of modalities: (B, D), (B, D), scalar, (B,) bool, the ``Pair`` -> scalar."""
         raise NotImplementedError
+
+    def contrasted_modalities(self, features: Mapping[str, Tensor], outputs: Mapping[str, Any]) -> list[str]:
+        """The modalities this loss pairs up (all with features; token losses keep those with tokens)."""
+        return list(features)
 
     def extra_metrics(self) -> dict[str, Tensor]:
         """Metrics of the module's own parameters (e.g. a learned bias), logged with every step."""
@@ -198,10 +240,10 @@ class PairwiseContrastiveLoss(nn.Module):
         features: Mapping[str, Tensor],
         logit_scale: Tensor | None = None,
         masks: Mapping[str, Tensor] | None = None,
-        **unused: Any,
+        **outputs: Any,
     ) -> dict[str, Tensor]:
         logit_scale = require_logit_scale(self.name, logit_scale)
-        names = list(features)
+        names = self.contrasted_modalities(features, outputs)
         if len(names) < 2:
             raise ValueError(f"{self.name} loss needs at least two modalities in the batch, got {names}")
         valid = presence_masks(features, masks, names)
@@ -209,13 +251,13 @@ class PairwiseContrastiveLoss(nn.Module):
         pair_masks = [valid[a] & valid[b] for a, b in pairs]
         local_counts = torch.stack([mask.sum() for mask in pair_masks])  # (P,)
         global_counts = all_reduce_sum_no_grad(local_counts) if self.config.distributed else local_counts
+        everything = {**outputs, "features": features, "masks": masks}
         values: list[Tensor] = []
         metrics: dict[str, Tensor] = {}
         for (a, b), mask, count in zip(pairs, pair_masks, global_counts.tolist(), strict=True):
             if count == 0:  # nothing to contrast anywhere: every rank skips this pair alike
                 continue
-            self.pair_names = (a, b)  # for subclasses whose pair loss needs per-modality outputs (e.g. CWCL)
-            value = self.pair_loss(features[a], features[b], logit_scale, mask)
+            value = self.pair_loss(features[a], features[b], logit_scale, mask, Pair((a, b), everything))
             values.append(value)
             metrics[f"{self.name}/{a}-{b}"] = value.detach()
             metrics[f"{self.name}/{a}-{b}/top1"] = top1_retrieval_accuracy(features[a], features[b], mask)

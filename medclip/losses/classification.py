@@ -59,6 +59,7 @@ class ClassificationLoss(nn.Module):
     """Cross-entropy of a classification head's ``logits`` against ``labels`` (see the module docstring)."""
 
     config_class = ClassificationLossConfig
+    consumes = "logits"  # not contrastive: it scores a classification head (``list_losses(consumes="logits")``)
 
     def __init__(self, config: ClassificationLossConfig | None = None) -> None:
         super().__init__()

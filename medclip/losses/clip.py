@@ -1,16 +1,9 @@
 """CLIP's symmetric InfoNCE loss (Radford et al. 2021), mask-aware and exact under torch.distributed.
 
-Distributed convention (shared with ``siglip_loss``). Each process computes logits only for its own valid rows
-against the valid rows of the global batch (gathered with gradient), in both directions, and divides by the global
-number of valid rows: summed over processes, these local shares are exactly the single-process loss on the
-concatenated batch. The returned tensor then has
-
-- the value of the global loss, identical on every process (an all-reduce of the shares, for logging), and
-- the gradient of ``world_size * local share``; the gather's backward sums every process's gradient into the rows it
-  produced, so after DistributedDataParallel averages parameter gradients over processes (SUM / world) they equal
-  the gradients of the single-process loss on the concatenated batch.
-
-Logits are (local valid rows, global valid rows): memory grows with the global batch once, not with its square.
+Distributed, it follows the convention of ``medclip.losses.distributed``: each process scores its own valid rows
+against the valid rows of the global batch, in both directions, and the result equals the single-process loss on the
+concatenated batch in value and gradient. Logits are (local valid rows, global valid rows): memory grows with the
+global batch once, not with its square; above ``tiled_above`` rows the tiled path (``tiled.py``) keeps it O(B * D).
 """
 
 from __future__ import annotations
@@ -22,56 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError
-from ..distributed import (
-    all_gather_no_grad,
-    all_gather_with_grad,
-    all_reduce_sum_no_grad,
-    get_rank,
-    get_world_size,
-    is_distributed,
-)
+from ..distributed import all_gather_with_grad, get_world_size
 from ..types import present_rows
-from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
-
-
-def check_pair_inputs(features_a: Tensor, features_b: Tensor, mask: Tensor | None) -> Tensor:
-    """Validate a pair of (B, D) feature batches and return the (B,) bool mask (all True when ``mask`` is None)."""
-    if features_a.dim() != 2 or features_a.shape != features_b.shape:
-        raise ValueError(
-            f"expected two (B, D) feature batches of the same shape, got {tuple(features_a.shape)} and "
-            f"{tuple(features_b.shape)}"
-        )
-    if mask is None:
-        return features_a.new_ones(features_a.shape[0], dtype=bool)
-    if mask.shape != features_a.shape[:1]:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}, expected ({features_a.shape[0]},)")
-    return mask.to(device=features_a.device, dtype=bool)
-
-
-def global_rows(features: Tensor, mask: Tensor, distributed: bool) -> tuple[Tensor, int, bool]:
-    """The global (all-process) mask, the offset of this process's first row in it, and whether to gather at all."""
-    use_distributed = distributed and is_distributed()
-    if not use_distributed:
-        return mask, 0, False
-    return all_gather_no_grad(mask), get_rank() * features.shape[0], True  # (world * B,)
-
-
-def matching_columns(all_masks: Tensor, local: Tensor, offset: int) -> Tensor:
-    """Each local valid row's column among the global valid rows: (N,) global mask, (P,) local rows -> (P,).
-
-    The columns of a contrast are the valid rows of the global batch in order, so a row's match is the number of
-    valid rows before it (its rank-local index shifted by ``offset``, this process's first global row).
-    """
-    return (all_masks.long().cumsum(0) - 1)[local + offset]
-
-
-def exact_global_value(local_share: Tensor, use_distributed: bool) -> Tensor:
-    """Apply the distributed convention: report the summed shares, backpropagate ``world * local share``."""
-    if not use_distributed:
-        return local_share
-    global_value = all_reduce_sum_no_grad(local_share)
-    loss_for_grad = local_share * get_world_size()
-    return loss_for_grad + (global_value - loss_for_grad).detach()
+from .base import Pair, PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
+from .distributed import check_pair_inputs, exact_global_value, global_rows, matching_columns
+from .tiled import tiled_clip_loss
 
 
 def clip_loss(
@@ -146,11 +94,11 @@ class ClipLoss(PairwiseContrastiveLoss):
     config_class: ClassVar[type[ClipLossConfig]] = ClipLossConfig
     config: ClipLossConfig
 
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
         global_batch = features_a.shape[0] * (get_world_size() if self.config.distributed else 1)
         if global_batch > self.config.tiled_above:  # equal local batch sizes: every rank takes the same path
-            from .tiled import tiled_clip_loss
-
             return tiled_clip_loss(
                 features_a, features_b, logit_scale, mask, self.config.distributed, self.config.tile_size
             )

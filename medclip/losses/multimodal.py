@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..distributed import all_gather_no_grad, all_gather_with_grad, is_distributed
 from ..types import present_rows
 from .base import LossConfig, presence_masks, register_loss, require_logit_scale, zero_loss_connected_to
-from .clip import exact_global_value, matching_columns
+from .distributed import exact_global_value, matching_columns
 
 MIN_GRAM_DETERMINANT = 1e-8  # clamp before sqrt: d sqrt(x) / dx is infinite at 0
 

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from ..config import ConfigError
 from ..distributed import all_reduce_sum_no_grad, is_distributed
 from ..types import present_rows
-from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
-from .clip import check_pair_inputs, exact_global_value
+from .base import Pair, PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
+from .distributed import check_pair_inputs, exact_global_value
 
 
 @torch.no_grad()
@@ -175,7 +175,9 @@ class PrototypeLoss(PairwiseContrastiveLoss):
                 )
         return super().forward(features, logit_scale, masks)
 
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
         value = prototype_loss(
             features_a,
             features_b,

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ..distributed import all_gather_with_grad
 from ..types import present_rows
-from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
-from .clip import check_pair_inputs, exact_global_value, global_rows, matching_columns
+from .base import Pair, PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
+from .distributed import check_pair_inputs, exact_global_value, global_rows, matching_columns
 
 
 def siglip_loss(
@@ -93,7 +93,9 @@ class SigLipLoss(PairwiseContrastiveLoss):
         super().__init__(config)
         self.logit_bias = nn.Parameter(torch.tensor(float(self.config.init_logit_bias)))
 
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
         bias = self.logit_bias.to(features_a.dtype)
         return siglip_loss(features_a, features_b, logit_scale, bias, mask, distributed=self.config.distributed)
 

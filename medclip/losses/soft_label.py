@@ -26,14 +26,13 @@ the features), and tiled (O(B * D) memory, targets built per block) above ``tile
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import Tensor
 
 from ..config import ConfigError
-from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss
+from .base import Pair, PairwiseContrastiveLoss, PairwiseLossConfig, register_loss
 from .soft_targets import (
     ContinuousTargets,
     LabelTargets,
@@ -148,46 +147,22 @@ class _SoftTargetPairLoss(PairwiseContrastiveLoss):
 
     config: SoftTargetLossConfig
 
-    def __init__(self, config: SoftTargetLossConfig | None = None) -> None:
-        super().__init__(config)
-        self._outputs: Mapping[str, Any] = {}
-        self._features: Mapping[str, Tensor] = {}
-
-    def sample_targets(self, names: tuple[str, str], mask: Tensor) -> SampleTargets:
+    def sample_targets(self, pair: Pair, mask: Tensor) -> SampleTargets:
         raise NotImplementedError
 
-    def forward(
-        self,
-        features: Mapping[str, Tensor],
-        logit_scale: Tensor | None = None,
-        masks: Mapping[str, Tensor] | None = None,
-        **outputs: Any,
-    ) -> dict[str, Tensor]:
-        self._outputs = outputs
-        self._features = features
-        try:
-            return super().forward(features, logit_scale, masks)
-        finally:
-            self._outputs, self._features = {}, {}
-
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
-        targets = self.sample_targets(self.pair_names, mask)
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
         return soft_target_loss(
             features_a,
             features_b,
             logit_scale,
-            targets,
+            self.sample_targets(pair, mask),
             mask,
             self.config.distributed,
             self.config.tile_size,
             self.config.tiled_above,
         )
-
-    def _labels(self) -> Tensor:
-        labels = self._outputs.get("labels")
-        if labels is None:
-            raise ValueError(f"{self.name} loss needs label vectors: add label:<finding> columns to the manifest")
-        return labels
 
 
 @dataclass
@@ -216,8 +191,8 @@ class SoftLabelLoss(_SoftTargetPairLoss):
     config_class: ClassVar[type[SoftLabelLossConfig]] = SoftLabelLossConfig
     config: SoftLabelLossConfig
 
-    def sample_targets(self, names: tuple[str, str], mask: Tensor) -> SampleTargets:
-        return LabelTargets(self._labels(), self.config.temperature)
+    def sample_targets(self, pair: Pair, mask: Tensor) -> SampleTargets:
+        return LabelTargets(pair.labels(self.name), self.config.temperature)
 
 
 @dataclass
@@ -237,9 +212,10 @@ class CwclLoss(_SoftTargetPairLoss):
     config_class: ClassVar[type[CwclLossConfig]] = CwclLossConfig
     config: CwclLossConfig
 
-    def sample_targets(self, names: tuple[str, str], mask: Tensor) -> SampleTargets:
-        frozen = self._outputs.get("frozen_features") or {}
-        fixed = [frozen[name] if name in frozen else self._features[name] for name in names]
+    def sample_targets(self, pair: Pair, mask: Tensor) -> SampleTargets:
+        frozen = pair.outputs.get("frozen_features") or {}
+        features = pair.outputs["features"]
+        fixed = [frozen[name] if name in frozen else features[name] for name in pair.names]
         return ContinuousTargets(fixed[0], fixed[1])
 
 
@@ -272,11 +248,11 @@ class MultiPositiveLoss(_SoftTargetPairLoss):
     config_class: ClassVar[type[MultiPositiveLossConfig]] = MultiPositiveLossConfig
     config: MultiPositiveLossConfig
 
-    def sample_targets(self, names: tuple[str, str], mask: Tensor) -> SampleTargets:
+    def sample_targets(self, pair: Pair, mask: Tensor) -> SampleTargets:
         patients = None
         if "patient" in self.config.positives:
-            patients = self._outputs.get("patient_ids")
+            patients = pair.outputs.get("patient_ids")
             if patients is None:
                 raise ValueError("multi_positive loss with positives 'patient' needs patient_ids in the model outputs")
-        labels = self._labels() if "label_set" in self.config.positives else None
+        labels = pair.labels(self.name) if "label_set" in self.config.positives else None
         return PositiveSetTargets(patients, labels)

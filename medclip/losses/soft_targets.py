@@ -23,6 +23,7 @@ from torch import Tensor
 from ..distributed import all_gather_no_grad, all_gather_with_grad
 from ..types import present_rows
 from .base import zero_loss_connected_to
+from .distributed import check_pair_inputs, exact_global_value, global_rows
 from .tiled import DEFAULT_TILE_SIZE, DEFAULT_TILED_ABOVE, TargetWeights, tiled_cross_entropy
 
 NO_MASS = float("-inf")  # log weight of a candidate that receives no target mass
@@ -325,7 +326,6 @@ def soft_target_loss(
     Returns:
         A scalar: the loss on the global batch (a zero connected to the inputs when no row is valid anywhere).
     """
-    from .clip import check_pair_inputs, exact_global_value, global_rows
 
     mask = check_pair_inputs(features_a, features_b, mask)
     all_masks, offset, use_distributed = global_rows(features_a, mask, distributed)  # (N,)

@@ -28,6 +28,7 @@ from torch import Tensor
 from ..distributed import all_gather_with_grad
 from ..types import present_rows
 from .base import zero_loss_connected_to
+from .distributed import check_pair_inputs, exact_global_value, global_rows, matching_columns
 
 DEFAULT_TILE_SIZE = 512  # one (512 x 512) fp32 block is 1 MiB (fits a core's L2 here); a pass holds about four
 DEFAULT_TILED_ABOVE = 4096  # batches with more valid rows than this use the tiled path; below, plain autograd
@@ -325,8 +326,6 @@ def tiled_clip_loss(
     Returns:
         A scalar equal to ``clip_loss`` on the same inputs, up to float rounding.
     """
-    from .clip import check_pair_inputs, exact_global_value, global_rows, matching_columns
-
     mask = check_pair_inputs(features_a, features_b, mask)
     all_masks, offset, use_distributed = global_rows(features_a, mask, distributed)  # (N,)
     num_valid = int(all_masks.sum())

@@ -37,8 +37,8 @@ from torch.utils.checkpoint import checkpoint
 from ..config import ConfigError
 from ..distributed import all_gather_no_grad, all_gather_with_grad, all_reduce_sum_no_grad, is_distributed
 from ..types import present_rows
-from .base import PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
-from .clip import check_pair_inputs, exact_global_value, global_rows, matching_columns
+from .base import Pair, PairwiseContrastiveLoss, PairwiseLossConfig, register_loss, zero_loss_connected_to
+from .distributed import check_pair_inputs, exact_global_value, global_rows, matching_columns
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 24  # token-similarity entries per block (64 MiB in fp32)
 
@@ -402,33 +402,17 @@ class TokenAlignmentLossConfig(PairwiseLossConfig):
 
 
 class _TokenPairLoss(PairwiseContrastiveLoss):
-    """Pairs of modalities whose encoders return tokens; ``pair_loss`` reads them through ``pair_names``."""
+    """Pairs of modalities whose encoders return tokens; ``pair_loss`` reads them from its ``Pair``."""
 
-    def forward(
-        self,
-        features: Mapping[str, Tensor],
-        logit_scale: Tensor | None = None,
-        masks: Mapping[str, Tensor] | None = None,
-        tokens: Mapping[str, Tensor] | None = None,
-        token_masks: Mapping[str, Tensor] | None = None,
-        **unused: Any,
-    ) -> dict[str, Tensor]:
-        tokens = tokens or {}
+    def contrasted_modalities(self, features: Mapping[str, Tensor], outputs: Mapping[str, Any]) -> list[str]:
+        tokens = outputs.get("tokens") or {}
         with_tokens = [name for name in features if name in tokens]
         if len(with_tokens) < 2:
             raise ValueError(
                 f"{self.name} loss needs tokens from at least two modalities; got tokens for {with_tokens} "
                 f"(modalities {list(features)}): use encoders that return tokens"
             )
-        self._tokens, self._token_masks = tokens, token_masks or {}
-        try:
-            return super().forward({name: features[name] for name in with_tokens}, logit_scale, masks)
-        finally:
-            self._tokens, self._token_masks = {}, {}
-
-    def pair_tokens(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        a, b = self.pair_names
-        return self._tokens[a], self._tokens[b], self._token_masks.get(a), self._token_masks.get(b)
+        return with_tokens
 
 
 @register_loss("filip")
@@ -441,8 +425,10 @@ class FilipLoss(_TokenPairLoss):
     config_class: ClassVar[type[FilipLossConfig]] = FilipLossConfig
     config: FilipLossConfig
 
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
-        tokens_a, tokens_b, token_mask_a, token_mask_b = self.pair_tokens()
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
+        tokens_a, tokens_b, token_mask_a, token_mask_b = pair.tokens()
         return filip_loss(
             tokens_a,
             tokens_b,
@@ -465,8 +451,10 @@ class TokenAlignmentLoss(_TokenPairLoss):
     config_class: ClassVar[type[TokenAlignmentLossConfig]] = TokenAlignmentLossConfig
     config: TokenAlignmentLossConfig
 
-    def pair_loss(self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor) -> Tensor:
-        tokens_a, tokens_b, token_mask_a, token_mask_b = self.pair_tokens()
+    def pair_loss(
+        self, features_a: Tensor, features_b: Tensor, logit_scale: Tensor, mask: Tensor, pair: Pair
+    ) -> Tensor:
+        tokens_a, tokens_b, token_mask_a, token_mask_b = pair.tokens()
         value = token_alignment_loss(
             tokens_a,
             tokens_b,

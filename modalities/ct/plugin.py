@@ -94,8 +94,9 @@ class CTModality(VolumeModality):
     def make_preprocessing(self, cfg: CTConfig) -> VolumePreprocessing:
         return ct_preprocessing(cfg)
 
-    def in_channels(self, cfg: CTConfig) -> int:
+    def in_channels(self) -> int:
         """One input channel per HU window."""
+        cfg = self.config
         return len(cfg.hu_windows)
 
     # --- manifest cell -> reference -> sample ----------------------------------------------------------------------
@@ -140,8 +141,9 @@ class CTModality(VolumeModality):
         return Path(text), series
 
     # --- tensors ---------------------------------------------------------------------------------------------------
-    def transforms(self, cfg: CTConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """(I, J, K) HU -> (C, *cfg.size) float16 in [0, 1], one channel per HU window; augmented when ``train``."""
+        cfg = self.config
         augmentation = VolumeAugmentation() if train and cfg.augment else None
         windows = [parse_window(window) for window in cfg.hu_windows]
         return CTTransform(self.name, ct_preprocessing(cfg), windows, augmentation, hu_shift=cfg.hu_shift)

@@ -195,8 +195,9 @@ class ECGModality(Modality):
             raise ModalityError("preprocessing_mismatch", "ECG input does not match the model: " + "; ".join(problems))
 
     # --- tensors ---------------------------------------------------------------------------------------------------
-    def transforms(self, cfg: ECGConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Crop/pad to ``seconds``, per-lead normalisation, augmentation when ``train`` (and ``cfg.augment``)."""
+        cfg = self.config
         return ECGTransform(self.name, cfg, train)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
@@ -228,8 +229,9 @@ class ECGModality(Modality):
         }
         return {self.name: batch, f"{self.name}_mask": present}
 
-    def build_encoder(self, cfg: ECGConfig) -> nn.Module:
+    def build_encoder(self) -> nn.Module:
         """The ``cfg.encoder`` encoder: batch["ecg"] -> pooled (B, width), time tokens (B, T', width)."""
+        cfg = self.config
         return build_ecg_encoder(cfg)
 
     def synthetic(self, n: int, seed: int = 0) -> list[Sample]:

@@ -159,7 +159,7 @@ class ExpressionModality(Modality):
         )
 
     # --- fitting and its saved state ------------------------------------------------------------------------------
-    def fit(self, samples: Iterable[Sample], cfg: ExpressionConfig) -> None:
+    def fit(self, samples: Iterable[Sample]) -> None:
         """Learn the gene vocabulary and value space from loaded training samples (those without expression skip).
 
         Raises:
@@ -167,6 +167,7 @@ class ExpressionModality(Modality):
                 and z-scored cells cannot share an input scale).
             ValueError: when no sample has expression.
         """
+        cfg = self.config
         statistics = GeneStatistics()
         kinds: Counter[str] = Counter()
         spaces: Counter[str] = Counter()
@@ -249,8 +250,9 @@ class ExpressionModality(Modality):
             )
         return self._aligner
 
-    def transforms(self, cfg: ExpressionConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Align onto the vocabulary by gene name -> {"expression": (V,) float32 tensor}; gene dropout if training."""
+        cfg = self.config
         return AlignExpression(self.name, self._fitted_aligner(), self.space, cfg.gene_dropout if train else 0.0)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
@@ -273,8 +275,9 @@ class ExpressionModality(Modality):
             batch[row] = vector
         return {self.name: batch, f"{self.name}_mask": present}
 
-    def build_encoder(self, cfg: ExpressionConfig) -> nn.Module:
+    def build_encoder(self) -> nn.Module:
         """The ``cfg.encoder`` encoder over the fitted vocabulary: (B, V) -> EncoderOutput(pooled (B, width), ...)."""
+        cfg = self.config
         if self.vocabulary is None:
             self._fitted_aligner()  # raises the explanation
         return build_expression_encoder(len(self.vocabulary), cfg)

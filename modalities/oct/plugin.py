@@ -73,7 +73,7 @@ class OCTModality(VolumeModality):
     def make_preprocessing(self, cfg: OCTConfig) -> VolumePreprocessing:
         return oct_preprocessing(cfg)
 
-    def in_channels(self, cfg: OCTConfig) -> int:
+    def in_channels(self) -> int:
         """One (intensity) channel."""
         return 1
 
@@ -92,8 +92,9 @@ class OCTModality(VolumeModality):
         kind = oct_format(path)
         return load_volume_sample(self.name, path, lambda: OCT_READERS.get(kind)(path), self.preprocessing, self.cache)
 
-    def transforms(self, cfg: OCTConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Volume -> (1, lateral, axial, B-scans) float16 tensor; augmented (affine + noise) when ``train``."""
+        cfg = self.config
         augmentation = None
         if train and cfg.augment:
             clamp = (0.0, 1.0) if cfg.normalization == "percentile" else None

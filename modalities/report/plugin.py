@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from medclip.config import build
 from medclip.types import Modality, ModalityError, Sample
 
 from .backends import REPORT_ENCODERS, ReportBackend
@@ -82,9 +81,9 @@ class ReportModality(Modality):
     def _backend(self, cfg: ReportConfig) -> ReportBackend:
         return REPORT_ENCODERS.get(cfg.encoder)
 
-    def fit(self, samples: Iterable[Sample], cfg: ReportConfig) -> None:
+    def fit(self, samples: Iterable[Sample]) -> None:
         """Fit the tokenizer on the training reports (the "hf" encoder only records its model path/name)."""
-        self.config = cfg
+        cfg = self.config
         sentences = (
             sentence
             for sample in samples
@@ -117,22 +116,23 @@ class ReportModality(Modality):
         }
 
     def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
-        """Restore config and tokenizer so reports tokenize exactly as in training."""
+        """Restore the tokenizer so reports tokenize exactly as in training (the config was given at construction)."""
         if state.get("format") != PREPROCESS_FORMAT:
             found = state.get("format")
             raise ValueError(f"report preprocess state has format {found!r}, expected {PREPROCESS_FORMAT}")
         if "tokenizer" not in state:
             raise ValueError("report preprocess state holds no tokenizer")
-        self.config = build(ReportConfig, state.get("config", {}), _path="modalities.report")
         self._tokenizer = self._backend(self.config).tokenizer.from_state(state["tokenizer"], self.config)
 
     # --- the five methods of DESIGN.md -----------------------------------------------------------------------------
-    def transforms(self, cfg: ReportConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Sections -> sentences -> ids; sentence shuffling when ``train`` and ``cfg.shuffle_sentences``."""
+        cfg = self.config
         return ReportTransform(self._require_tokenizer(cfg), cfg, shuffle_sentences=train and cfg.shuffle_sentences)
 
-    def build_encoder(self, cfg: ReportConfig) -> nn.Module:
+    def build_encoder(self) -> nn.Module:
         """The encoder ``cfg.encoder`` names: batch["report"] -> pooled (B, D), sentence tokens (B, S, D)."""
+        cfg = self.config
         return self._backend(cfg).encoder(cfg)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class VolumeModality(Modality):
         """The deterministic preprocessing ``cfg`` describes."""
         raise NotImplementedError
 
-    def in_channels(self, cfg: VolumeEncoderConfig) -> int:
+    def in_channels(self) -> int:
         """Input channels of the encoder (C of the collated (B, C, I, J, K) batch)."""
         raise NotImplementedError
 
@@ -68,7 +68,7 @@ class VolumeModality(Modality):
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Stack: {name: (B, C, I, J, K) float16, f"{name}_mask": (B,) bool}; missing rows are zeros."""
         present = torch.tensor([sample.get(self.name) is not None for sample in samples], dtype=torch.bool)  # (B,)
-        shape = (self.in_channels(self.config), *self.config.size)
+        shape = (self.in_channels(), *self.config.size)
         # empty, not zeros: every present row is overwritten, so only missing rows are zero-filled (a batch of
         # volumes is hundreds of MB; a needless fill is a pass over all of it)
         batch = _empty_batch((len(samples), *shape), torch.float16)  # (B, C, I, J, K)
@@ -88,9 +88,10 @@ class VolumeModality(Modality):
                 batch[row] = volume
         return {self.name: batch, f"{self.name}_mask": present}
 
-    def build_encoder(self, cfg: VolumeEncoderConfig) -> nn.Module:
+    def build_encoder(self) -> nn.Module:
         """The ``cfg.encoder`` 3D encoder for (B, C, *size) inputs, sized by ``cfg.preset`` and overrides."""
-        return build_volume_encoder(cfg.encoder_spec(self.in_channels(cfg), cfg.size))
+        cfg = self.config
+        return build_volume_encoder(cfg.encoder_spec(self.in_channels(), cfg.size))
 
     # --- preprocessing fingerprint ---------------------------------------------------------------------------------
     def state_fingerprint(self) -> dict[str, Any]:

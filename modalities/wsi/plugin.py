@@ -201,8 +201,9 @@ class WSIModality(Modality):
         return {self.name: features, f"{self.name}_coords": coords, f"{self.name}_meta": meta}
 
     # --- tensors -----------------------------------------------------------------------------------------------------
-    def transforms(self, cfg: WSIConfig, train: bool) -> Callable[[Sample], Sample]:
+    def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Patches -> normalised (N, 3, S, S) tensors (dihedral turns in training); features -> (N, F) tensors."""
+        cfg = self.config
         return WSITransform(self.name, train, cfg.augment, cfg.max_patches)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
@@ -240,8 +241,9 @@ class WSIModality(Modality):
         key = "features" if use_features else "pixels"
         return {self.name: {key: data, "positions": positions, "patch_mask": patch_mask}, f"{self.name}_mask": present}
 
-    def build_encoder(self, cfg: WSIConfig) -> nn.Module:
+    def build_encoder(self) -> nn.Module:
         """Patch encoder (timm, pixels only) + slide encoder (``cfg.encoder``): batch["wsi"] -> EncoderOutput."""
+        cfg = self.config
         return WSIEncoder(cfg)
 
     def synthetic(self, n: int, seed: int = 0) -> list[Sample]:

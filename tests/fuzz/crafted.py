@@ -81,13 +81,13 @@ def _run_one(case: Crafted, root: Path) -> tuple[str, float]:
 
     plugin = get_modality(case.modality, dict(case.options))
     if plugin.fits_on_data:  # a tokenizer / gene vocabulary, fitted as pretraining would, on synthetic samples
-        plugin.fit(plugin.synthetic(16), plugin.config)
+        plugin.fit(plugin.synthetic(16))
     tracemalloc.reset_peak()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sample = plugin.load(plugin.resolve(case.cell, root))
-            plugin.transforms(plugin.config, train=False)(sample)
+            plugin.transforms(train=False)(sample)
         detail = "loaded"
     except ModalityError as error:
         detail = error.reason

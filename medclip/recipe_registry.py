@@ -24,6 +24,11 @@ from .registry import Registry
 RECIPES: Registry[ModuleType] = Registry("recipe", "medclip.recipes")
 
 
+def list_recipes(pattern: str | None = None) -> list[str]:
+    """Names of every registered recipe (CLI command), or those matching ``pattern``."""
+    return RECIPES.names(pattern)
+
+
 def recipe_config_path(recipe: ModuleType, name: str | None = None) -> Path | None:
     """Where a recipe's bundled YAML config lies (``<recipe package>/configs/<name>``)."""
     name = name or getattr(recipe, "DEFAULT_CONFIG", None)
