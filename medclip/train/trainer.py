@@ -44,7 +44,10 @@ class _BatchesFrom:
 
 
 class Trainer:
-    """Trains a ``ContrastiveModel`` with a combined loss on a manifest dataset.
+    """Trains a model with a combined loss on a manifest dataset.
+
+    The model maps a batch to a dict of outputs that the loss takes as keyword arguments (``ContrastiveModel`` for
+    contrastive pretraining; the masked autoencoder of the MAE pre-stage has the same contract).
 
     Args:
         card: the model card saved with every checkpoint (its ``training`` section gains the step count).
@@ -239,12 +242,9 @@ class Trainer:
                 progress.update(1)
             if self.step % max(1, config.log_every) == 0 or self.step == last_step:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                last = {
-                    **totals,
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "logit_scale": float(self.model.logit_scale.detach()),
-                    "samples_per_s": window_samples / elapsed,
-                }
+                last = {**totals, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": window_samples / elapsed}
+                if isinstance(getattr(self.model, "logit_scale", None), torch.Tensor):  # contrastive models have one
+                    last["logit_scale"] = float(self.model.logit_scale.detach())
                 logger.log(self.step, last)
                 if progress is not None:
                     progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{last['samples_per_s']:.0f}")
