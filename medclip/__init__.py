@@ -52,6 +52,14 @@ def create_model(modalities, model=None, device: str = "cpu"):
     return _create_model(modalities, model, device)
 
 
+def zero_shot_classifier(model, prompts, findings=(), mode: str = "binary", text_modality: str = "report", **options):
+    """A ``ZeroShotClassifier`` (``predict_proba``) for a trained model and a prompt set (a bundled name or a YAML
+    path); see ``medclip.eval.zero_shot_classifier``."""
+    from .eval.zero_shot_classifier import ZeroShotClassifier
+
+    return ZeroShotClassifier(model, prompts, findings, mode, text_modality, **options)
+
+
 __all__ = [
     "EncoderOutput",
     "Modality",
@@ -65,4 +73,5 @@ __all__ = [
     "list_modalities",
     "load_model",
     "register_modality",
+    "zero_shot_classifier",
 ]

@@ -234,7 +234,7 @@ def test_metric_files_are_strict_json(tmp_path):
 def test_bundled_configs_of_the_clinical_recipes_validate(command):
     from medclip import config
     from medclip.recipe_registry import RECIPES, bundled_configs
-    from recipes.common import resolve_prompt_file
+    from medclip.eval.prompts import resolve_prompt_set
 
     recipe = RECIPES.get(command)
     paths = bundled_configs(recipe)
@@ -243,13 +243,13 @@ def test_bundled_configs_of_the_clinical_recipes_validate(command):
         loaded = config.load(recipe.Config, path)
         assert loaded.checkpoint and loaded.manifest
         if hasattr(loaded, "prompts"):
-            assert read_prompt_set(resolve_prompt_file(loaded.prompts)).findings
+            assert read_prompt_set(resolve_prompt_set(loaded.prompts)).findings
 
 
 def test_every_bundled_prompt_set_reads():
-    from recipes.common import PROMPTS_DIR
+    from medclip.eval.prompts import BUNDLED_PROMPT_SETS
 
-    for path in sorted(PROMPTS_DIR.glob("*.yaml")):
+    for path in sorted(BUNDLED_PROMPT_SETS.glob("*.yaml")):
         prompts = read_prompt_set(path)
         assert all(prompts.positive_prompts(name) for name in prompts.findings), path.name
 

@@ -8,8 +8,10 @@ evidence. The macro average's interval comes from the same resamples, so it is a
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -261,3 +263,65 @@ def evaluate_multiclass(
         result[name] = {"value": float(point[m]), "ci_low": float(low[m]), "ci_high": float(high[m])}
     result["majority_class_accuracy"] = float(np.bincount(truth, minlength=len(classes)).max() / len(truth))
     return result
+
+
+@dataclass
+class FindingStatistics:
+    """How scored findings are evaluated: bootstrap, thresholds, calibration, sites (the recipes' shared options)."""
+
+    n_bootstrap: int = 1000  # bootstrap replicates for the CIs
+    confidence: float = 0.95
+    seed: int = 0  # bootstrap seed
+    threshold_rule: str = "youden"  # youden (sensitivity + specificity) | f1
+    calibration_bins: int = 10
+    min_site_rows: int = 20  # smallest site reported on its own
+
+    @classmethod
+    def of(cls, config: Any) -> FindingStatistics:
+        """The statistics options of a recipe config with the same fields."""
+        return cls(*(getattr(config, field.name) for field in dataclasses.fields(cls)))
+
+    def check(self) -> None:
+        from ..config import ConfigError
+
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
+
+
+def evaluate_scores(
+    findings: Sequence[str],
+    y_test: np.ndarray,
+    scores_test: np.ndarray,
+    patients: Sequence[str],
+    sites: Sequence[str | None],
+    statistics: FindingStatistics,
+    y_val: np.ndarray | None = None,
+    scores_val: np.ndarray | None = None,
+    multiclass: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Evaluate (N, K) finding scores on test rows, with thresholds chosen on validation rows.
+
+    Returns:
+        ``(evaluate_findings result, evaluate_multiclass result or None)``; per-site results when any row has a site.
+    """
+    thresholds, sources = choose_thresholds(y_val, scores_val, len(findings), statistics.threshold_rule)
+    options = {
+        "n_boot": statistics.n_bootstrap,
+        "seed": statistics.seed,
+        "alpha": 1.0 - statistics.confidence,
+        "n_bins": statistics.calibration_bins,
+    }
+    has_sites = any(site is not None for site in sites)
+    result = evaluate_findings(
+        findings,
+        y_test,
+        scores_test,
+        patients,
+        thresholds,
+        sources,
+        sites=list(sites) if has_sites else None,
+        min_site_rows=statistics.min_site_rows,
+        **options,
+    )
+    per_class = evaluate_multiclass(y_test, scores_test, patients, **options) if multiclass else None
+    return result, per_class

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+BUNDLED_PROMPT_SETS = Path(__file__).resolve().parent.parent / "prompts"  # medclip/prompts/*.yaml
+
 
 class PromptSetError(ValueError):
     """A prompt file that cannot be used; the message names the file and the key."""
@@ -138,3 +140,26 @@ def read_prompt_set(path: str | os.PathLike) -> PromptSet:
         sha256=hashlib.sha256(raw).hexdigest(),
         source=path.name,
     )
+
+
+def bundled_prompt_sets() -> list[str]:
+    """Names of the prompt sets shipped with medclip (``medclip/prompts/*.yaml``)."""
+    return sorted(path.stem for path in BUNDLED_PROMPT_SETS.glob("*.yaml"))
+
+
+def resolve_prompt_set(name: str | os.PathLike) -> Path:
+    """A prompt-set file: a path as given, else a bundled set by name (with or without .yaml)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (BUNDLED_PROMPT_SETS / str(name), BUNDLED_PROMPT_SETS / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise PromptSetError(
+        f"prompt set {str(name)!r} is neither a file nor a bundled set (bundled: {', '.join(bundled_prompt_sets())})"
+    )
+
+
+def load_prompt_set(prompts: PromptSet | str | os.PathLike) -> PromptSet:
+    """A ``PromptSet`` as given, or read from a file path or a bundled set's name."""
+    return prompts if isinstance(prompts, PromptSet) else read_prompt_set(resolve_prompt_set(prompts))

@@ -190,6 +190,25 @@ def findings_sections(result: Mapping[str, Any], images: Sequence[str] = ()) -> 
     return sections
 
 
+def multiclass_section(multiclass: Mapping[str, Any] | None) -> list[ReportSection]:
+    """The top-1 section of a multi-class evaluation (empty when there is none to show)."""
+    if multiclass is None or "accuracy" not in multiclass:
+        return []
+    return [
+        ReportSection(
+            "Multi-class (top-1)",
+            [f"{multiclass['rows_without_single_class']} rows without exactly one known class were not scored."],
+            ["metric", "value (95% CI)"],
+            [
+                ["accuracy", format_ci(multiclass["accuracy"])],
+                ["macro F1", format_ci(multiclass["macro_f1"])],
+                ["top-1 ECE", format_ci(multiclass["top1_ece"])],
+                ["majority-class accuracy (chance)", f"{multiclass['majority_class_accuracy']:.3f}"],
+            ],
+        )
+    ]
+
+
 def data_section(split_rows: Mapping[str, Mapping[str, Any]], hygiene: Mapping[str, Any]) -> ReportSection:
     """Who was evaluated: rows and patients per split, skipped rows, the pretraining-overlap check."""
     rows = [

@@ -6,7 +6,7 @@
 Volumes are written as NIfTI (``--format nifti``, default), as DICOM series with identifiers planted in the headers
 (``--format dicom``, to try the DICOM path; the identifiers are fake and must never reach an output), or both (the
 manifest then points at the DICOM folders). Reports describe exactly the findings drawn (``modalities.volume.phantom``);
-``label:<finding>`` columns hold 1/0 for each, named as in recipes/prompts/chest_ct_findings.yaml.
+``label:<finding>`` columns hold 1/0 for each, named as in medclip/prompts/chest_ct_findings.yaml.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from modalities.volume.dicom_write import write_dicom_series
 from modalities.volume.phantom import FINDINGS, PhantomCase, chest_phantom
 
 FORMATS = ("nifti", "dicom", "both")
-# finding -> its label column name, matching the bundled prompt set recipes/prompts/chest_ct_findings.yaml so that
+# finding -> its label column name, matching the bundled prompt set medclip/prompts/chest_ct_findings.yaml so that
 # `medclip zero-shot` can score the phantoms with it
 LABEL_NAMES = {"nodule": "pulmonary nodule", "effusion": "pleural effusion", "cardiomegaly": "cardiomegaly"}
 NORMAL = {
