@@ -73,13 +73,14 @@ class Finding:
 
 @dataclass(frozen=True)
 class Scope:
-    """How far a trigger reaches, in words (punctuation marks do not count).
+    """How far a trigger reaches: how many words may lie between it and a mention (punctuation marks do not count).
 
     Attributes:
-        pre_words: words after a pre-trigger ("no", "possible") that it still covers: 8 reaches the last item of
-            "no focal consolidation, pleural effusion, or pneumothorax".
-        post_words: words before a post-trigger ("is absent", "is suspected") that it still covers; post-triggers also
-            stop at a comma, so "consolidation at the base, effusion is absent" negates the effusion only.
+        pre_words: words allowed between a pre-trigger ("no", "possible") and the mention after it: 8 reaches the last
+            item of "no focal consolidation, pleural effusion, or pneumothorax" (5 words between).
+        post_words: words allowed between a mention and a post-trigger ("is absent", "is suspected") after it;
+            post-triggers also stop at a comma, so "consolidation at the base, effusion is absent" negates the
+            effusion only.
     """
 
     pre_words: int = 8
