@@ -61,7 +61,7 @@ class Config:
     sections: list[str] = field(default_factory=lambda: ["findings", "impression"])  # as the report plugin; [] = all
     uncertain: str = "blank"  # hedged findings: blank (U-Ignore) | 1 (U-Ones) | 0 (U-Zeros)
     overwrite: bool = False  # replace existing label columns of the vocabulary's findings, and an existing out
-    max_report_mb: float = 4.0  # one report's budget; a radiology report is a few kilobytes
+    max_report_mb: float = 1.0  # one report's budget: a radiology report is a few kilobytes, labelling is ~linear
     progress: bool = True
 
 

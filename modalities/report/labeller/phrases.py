@@ -188,8 +188,8 @@ class PhraseMatcher:
         """Every (start, end, key) where a phrase matches, in order of start; overlapping matches included."""
         matches = []
         for start, token in enumerate(tokens):
-            for phrase, key in self._starting_with(token):
-                end = _match_end(phrase.elements, 0, tokens, start)
+            for phrase, key in self._starting_with(token):  # their first unit accepts this token: match the rest
+                end = _match_end(phrase.elements, 1, tokens, start + 1)
                 if end is not None:
                     matches.append(PhraseMatch(start, end, key))
         return matches
