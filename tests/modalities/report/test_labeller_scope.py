@@ -47,6 +47,8 @@ NEGATION_SCOPE = [
     ("Pneumothorax is not seen.", "pneumothorax", NEGATIVE),
     ("The pleural effusion has resolved.", "pleural effusion", NEGATIVE),
     ("Pneumothorax: none.", "pneumothorax", NEGATIVE),
+    ("Lungs: No consolidation or edema.", "edema", NEGATIVE),  # ": no" is a pre-trigger too
+    ("Effusions: none. Pneumothorax: no.", "pneumothorax", NEGATIVE),
     ("Left basilar consolidation, effusion not seen.", "consolidation", POSITIVE),
     ("Left basilar consolidation, effusion not seen.", "pleural effusion", NEGATIVE),
     # a negation inside a mention with a gap
@@ -121,6 +123,7 @@ def test_chest_xray_sentences(chest_xray, text, finding, expected):
         ("Calcification of the coronary arteries.", "coronary artery wall calcification", POSITIVE),
         ("Calcification of the coronary arteries.", "arterial wall calcification", NOT_MENTIONED),
         ("Aortic valve calcification.", "arterial wall calcification", NOT_MENTIONED),
+        ("Atherosclerotic disease of the thoracic aorta.", "arterial wall calcification", POSITIVE),
         ("Mediastinal lymph nodes are not enlarged.", "lymphadenopathy", NEGATIVE),
     ],
 )
