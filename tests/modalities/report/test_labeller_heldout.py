@@ -37,3 +37,16 @@ def test_labeller_meets_the_floor_on_held_out_reports(vocabulary):
     for state in (POSITIVE, NEGATIVE):
         pooled = result.micro(state)
         assert pooled.precision >= MICRO_FLOOR and pooled.recall >= MICRO_FLOOR, (vocabulary, state, pooled)
+
+
+@pytest.mark.parametrize("vocabulary", sorted(HELD_OUT))
+def test_docs_show_the_current_figures(vocabulary):
+    """docs/labeller.md shows the table this code measures (python -m tests.modalities.report.labeller_scores)."""
+    from pathlib import Path
+
+    from modalities.report.labeller.evaluation import markdown_table
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "labeller.md").read_text()
+    result = score(vocabulary)
+    assert markdown_table(result) in docs
+    assert f"| `{vocabulary}` | {result.reports} |" in docs and f"{result.macro_f1:.3f} |\n" in docs
