@@ -5,7 +5,7 @@ A vocabulary file (format in docs/labeller.md; bundled ones in ``vocabularies/``
     name: chest_xray
     description: the 14 CheXpert observations
     triggers:
-      base: radiology                 # start from a bundled trigger set (vocabularies/triggers/radiology.yaml)
+      base: default                   # start from a bundled trigger set (vocabularies/triggers/default.yaml)
       pre_uncertainty: [minimal voltage criteria for]     # added to the base lists
     scope: {pre_words: 8, post_words: 6}
     no_finding: {name: no finding, ignore: [support devices]}
@@ -153,7 +153,7 @@ def bundled_vocabularies() -> dict[str, Path]:
 
 
 def bundled_trigger_sets() -> dict[str, Path]:
-    """Bundled trigger set name -> file (``radiology``)."""
+    """Bundled trigger set name -> file (``default``)."""
     return {path.stem: path for path in sorted(TRIGGER_DIR.glob("*.yaml"))}
 
 
@@ -236,7 +236,7 @@ def _trigger_lists(data: Any, where: str, key: str, allow_base: bool) -> dict[st
 
 def _base_triggers(name: Any, where: str) -> dict[str, list[Phrase]]:
     bases = bundled_trigger_sets()
-    if name not in bases:
+    if not isinstance(name, str) or name not in bases:
         raise VocabularyError(
             f"{where}: triggers.base {name!r} is not a bundled trigger set (bundled: {', '.join(bases) or 'none'})"
         )
@@ -268,7 +268,7 @@ def _no_finding(data: Any, findings: Sequence[Finding], where: str) -> NoFinding
     if not isinstance(ignore, list):
         raise VocabularyError(f"{where}: no_finding.ignore must be a list of finding names")
     for index, item in enumerate(ignore):
-        if item not in names:
+        if not isinstance(item, str) or item not in names:
             raise VocabularyError(f"{where}: no_finding.ignore[{index}] {item!r} is not one of the findings")
     return NoFinding(name, tuple(ignore))
 

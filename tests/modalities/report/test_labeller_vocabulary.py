@@ -140,6 +140,8 @@ def bad(tmp_path: Path, change) -> str:
         (lambda d: d.update(scope={"pre_word": 3}), "scope.pre_word; did you mean 'pre_words'"),
         (lambda d: d.update(no_finding={"name": "dehiscence"}), "no_finding.name 'dehiscence' is also a finding"),
         (lambda d: d.update(no_finding={"name": "ok", "ignore": ["wounds"]}), r"no_finding.ignore\[0\] 'wounds'"),
+        (lambda d: d.update(no_finding={"name": "ok", "ignore": [["dehiscence"]]}), r"no_finding.ignore\[0\]"),
+        (lambda d: d.update(no_finding={"name": "ok", "ignore": "dehiscence"}), "no_finding.ignore must be a list"),
         (lambda d: d.update(description=3), "description must be text"),
     ],
 )
