@@ -50,10 +50,10 @@ def test_bundled_vocabularies_load_with_every_trigger_kind():
 
 
 def test_bundled_chest_ct_names_match_the_bundled_zero_shot_prompts():
-    """Labelled manifests feed `medclip zero-shot` with recipes/prompts/chest_ct_findings.yaml as they are."""
-    import recipes
+    """Labelled manifests feed `medclip zero-shot` with medclip/prompts/chest_ct_findings.yaml as they are."""
+    from medclip.eval.prompts import resolve_prompt_set
 
-    prompts = yaml.safe_load((Path(recipes.__file__).parent / "prompts" / "chest_ct_findings.yaml").read_text())
+    prompts = yaml.safe_load(resolve_prompt_set("chest_ct_findings").read_text())
     assert set(prompts["findings"]) <= set(load_vocabulary("chest_ct").label_names)
 
 
