@@ -179,8 +179,9 @@ def uniformity(values: Any, mask: Any = None, t: float = UNIFORMITY_T) -> float:
 def effective_rank(values: Any, mask: Any = None) -> float:
     """Roy & Vetterli's effective rank: exp(entropy of the singular values normalised to sum to 1).
 
-    The matrix is not centred (as in RankMe), so a modality that collapsed to one point has effective rank 1.
-    Singular values below numpy's rank tolerance (``s_max * max(N, D) * eps``) are rounding noise and count as 0.
+    The matrix is not centred (as in RankMe), so a modality that collapsed to one point has effective rank 1. The
+    singular values come from the Gram matrix of the smaller side (a quarter of an SVD's cost); squared singular
+    values below ``s_max^2 * max(N, D) * eps`` are rounding noise of that product and count as 0.
 
     Args:
         values: (N, D) embeddings; mask: (N,) bool presence.
@@ -191,41 +192,69 @@ def effective_rank(values: Any, mask: Any = None) -> float:
     rows = unit_rows(values, mask)
     if len(rows) == 0:
         raise ValueError("effective rank needs at least one present row")
-    singular = np.linalg.svd(rows, compute_uv=False)  # (min(N, D),)
-    singular = singular[singular > singular.max() * max(rows.shape) * np.finfo(np.float64).eps]
+    gram = rows.T @ rows if rows.shape[0] >= rows.shape[1] else rows @ rows.T  # the smaller side: (D, D) or (N, N)
+    eigenvalues = np.linalg.eigvalsh(gram)  # the squared singular values of rows
+    eigenvalues = eigenvalues[eigenvalues > eigenvalues.max() * max(rows.shape) * np.finfo(np.float64).eps]
+    singular = np.sqrt(eigenvalues)
     share = singular / singular.sum()
     return float(np.exp(-np.sum(share * np.log(share))))
 
 
 def _probe_folds(sites: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> tuple[list, str] | str:
-    """Stratified folds, grouped by patient when patients are known; the reason when too few rows allow none."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    """Folds stratified by site, and grouped by patient when patients are known; the reason when too few allow none.
 
-    names = np.unique(sites)
+    Grouped folds are dealt here rather than by scikit-learn's StratifiedGroupKFold, whose search is quadratic in
+    the number of patients: each patient goes with its most frequent site (a patient seen at several sites keeps all
+    its rows together, so stratification is then approximate), each site's patients are shuffled by a seeded
+    generator and dealt round-robin over the folds, and a patient's rows all land in its fold.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    site_names, site_index = np.unique(sites, return_inverse=True)
     if groups is None:
-        smallest = min(int(np.sum(sites == name)) for name in names)
-        n_folds = min(folds, smallest)
+        n_folds = min(folds, int(np.bincount(site_index).min()))
         if n_folds < 2:
             return "a site has fewer than 2 rows"
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         return list(splitter.split(np.zeros(len(sites)), sites)), f"{n_folds}-fold stratified by site"
-    smallest = min(len(np.unique(groups[sites == name])) for name in names)
-    n_folds = min(folds, smallest)
+    _, patient_index = np.unique(groups, return_inverse=True)
+    rows_per_patient_and_site = np.zeros((patient_index.max() + 1, len(site_names)), dtype=np.int64)  # (P, S)
+    np.add.at(rows_per_patient_and_site, (patient_index, site_index), 1)
+    patient_site = rows_per_patient_and_site.argmax(axis=1)  # (P,)
+    members = [np.flatnonzero(patient_site == site) for site in range(len(site_names))]
+    n_folds = min(folds, int((rows_per_patient_and_site > 0).sum(axis=0).min()))  # patients seen at each site
     if n_folds < 2:
         return "a site has fewer than 2 patients"
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(sites)), sites, groups)), f"{n_folds}-fold by patient, stratified by site"
+    generator = np.random.default_rng(seed)
+    patient_fold = np.empty(len(patient_site), dtype=np.int64)
+    dealt = 0
+    for patients in members:  # continue the round-robin across sites, so the folds stay equal in size
+        patient_fold[generator.permutation(patients)] = (dealt + np.arange(len(patients))) % n_folds
+        dealt += len(patients)
+    row_fold = patient_fold[patient_index]  # (N,)
+    splits = [(np.flatnonzero(row_fold != fold), np.flatnonzero(row_fold == fold)) for fold in range(n_folds)]
+    return splits, f"{n_folds}-fold by patient, stratified by site"
 
 
 def nearest_centroid_predictions(rows: np.ndarray, sites: np.ndarray, splits: Sequence[tuple]) -> np.ndarray:
     """Out-of-fold predictions of a nearest-centroid (Euclidean) classifier: each row is scored by a model that
-    never saw it. A site missing from a fold's training rows cannot be predicted in that fold (it counts as a miss)."""
+    never saw it. A site missing from a fold's training rows cannot be predicted in that fold (it counts as a miss).
+
+    A fold's training centroids are the per-site sums over all rows minus those over the fold's held-out rows, so
+    each fold costs O(held-out rows), not a copy of the training rows.
+    """
+    names, site_index = np.unique(sites, return_inverse=True)
+    one_hot = (site_index[None, :] == np.arange(len(names))[:, None]).astype(np.float64)  # (S, N)
+    sums = one_hot @ rows  # (S, D)
+    counts = np.bincount(site_index, minlength=len(names))  # (S,)
     predicted = np.empty(len(rows), dtype=sites.dtype)
-    for train, test in splits:
-        names = np.unique(sites[train])
-        centroids = np.stack([rows[train][sites[train] == name].mean(axis=0) for name in names])  # (S, D)
-        distances = np.sum(centroids**2, axis=1)[None, :] - 2 * rows[test] @ centroids.T  # (T, S), + ||x||^2 omitted
-        predicted[test] = names[np.argmin(distances, axis=1)]
+    for _, held_out in splits:
+        held_out_sums = one_hot[:, held_out] @ rows[held_out]  # (S, D)
+        train_counts = counts - np.bincount(site_index[held_out], minlength=len(names))
+        seen = train_counts > 0
+        centroids = (sums - held_out_sums)[seen] / train_counts[seen, None]  # (S', D)
+        distances = np.sum(centroids**2, axis=1)[None, :] - 2 * rows[held_out] @ centroids.T  # (T, S'), + ||x||^2
+        predicted[held_out] = names[seen][np.argmin(distances, axis=1)]
     return predicted
 
 

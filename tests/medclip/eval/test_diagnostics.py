@@ -268,3 +268,15 @@ def test_embedding_health_rejects_what_it_cannot_measure(rng):
         alignment(np.ones((2, 2)), np.ones((2, 2)), mask=np.ones(2))
     lonely = embedding_health({"ct": np.eye(3)}, {"ct": np.array([True, False, False])})
     assert lonely["modalities"]["ct"]["uniformity"] is None and lonely["modalities"]["ct"]["effective_rank"] == 1.0
+
+
+def test_patients_seen_at_several_sites_keep_their_rows_in_one_fold(rng):
+    x = rng.normal(size=(60, 8))
+    sites = [f"site-{i % 3}" for i in range(60)]
+    patients = np.array([f"p-{i // 2}" for i in range(60)])  # each patient at two sites
+    splits, description = diagnostics._probe_folds(np.array(sites), patients, 5, 0)
+    assert description == "5-fold by patient, stratified by site"
+    assert sorted(np.concatenate([held_out for _, held_out in splits]).tolist()) == list(range(60))
+    for train, held_out in splits:
+        assert not set(patients[train]) & set(patients[held_out])
+    assert "balanced_accuracy" in site_separation(x, sites, patients=list(patients))["site_probe"]
