@@ -409,3 +409,23 @@ def embedding_health(
             name: site_separation(arrays[name], sites, present[name], patients, seed=seed) for name in names
         }
     return report
+
+
+def health_scalars(health: Mapping[str, Any], prefix: str = "health") -> dict[str, float]:
+    """The numbers of an ``embedding_health`` report as flat ``{"health/ct/uniformity": value}`` scalars.
+
+    For training loggers (TensorBoard, the JSON log), which take one float per key. Counts, undefined values (None)
+    and settings are left out; so are the per-site row counts, which are data description rather than health.
+    """
+    scalars: dict[str, float] = {}
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key not in ("rows_per_site", "max_rows", "seed"):
+                    visit(value, f"{path}/{key}")
+        elif isinstance(node, float) and math.isfinite(node):
+            scalars[path] = node
+
+    visit(health, prefix)
+    return scalars

@@ -280,3 +280,20 @@ def test_patients_seen_at_several_sites_keep_their_rows_in_one_fold(rng):
     for train, held_out in splits:
         assert not set(patients[train]) & set(patients[held_out])
     assert "balanced_accuracy" in site_separation(x, sites, patients=list(patients))["site_probe"]
+
+
+def test_health_scalars_flatten_the_numbers_for_loggers(rng):
+    health = embedding_health(
+        {"ct": rng.normal(size=(20, 4)), "report": rng.normal(size=(20, 4))},
+        sites=["A", "B"] * 10,
+        max_rows=10,
+    )
+    scalars = diagnostics.health_scalars(health)
+    assert scalars["health/modalities/ct/uniformity"] == health["modalities"]["ct"]["uniformity"]
+    assert scalars["health/pairs/ct-report/gap"] == health["pairs"]["ct-report"]["gap"]
+    assert (
+        scalars["health/sites/report/site_probe/balanced_accuracy"]
+        == (health["sites"]["report"]["site_probe"]["balanced_accuracy"])
+    )
+    assert all(isinstance(value, float) for value in scalars.values())
+    assert not any(key.endswith(("n_present", "rows_used", "max_rows", "seed")) for key in scalars)
