@@ -82,7 +82,8 @@ def uniformity_loss(features: Tensor, mask: Tensor | None = None, t: float = 2.0
     offset = get_rank() * features.shape[0] if use_distributed else 0
     local = present_rows(mask)  # (P,)
     columns = present_rows(all_masks)  # (V,)
-    rows, others = features[local], all_features[columns]  # (P, D), (V, D)
+    precision = torch.promote_types(features.dtype, torch.float32)  # bf16 / fp16 features: exp and log in fp32
+    rows, others = features[local].to(precision), all_features[columns].to(precision)  # (P, D), (V, D)
     squared_distances = (rows * rows).sum(dim=1)[:, None] + (others * others).sum(dim=1)[None, :] - 2 * rows @ others.T
     itself = torch.zeros_like(squared_distances, dtype=torch.bool)  # (P, V)
     itself[torch.arange(len(local), device=itself.device), matching_columns(all_masks, local, offset)] = True

@@ -122,3 +122,10 @@ def test_config_through_build_loss():
         build_loss({"uniformity": {"scope": "pairwise"}})
     with pytest.raises(ConfigError, match="tt"):
         build_loss({"uniformity": {"tt": 2}})
+
+
+def test_half_precision_features_are_summed_in_float32():
+    x = unit_rows(16, 8, 13)
+    value = uniformity_loss(x.to(torch.bfloat16))
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(wang_isola(x.to(torch.bfloat16).double()).item(), abs=1e-4)
