@@ -2,7 +2,7 @@
 
 Skip markers from ``ManifestDataset.__getitem__`` are removed here and reported in ``batch["skipped"]``. When every
 sample of a batch was skipped the batch is *empty*: ``batch["batch_size"] == 0``, it has no modality keys and no
-"labels", only ``skipped`` and empty ``patient_id`` / ``study_id`` / ``row`` lists. The trainer adds
+"labels" / "targets", only ``skipped`` and empty ``patient_id`` / ``study_id`` / ``row`` lists. The trainer adds
 ``batch["skipped"]`` to its summary and moves on to the next batch (``is_empty_batch``).
 """
 
@@ -26,8 +26,13 @@ def collate_samples(samples: Sequence[Sample], modalities: Mapping[str, Modality
 
     Returns:
         ``{name: ..., f"{name}_mask": (B,) bool}`` for every modality (masks False where a sample lacks it),
-        "labels": (B, K) float with NaN for unknown, "patient_id" / "study_id": B pseudonyms, "row": B row numbers,
-        "skipped": the ``SkipRecord`` of every skipped sample, "batch_size": B.
+        "labels": (B, K) float with NaN for unknown, "targets": (B, T) float continuous targets with NaN for unknown
+        (when the samples carry them, as ``ManifestDataset``'s always do; samples made elsewhere may carry none),
+        "patient_id" / "study_id": B pseudonyms, "row": B row numbers, "skipped": the ``SkipRecord`` of every skipped
+        sample, "batch_size": B.
+
+    Raises:
+        ValueError: when some samples carry "targets" and others do not (their rows would lose them silently).
     """
     kept = [sample for sample in samples if "skipped" not in sample]
     batch: dict[str, Any] = {
@@ -45,4 +50,9 @@ def collate_samples(samples: Sequence[Sample], modalities: Mapping[str, Modality
             raise TypeError(f"modality {name!r}: collate must emit {name + '_mask'!r} (B,) bool (see Modality.collate)")
         batch.update(collated)
     batch["labels"] = torch.stack([sample["labels"] for sample in kept]).float()  # (B, K)
+    carrying_targets = sum("targets" in sample for sample in kept)
+    if carrying_targets == len(kept):
+        batch["targets"] = torch.stack([sample["targets"] for sample in kept]).float()  # (B, T)
+    elif carrying_targets:  # never drop the targets of some rows silently
+        raise ValueError(f"{carrying_targets} of {len(kept)} samples carry 'targets': every sample of a batch must")
     return batch

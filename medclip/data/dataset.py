@@ -59,7 +59,7 @@ def _reason(error: Exception, default: str) -> str:
 
 
 class ManifestDataset(Dataset):
-    """The rows of one split as samples ``{name: data, f"{name}_meta": ..., "labels", "patient_id", ...}``.
+    """The rows of one split as samples ``{name: data, f"{name}_meta": ..., "labels", "targets", "patient_id", ...}``.
 
     Args:
         manifest: the pseudonymised manifest.
@@ -184,6 +184,7 @@ class ManifestDataset(Dataset):
                 reason = _reason(error, TRANSFORM_FAILED)
                 return {"skipped": SkipRecord(row.row_number, name, reason, type(error).__name__)}
         sample["labels"] = torch.from_numpy(row.labels.copy())  # (K,) float32, NaN = unknown
+        sample["targets"] = torch.from_numpy(row.targets.copy())  # (T,) float32, NaN = unknown
         sample["patient_id"] = row.patient
         sample["study_id"] = row.study
         sample["row"] = row.row_number

@@ -2,7 +2,9 @@
 
 Columns (DESIGN.md, "Data: the manifest"): ``patient_id`` (required), ``study_id`` (optional, default: the row
 number), ``split`` (optional train / val / test; blank = patient-hash split), one column per modality the run uses
-(a path, or inline text), ``label:<finding>`` (1 / 0 / blank, also true/false/yes/no) and ``site`` (optional).
+(a path, or inline text), ``label:<finding>`` (1 / 0 / blank, also true/false/yes/no), ``target:<name>`` (a
+continuous value such as ejection fraction, age or a gene score: a decimal number, blank or "nan" for unknown) and
+``site`` (optional).
 
 Patient and study identifiers are replaced by keyed pseudonyms as each row is read; the ``Manifest`` keeps only the
 pseudonyms and the row number, so nothing downstream (logs, caches, checkpoints, indexes) can leak them. Row numbers
@@ -17,6 +19,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +38,14 @@ STUDY_COLUMN = "study_id"
 SPLIT_COLUMN = "split"
 SITE_COLUMN = "site"
 LABEL_PREFIX = "label:"
+TARGET_PREFIX = "target:"
 SPLITS = ("train", "val", "test")
 LABEL_VALUES = {"1": 1.0, "true": 1.0, "yes": 1.0, "0": 0.0, "false": 0.0, "no": 0.0}
+# A plain decimal number: no thousands separators, no decimal comma, no "inf", no Python-only forms ("1_000", "0x1A").
+# A cell that does not match is rejected ("bad_target") rather than guessed: "55,3" may be 55.3 or 553.
+TARGET_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+UNKNOWN_TARGET_TEXT = "nan"  # written by pandas / numpy for a missing float; read as unknown, like a blank cell
 
 
 class ManifestError(ValueError):
@@ -55,6 +64,7 @@ class ManifestRow:
         site: the ``site`` cell (institution or scanner), or None.
         cells: modality name -> the raw cell (a path or inline text), None where blank.
         labels: (K,) float, 1 / 0 / NaN for unknown, in the order of ``Manifest.label_names``.
+        targets: (T,) float32 continuous values, NaN for unknown, in the order of ``Manifest.target_names``.
     """
 
     row_number: int
@@ -64,6 +74,7 @@ class ManifestRow:
     site: str | None
     cells: dict[str, str | None]
     labels: np.ndarray
+    targets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
 @dataclass
@@ -71,7 +82,7 @@ class Manifest:
     """The rows a run can use, plus what ingest rejected.
 
     Attributes:
-        rows: accepted rows; rejected ones (no patient, bad label, bad split) are only in ``summary``.
+        rows: accepted rows; rejected ones (no patient, bad label, bad target, bad split) are only in ``summary``.
         modalities: the modality columns this manifest was read for.
         label_names: findings, from the ``label:<finding>`` columns, in column order.
         root: folder that relative paths in modality cells are resolved against.
@@ -79,6 +90,7 @@ class Manifest:
         total_rows: data rows in the table, accepted or not (the denominator of ``max_skip_fraction``).
         source_hash: sha256 of the manifest file's bytes (of its CSV form for in-memory tables), for provenance.
         key_fingerprint: which pseudonym key was used (see ``Pseudonymizer.key_fingerprint``).
+        target_names: continuous targets, from the ``target:<name>`` columns, in column order.
     """
 
     rows: list[ManifestRow]
@@ -89,6 +101,7 @@ class Manifest:
     total_rows: int = 0
     source_hash: str = ""
     key_fingerprint: str = ""
+    target_names: tuple[str, ...] = ()
 
     def manifest_hash(self) -> str:
         """sha256 (hex) of the manifest's bytes, recorded with every run so results trace back to their data."""
@@ -124,16 +137,15 @@ class Manifest:
         pseudonymizer = pseudonymizer if pseudonymizer is not None else Pseudonymizer.from_environment()
         if source_hash is None:
             source_hash = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
-        label_columns = [
-            column for column in columns if column.startswith(LABEL_PREFIX) and len(column) > len(LABEL_PREFIX)
-        ]
+        label_columns = _prefixed_columns(columns, LABEL_PREFIX)
+        target_columns = _prefixed_columns(columns, TARGET_PREFIX)
         summary = SkipSummary()
-        _record_unknown_columns(columns, modalities, label_columns, summary)
+        _record_unknown_columns(columns, modalities, [*label_columns, *target_columns], summary)
 
         rows = []
         records = table.to_dict(orient="records")
         for row_number, record in enumerate(records, start=1):
-            row = _parse_row(row_number, record, modalities, label_columns, pseudonymizer, summary)
+            row = _parse_row(row_number, record, modalities, label_columns, target_columns, pseudonymizer, summary)
             if row is not None:
                 rows.append(row)
         return cls(
@@ -145,6 +157,7 @@ class Manifest:
             total_rows=len(records),
             source_hash=source_hash,
             key_fingerprint=pseudonymizer.key_fingerprint,
+            target_names=tuple(column[len(TARGET_PREFIX) :] for column in target_columns),
         )
 
 
@@ -204,11 +217,12 @@ def read_manifest(
         source_hash=file_sha256(path),
     )
     logger.info(
-        "manifest %s: %d of %d rows accepted, %d findings, modalities %s",
+        "manifest %s: %d of %d rows accepted, %d findings, %d continuous targets, modalities %s",
         path.name,
         len(manifest.rows),
         manifest.total_rows,
         len(manifest.label_names),
+        len(manifest.target_names),
         ", ".join(manifest.modalities),
     )
     return manifest
@@ -242,15 +256,21 @@ def _check_columns(columns: Sequence[str], modalities: Sequence[str]) -> None:
             raise ManifestError(f"manifest has no {what} {required!r}{hint}")
 
 
+def _prefixed_columns(columns: Sequence[str], prefix: str) -> list[str]:
+    """The ``<prefix><name>`` columns with a non-empty name, in column order."""
+    return [column for column in columns if column.startswith(prefix) and len(column) > len(prefix)]
+
+
 def _record_unknown_columns(
-    columns: Sequence[str], modalities: Sequence[str], label_columns: Sequence[str], summary: SkipSummary
+    columns: Sequence[str], modalities: Sequence[str], value_columns: Sequence[str], summary: SkipSummary
 ) -> None:
     """Warn about, and list in the summary, every column the run will not use: never ignore one silently."""
-    known = {PATIENT_COLUMN, STUDY_COLUMN, SPLIT_COLUMN, SITE_COLUMN, *modalities, *label_columns}
+    known = {PATIENT_COLUMN, STUDY_COLUMN, SPLIT_COLUMN, SITE_COLUMN, *modalities, *value_columns}
     for column in columns:
         if column in known:
             continue
-        candidates = sorted(known | {LABEL_PREFIX + column.split(":", 1)[-1]})
+        name = column.split(":", 1)[-1]
+        candidates = sorted(known | {LABEL_PREFIX + name, TARGET_PREFIX + name})
         closest = _closest(column, candidates)
         summary.ignore_column(column, closest)
         hint = f"; did you mean {closest!r}?" if closest else ""
@@ -283,11 +303,30 @@ def _parse_label(value: Any) -> float | None:
     return LABEL_VALUES.get(text)
 
 
+def _parse_target(value: Any) -> float | None:
+    """A decimal number -> float, blank or "nan" -> NaN (unknown); anything else -> None (a "bad_target").
+
+    Infinite values, and values beyond float32's range (the dtype of ``ManifestRow.targets``), are rejected: no
+    clinical target is that large, so such a cell is a data error, never rounded to infinity.
+    """
+    text = _cell_text(value)
+    if text is None or not text.strip():
+        return math.nan
+    text = text.strip()
+    if text.lower() == UNKNOWN_TARGET_TEXT:
+        return math.nan
+    if not TARGET_NUMBER.fullmatch(text):
+        return None
+    number = float(text)
+    return number if abs(number) <= FLOAT32_MAX else None
+
+
 def _parse_row(
     row_number: int,
     record: dict[str, Any],
     modalities: Sequence[str],
     label_columns: Sequence[str],
+    target_columns: Sequence[str],
     pseudonymizer: Pseudonymizer,
     summary: SkipSummary,
 ) -> ManifestRow | None:
@@ -304,6 +343,13 @@ def _parse_row(
             problems.append((column, "bad_label"))
         else:
             labels[index] = value
+    targets = np.full(len(target_columns), np.nan, dtype=np.float32)
+    for index, column in enumerate(target_columns):
+        value = _parse_target(record[column])
+        if value is None:
+            problems.append((column, "bad_target"))
+        else:
+            targets[index] = value
     split = (_cell_text(record.get(SPLIT_COLUMN)) or "").strip().lower() or None
     if split is not None and split not in SPLITS:
         problems.append((SPLIT_COLUMN, "bad_split"))
@@ -322,4 +368,5 @@ def _parse_row(
         site=site,
         cells={name: _cell_text(record[name]) for name in modalities},
         labels=labels,
+        targets=targets,
     )

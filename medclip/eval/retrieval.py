@@ -169,3 +169,146 @@ def mean_average_precision(query: Any, target: Any, positives: Any | None = None
         precision = hits.cumsum(dim=1) / cut_size  # (chunk, M): precision of the top-k list for every k
         average_precisions.append((precision * hits).sum(dim=1) / hits.sum(dim=1))  # (chunk,)
     return float(torch.cat(average_precisions).mean())
+
+
+# --- same-modality retrieval (scan -> scan, slide -> slide) ---------------------------------------------------------
+# Same-modality search finds similar *cases*: the query is one study, the gallery every other study of the same
+# modality. A patient's other studies (a follow-up scan, another slide of the same block) are near-duplicates of the
+# query, so by default they are left out of its gallery: kept as negatives they would punish a correct embedding,
+# counted as positives they would turn the benchmark into the easy task of recognising the patient. With
+# same_patient="positive" they count as matches instead, which measures finding a patient's prior studies.
+SAME_PATIENT_POLICIES = ("exclude", "positive")
+
+
+def _same_modality_inputs(
+    embeddings: Any, patients: Any, relevant: Any | None, same_patient: str, chunk_size: int
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    features = _embeddings(embeddings, "embeddings")
+    n_rows = features.shape[0]
+    if n_rows < 2:
+        raise ValueError(f"same-modality retrieval needs at least two rows, got {n_rows}")
+    if same_patient not in SAME_PATIENT_POLICIES:
+        raise ValueError(f"same_patient must be one of {', '.join(SAME_PATIENT_POLICIES)}, got {same_patient!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    patients = np.asarray(patients)
+    if patients.shape != (n_rows,):
+        raise ValueError(f"patients must be ({n_rows},), got shape {patients.shape}")
+    _, patient_codes = np.unique(patients.astype(str), return_inverse=True)
+    mask = None
+    if relevant is not None:
+        mask = torch.as_tensor(relevant)
+        if mask.shape != (n_rows, n_rows) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"relevant must be an ({n_rows}, {n_rows}) bool mask, got {tuple(mask.shape)} {mask.dtype}"
+            )
+    elif same_patient == "exclude":
+        raise ValueError("nothing is relevant: pass relevant (e.g. from finding_relevance), or same_patient='positive'")
+    return F.normalize(features, dim=-1), torch.as_tensor(patient_codes, device=features.device), mask
+
+
+def same_modality_per_query(
+    embeddings: Any,
+    patients: Any,
+    relevant: Any | None = None,
+    same_patient: str = "exclude",
+    chunk_size: int = 1024,
+) -> dict[str, np.ndarray]:
+    """Each study of one modality as a query against every other study of that modality.
+
+    The query itself is never in its gallery. A study of the query's patient is left out of the gallery
+    (``same_patient="exclude"``, the default, see above) or counts as a match (``"positive"``). Ranks and average
+    precision follow ``retrieval_ranks`` and ``mean_average_precision``: ties count against the query for the rank,
+    and AP orders tied scores by gallery index.
+
+    Args:
+        embeddings: (N, D) embeddings of one modality (e.g. every test CT).
+        patients: (N,) patient pseudonym of each row.
+        relevant: (N, N) bool, which studies match which (e.g. the exact-match mask of ``finding_relevance``);
+            the diagonal is ignored. Optional with ``same_patient="positive"`` (then only the patient's other studies
+            match: patient re-identification).
+        same_patient: "exclude" or "positive".
+        chunk_size: queries scored at once; bounds memory to chunk_size * N similarities.
+
+    Returns:
+        ``{"rank": (N,) float, "average_precision": (N,) float, "n_gallery": (N,) int, "n_positive": (N,) int}``;
+        rank and AP are NaN for a query without any match in its gallery (it cannot be scored; count, do not guess).
+    """
+    features, codes, relevant_mask = _same_modality_inputs(embeddings, patients, relevant, same_patient, chunk_size)
+    n_rows = features.shape[0]
+    columns = torch.arange(n_rows, device=features.device)
+    ranks, precisions, gallery_sizes, positive_counts = [], [], [], []
+    for start in range(0, n_rows, chunk_size):
+        rows = torch.arange(start, min(start + chunk_size, n_rows), device=features.device)
+        scores = features[rows] @ features.T  # (C, N)
+        same = codes[rows][:, None] == codes[None, :]  # (C, N): the query's patient, itself included
+        in_gallery = rows[:, None] != columns[None, :]
+        if same_patient == "exclude":
+            in_gallery &= ~same
+        if relevant_mask is not None:
+            is_positive = relevant_mask[start : start + len(rows)].to(features.device).clone()  # (C, N)
+        else:
+            is_positive = torch.zeros_like(in_gallery)
+        if same_patient == "positive":
+            is_positive |= same
+        is_positive &= in_gallery
+        n_positive = is_positive.sum(dim=1)
+        best_positive = scores.masked_fill(~is_positive, float("-inf")).amax(dim=1, keepdim=True)  # (C, 1)
+        ahead = ((scores >= best_positive) & in_gallery & ~is_positive).sum(dim=1)  # ties count against the query
+        ranks.append(torch.where(n_positive > 0, 1.0 + ahead.double(), float("nan")))
+        order = scores.masked_fill(~in_gallery, float("-inf")).argsort(dim=1, descending=True, stable=True)  # (C, N)
+        hits = is_positive.gather(1, order).double()  # (C, N)
+        listed = in_gallery.gather(1, order).double().cumsum(dim=1).clamp(min=1)  # gallery entries up to each cut
+        precision = hits.cumsum(dim=1) / listed  # (C, N)
+        average_precision = (precision * hits).sum(dim=1) / n_positive.clamp(min=1)
+        precisions.append(torch.where(n_positive > 0, average_precision, float("nan")))
+        gallery_sizes.append(in_gallery.sum(dim=1))
+        positive_counts.append(n_positive)
+    return {
+        "rank": torch.cat(ranks).cpu().numpy(),
+        "average_precision": torch.cat(precisions).cpu().numpy(),
+        "n_gallery": torch.cat(gallery_sizes).cpu().numpy(),
+        "n_positive": torch.cat(positive_counts).cpu().numpy(),
+    }
+
+
+def same_modality_retrieval(
+    embeddings: Any,
+    patients: Any,
+    relevant: Any | None = None,
+    same_patient: str = "exclude",
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+) -> dict[str, Any]:
+    """Recall@K, mAP and median rank of same-modality retrieval over the queries that have a match.
+
+    Args:
+        embeddings, patients, relevant, same_patient, chunk_size: see ``same_modality_per_query``.
+        ks: the cut-offs K.
+
+    Returns:
+        ``{"R@1": ..., "mAP", "median_rank", "n_queries", "n_scored", "n_without_positive", "same_patient"}``;
+        a JSON-able dict. Per-query values (for patient-bootstrap CIs) come from ``same_modality_per_query``.
+
+    Raises:
+        ValueError: when no query has a match in its gallery.
+    """
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {list(ks)}")
+    per_query = same_modality_per_query(embeddings, patients, relevant, same_patient, chunk_size)
+    scored = ~np.isnan(per_query["rank"])
+    if not scored.any():
+        raise ValueError("no query has a matching study in its gallery: nothing to score")
+    ranks = per_query["rank"][scored]
+    result: dict[str, Any] = {f"R@{k}": float(np.mean(ranks <= k)) for k in ks}
+    result.update(
+        {
+            "mAP": float(np.mean(per_query["average_precision"][scored])),
+            "median_rank": float(np.median(ranks)),
+            "n_queries": int(len(scored)),
+            "n_scored": int(scored.sum()),
+            "n_without_positive": int((~scored).sum()),
+            "same_patient": same_patient,
+        }
+    )
+    return result

@@ -44,6 +44,7 @@ from .token import (
     filip_loss,
     token_alignment_loss,
 )
+from .uniformity import UniformityLoss, UniformityLossConfig, uniformity_loss
 
 __all__ = [
     "LOSSES",
@@ -69,12 +70,15 @@ __all__ = [
     "SymileLossConfig",
     "TokenAlignmentLoss",
     "TokenAlignmentLossConfig",
+    "UniformityLoss",
+    "UniformityLossConfig",
     "filip_loss",
     "gram_loss",
     "prototype_loss",
     "sinkhorn_knopp",
     "symile_loss",
     "token_alignment_loss",
+    "uniformity_loss",
     "multi_positive_loss",
     "soft_label_loss",
     "tiled_clip_loss",
