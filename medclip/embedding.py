@@ -105,6 +105,7 @@ class EmbeddedRows:
         studies: (N,) study pseudonyms.
         sites: (N,) site or None.
         labels: (N, K) 0 / 1 / NaN in ``Manifest.label_names`` order.
+        targets: (N, T) continuous targets with NaN for unknown, in ``Manifest.target_names`` order.
         embeddings: modality -> (N, D) unit vectors, zero rows where the modality is missing.
         present: modality -> (N,) bool.
     """
@@ -114,6 +115,7 @@ class EmbeddedRows:
     studies: np.ndarray
     sites: list[str | None]
     labels: np.ndarray
+    targets: np.ndarray
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     present: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -128,12 +130,15 @@ class EmbeddedRows:
             self.studies[keep],
             [self.sites[i] for i in np.arange(len(self))[keep]],
             self.labels[keep],
+            self.targets[keep],
             {name: value[keep] for name, value in self.embeddings.items()},
             {name: value[keep] for name, value in self.present.items()},
         )
 
     @staticmethod
-    def concatenate(parts: Sequence[EmbeddedRows], modalities: Sequence[str], n_labels: int) -> EmbeddedRows:
+    def concatenate(
+        parts: Sequence[EmbeddedRows], modalities: Sequence[str], n_labels: int, n_targets: int = 0
+    ) -> EmbeddedRows:
         if not parts:
             return EmbeddedRows(
                 np.zeros(0, dtype=np.int64),
@@ -141,6 +146,7 @@ class EmbeddedRows:
                 np.array([], dtype=str),
                 [],
                 np.zeros((0, n_labels), dtype=np.float32),
+                np.zeros((0, n_targets), dtype=np.float32),
                 {name: np.zeros((0, 0), dtype=np.float32) for name in modalities},
                 {name: np.zeros(0, dtype=bool) for name in modalities},
             )
@@ -150,6 +156,7 @@ class EmbeddedRows:
             np.concatenate([p.studies for p in parts]),
             [site for p in parts for site in p.sites],
             np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.targets for p in parts]),
             {name: np.concatenate([p.embeddings[name] for p in parts]) for name in modalities},
             {name: np.concatenate([p.present[name] for p in parts]) for name in modalities},
         )
@@ -210,6 +217,9 @@ def embed_dataset(
                 studies=np.asarray(batch["study_id"]),
                 sites=[site_of[row] for row in batch["row"]],
                 labels=batch["labels"].numpy(),
+                targets=batch["targets"].numpy()
+                if "targets" in batch
+                else np.zeros((len(batch["row"]), 0), np.float32),
                 embeddings={name: value.numpy() for name, value in features.items()},
                 present={name: value.numpy() for name, value in present.items()},
             )
@@ -227,6 +237,7 @@ def embed_split(
     summary = SkipSummary().merge(dataset.summary)
     split = dataset.split or "all"
     parts = list(embed_dataset(model, dataset, modalities, summary, options=options, description=f"embedding {split}"))
-    rows = EmbeddedRows.concatenate(parts, modalities, len(dataset.manifest.label_names))
+    manifest = dataset.manifest
+    rows = EmbeddedRows.concatenate(parts, modalities, len(manifest.label_names), len(manifest.target_names))
     log.info("%s split: %d rows embedded, %d skipped", split, len(rows), summary.total())
     return rows, summary

@@ -143,7 +143,7 @@ def main(cfg: Config) -> dict[str, float]:
 
     def flush() -> None:
         nonlocal written, parts
-        rows = EmbeddedRows.concatenate(buffered, modalities, len(manifest.label_names))
+        rows = EmbeddedRows.concatenate(buffered, modalities, len(manifest.label_names), len(manifest.target_names))
         write_part(folder, rows, modalities, splits)
         written += len(rows)
         parts += 1

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .calibration import expected_calibration_error, reliability_curve
 from .classification import THRESHOLD_RULES, average_precision, choose_threshold, threshold_metrics
+from .diagnostics import embedding_health, health_scalars, modality_gap
 from .findings import choose_thresholds, evaluate_findings, evaluate_multiclass
+from .gap import gap_removed, modality_centroid, remove_modality_gap
 from .hygiene import SeenPatientsError, check_unseen_patients, checkpoint_sha256, provenance_record
 from .index import INDEXES, EmbeddingIndex, build_index, load_index
 from .metrics import accuracy, auroc, bootstrap_ci, confusion, macro_f1
@@ -16,11 +18,29 @@ from .plots import EMBEDDING_MAP_METHODS, plot_confusion, plot_embedding_map, pl
 from .probe import linear_probe
 from .prompts import PromptSet, PromptSetError, read_prompt_set
 from .ranking import average_precision_per_query, finding_relevance, label_aware_retrieval, ndcg_per_query
-from .retrieval import mean_average_precision, median_rank, recall_at_k, retrieval_ranks, similarity
+from .regression import regression_probe
+from .retrieval import (
+    mean_average_precision,
+    median_rank,
+    recall_at_k,
+    retrieval_ranks,
+    same_modality_per_query,
+    same_modality_retrieval,
+    similarity,
+)
 from .zero_shot import class_embeddings, zero_shot_predict, zero_shot_scores
 from .zero_shot_binary import binary_zero_shot_scores
 
 __all__ = [
+    "embedding_health",
+    "gap_removed",
+    "health_scalars",
+    "modality_centroid",
+    "modality_gap",
+    "regression_probe",
+    "remove_modality_gap",
+    "same_modality_per_query",
+    "same_modality_retrieval",
     "EMBEDDING_MAP_METHODS",
     "INDEXES",
     "THRESHOLD_RULES",
