@@ -227,6 +227,13 @@ def embed_dataset(
         bar.close()
 
 
+def _targets(batch: Mapping[str, Any]) -> np.ndarray:
+    """(B, T) continuous targets of a batch; (B, 0) when the manifest has no ``target:`` columns."""
+    if "targets" in batch:
+        return batch["targets"].numpy()
+    return np.zeros((len(batch["row"]), 0), dtype=np.float32)
+
+
 def embed_split(
     model: torch.nn.Module,
     dataset: ManifestDataset,

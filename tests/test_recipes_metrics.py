@@ -233,8 +233,8 @@ def test_metric_files_are_strict_json(tmp_path):
 @pytest.mark.parametrize("command", ["zero-shot", "retrieve", "probe", "embed"])
 def test_bundled_configs_of_the_clinical_recipes_validate(command):
     from medclip import config
-    from medclip.recipe_registry import RECIPES, bundled_configs
     from medclip.eval.prompts import resolve_prompt_set
+    from medclip.recipe_registry import RECIPES, bundled_configs
 
     recipe = RECIPES.get(command)
     paths = bundled_configs(recipe)
