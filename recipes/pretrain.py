@@ -137,7 +137,9 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             train_config=cfg.train,
             num_workers=cfg.data.num_workers,
             worker_kind=cfg.data.worker_kind,
-            on_skipped=summary.add_markers,
+            summary=summary,
+            max_skip_fraction=cfg.data.max_skip_fraction,
+            total_rows=manifest.total_rows,
             provenance=data_provenance(manifest, datasets),
         )
         if resume is not None:

@@ -18,6 +18,7 @@ draws (and the training step's dropout, which shares that RNG) are then not repr
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -195,6 +196,16 @@ class _ThreadBatches(Iterator):
 WorkerFactory = Callable[..., Iterable[Any]]
 
 
+def leave_termination_to_the_main_process(worker_id: int) -> None:
+    """Loader worker processes ignore SIGTERM.
+
+    SLURM and ``kill -TERM -PGID`` signal the whole process group: a worker that died of it would take the run down
+    with an error before the main process could checkpoint. The main process handles SIGTERM (checkpoint, exit 0) and
+    shuts its workers down itself; they also exit when the main process is gone.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _process_loader(
     dataset, batch_sampler, collate_fn, num_workers, pin_memory, generator, persistent_workers, prefetch_batches
 ):
@@ -209,6 +220,7 @@ def _process_loader(
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
         generator=generator,
+        worker_init_fn=leave_termination_to_the_main_process if num_workers > 0 else None,
         **options,
     )
 

@@ -27,6 +27,7 @@ from ..types import ModalityError
 NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, socket, device or folder where a file is expected
 TOO_LARGE = "too_large"  # the file, or what it decodes to, exceeds the budget
 MISSING_FILE = "missing_file"
+CHANGED = "changed_while_reading"  # the file grew between its size check and its read
 MEGABYTE = 1024 * 1024
 
 
@@ -54,9 +55,10 @@ def read_limited(path: str | os.PathLike, max_bytes: int, what: str = "input") -
     if info.st_size > max_bytes:
         raise ModalityError(TOO_LARGE, f"the {what} file has {info.st_size} bytes, over the limit of {max_bytes}")
     with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:  # the file grew between stat and read
-        raise ModalityError(TOO_LARGE, f"the {what} file exceeds the limit of {max_bytes} bytes")
+        # read(n) allocates n bytes up front: ask for the file's own size (+1 to see growth), never the whole budget
+        data = handle.read(info.st_size + 1)
+    if len(data) > info.st_size:  # the file grew between stat and read: what was read is not the whole file
+        raise ModalityError(CHANGED, f"the {what} file changed while it was read")
     return data
 
 

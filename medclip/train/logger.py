@@ -14,21 +14,38 @@ class RunLogger:
     Only the main process logs. Values are plain numbers: metrics, never sample identifiers.
     """
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True, resumed_at: int | None = None
+    ) -> None:
         self.enabled = enabled
         self.path = Path(out_dir) / "train_log.jsonl"
         self.writer = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_at is not None:
+            self._forget_after(resumed_at)
         self.stream = self.path.open("a")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+                purge = None if resumed_at is None else resumed_at + 1  # drop events of steps that will run again
+                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge)
             except ImportError:  # tensorboard is a dependency; a broken install only loses the TensorBoard view
                 self.writer = None
+
+    def _forget_after(self, step: int) -> None:
+        """A resumed run repeats the steps after its checkpoint: drop their earlier records so each step is logged
+        once (the file is rewritten atomically)."""
+        if not self.path.is_file():
+            return
+        from ..atomic import write_text_atomic
+
+        kept = [
+            line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step
+        ]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:

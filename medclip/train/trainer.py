@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..checkpoint import DATA_FILE, ModelCard, save_model
+from ..data import SkipSummary, TooManySkippedError, check_skip_fraction
 from ..data.loader import make_loader
 from ..device import move_to_device
 from ..types import Modality
@@ -61,7 +62,11 @@ class Trainer:
         train_config: the loop's settings.
         num_workers: loader workers (0 loads in the main process).
         worker_kind: "process" or "thread" loader workers (``medclip.data.loader``).
-        on_skipped: called with each batch's list of skipped-row markers (for the run summary).
+        summary: the run's skip summary; rows that fail at load time are added to it, and the run stops
+            (``TooManySkippedError``) once more than ``max_skip_fraction`` of ``total_rows`` are unusable, or when a
+            whole pass over the training rows yields no usable batch.
+        max_skip_fraction: see ``summary``.
+        total_rows: the manifest's row count, the base of ``max_skip_fraction`` (default: the training rows).
         provenance: JSON-able description of the training data, saved with every checkpoint.
     """
 
@@ -78,7 +83,9 @@ class Trainer:
         train_config: TrainConfig,
         num_workers: int = 0,
         worker_kind: str = "process",
-        on_skipped: Callable[[list], None] | None = None,
+        summary: SkipSummary | None = None,
+        max_skip_fraction: float = 1.0,
+        total_rows: int | None = None,
         provenance: Mapping[str, Any] | None = None,
     ) -> None:
         self.card, self.train_config = card, train_config
@@ -89,7 +96,9 @@ class Trainer:
         self.criterion = criterion.to(runtime.device)
         self.train_dataset, self.collate = train_dataset, collate
         self.out_dir = Path(out_dir)
-        self.on_skipped = on_skipped
+        self.summary = summary if summary is not None else SkipSummary()
+        self.max_skip_fraction = max_skip_fraction
+        self.total_rows = total_rows if total_rows is not None else len(train_dataset)
         self.provenance = dict(provenance or {})
         # --- scale-out (parallel.py): speed options, then DDP / FSDP wrapping. FSDP replaces the parameters with
         # sharded ones, so the optimizer is built after wrapping ---
@@ -101,6 +110,7 @@ class Trainer:
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         self.step = 0
+        self.resumed_at: int | None = None  # the step a resumed run continues from
         self.consumed_batches = 0
         self.skipped_nonfinite_steps = 0
         self.empty_batches = 0
@@ -124,7 +134,7 @@ class Trainer:
         # The checkpoint is full (unsharded) whatever strategy wrote it; the strategy loads (and re-shards) it.
         self.parallel.load_checkpoint(path, self.model, self.criterion, self.optimizer)
         state = load_trainer_state(path, None, self.scheduler)
-        self.step = int(state["step"])
+        self.step = self.resumed_at = int(state["step"])
         self.consumed_batches = int(state["consumed_batches"])
 
     def save(self, path: str | Path | None = None, full_state: tuple[Any, Any] = (None, None)) -> Path:
@@ -166,20 +176,37 @@ class Trainer:
         )
 
     def _next_batch(self, batches) -> dict[str, Any]:
-        """The next non-empty batch (a batch whose every row failed to load is counted and skipped)."""
+        """The next non-empty batch; rows that failed to load are counted, and a run that cannot find usable data
+        stops instead of looping over empty batches."""
+        empty_in_a_row = 0
+        batches_per_pass = max(1, -(-len(self.train_dataset) // self.train_config.batch_size))
         while True:
             batch = next(batches)
             self.consumed_batches += 1
-            if self.on_skipped is not None and batch.get("skipped"):
-                self.on_skipped(batch["skipped"])
+            if batch.get("skipped") and self.summary.add_markers(batch["skipped"]):
+                check_skip_fraction(self.summary, self.total_rows, self.max_skip_fraction)
             if batch.get("batch_size", len(batch.get("row", []) or [1])) > 0:
                 return batch
             self.empty_batches += 1
+            empty_in_a_row += 1
+            if empty_in_a_row >= batches_per_pass:
+                raise TooManySkippedError(
+                    f"a whole pass over the {len(self.train_dataset)} training rows gave no usable batch: every row "
+                    f"failed to load.\n{self.summary.render()}"
+                )
 
     def fit(self) -> dict[str, float]:
         """Train until ``train.steps`` (or ``train.stop_at``); returns the last logged values."""
         config = self.train_config
-        logger = RunLogger(self.out_dir, enabled=self.runtime.is_main)
+        last_step = min(config.steps, config.stop_at) if config.stop_at > 0 else config.steps
+        if self.step >= last_step:  # a resume past the end: nothing to do, and the user must know why
+            if self.runtime.is_main:
+                print(
+                    f"medclip: the checkpoint is already at step {self.step} and train.steps={config.steps} "
+                    f"(train.stop_at={config.stop_at}): nothing to train; raise train.steps to continue"
+                )
+            return {}
+        logger = RunLogger(self.out_dir, enabled=self.runtime.is_main, resumed_at=self.resumed_at)
         batches = iter(self._loader())
         progress = None
         if self.runtime.is_main and config.progress:
@@ -187,7 +214,6 @@ class Trainer:
 
             progress = tqdm(total=config.steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
         self.model.train()
-        last_step = min(config.steps, config.stop_at) if config.stop_at > 0 else config.steps
         guard = NonFiniteGuard(config.max_nonfinite_steps, distributed=self.runtime.distributed)
         preemption = PreemptionFlag()
         try:
