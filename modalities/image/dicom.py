@@ -35,6 +35,7 @@ from medclip.data.safe_io import check_decoded_size, require_regular_file
 from medclip.types import ModalityError
 from modalities.dicom_quiet import quietly
 from modalities.volume.dicom_codecs import check_decodable, transfer_syntax_name
+from modalities.volume.dicom_series import _cut_short as cut_short
 from modalities.volume.dicom_series import check_quarantine
 
 from .options import ReadOptions
@@ -65,16 +66,18 @@ def read_dicom_image(path: Path, options: ReadOptions) -> ImageRecord:
 
 
 def _read(dataset: Dataset, path: Path, options: ReadOptions) -> ImageRecord:
+    if cut_short(dataset):  # pydicom keeps a partial last element without an error (shared with the CT reader)
+        raise ModalityError("truncated_file", "the DICOM file ends inside an element")
     if options.quarantine:
         check_quarantine([dataset])
+    if "PixelData" not in dataset:
+        raise ModalityError("no_pixel_data", "the DICOM object holds no pixel data (not an image)")
     modality = str(dataset.get("Modality", "") or "").strip().upper()
     if modality not in options.dicom_modalities:
         raise ModalityError(
             "unsupported_dicom_modality",
             f"Modality {modality or '(none)'} is not read as an image; accepted: {', '.join(options.dicom_modalities)}",
         )
-    if "PixelData" not in dataset:
-        raise ModalityError("no_pixel_data", "the DICOM object holds no pixel data (not an image)")
     intent = str(dataset.get("PresentationIntentType", "") or "").strip().upper()
     if intent == "FOR PROCESSING" and not options.allow_for_processing:
         raise ModalityError("for_processing", "the image is FOR PROCESSING (raw detector data, not for display)")

@@ -29,7 +29,7 @@ def read_raster_image(path: Path, options: ReadOptions) -> ImageRecord:
     """Read a PNG or JPEG file (the rules of the module docstring)."""
     from PIL import Image
 
-    require_regular_file(path, "image")
+    info = require_regular_file(path, "image")
     kind = "png" if path.name.lower().endswith(".png") else "jpeg"
     try:
         with warnings.catch_warnings():
@@ -52,7 +52,10 @@ def read_raster_image(path: Path, options: ReadOptions) -> ImageRecord:
         raise ModalityError("multiframe", "animated / multi-frame images are not read as one 2-D image")
     options.check_size(height, width)
     check_decoded_size((MODES[mode], height, width), WORKING_BYTES_PER_VALUE, options.max_decoded_mb, "image")
-    data = read_limited(path, int(options.max_decoded_mb * 1024 * 1024), "image")
+    # the file itself must fit the budget too; read_limited's limit is also the size of the buffer it reads into,
+    # so it is given the file's own size, not the (gigabyte) budget
+    check_decoded_size((info.st_size,), 1, options.max_decoded_mb, "image file")
+    data = read_limited(path, info.st_size, "image")
     decoded = _decode_png(data) if kind == "png" else _decode_jpeg(path)
     if decoded.shape[:2] != (height, width) and decoded.shape[:2] != (width, height):
         raise ModalityError("bad_header", "the decoded image does not match the size its header declares")
