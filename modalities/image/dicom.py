@@ -51,8 +51,7 @@ WORKING_BYTES_PER_VALUE = 8  # the decoded values plus their float32 display cop
 def read_dicom_image(path: Path, options: ReadOptions) -> ImageRecord:
     """Read one DICOM image file as display intensities (the rules of the module docstring)."""
     info = require_regular_file(path, "DICOM image")
-    if info.st_size > options.max_decoded_mb * 1024 * 1024:
-        check_decoded_size((info.st_size,), 1, options.max_decoded_mb, "DICOM file")
+    check_decoded_size((info.st_size,), 1, options.max_decoded_mb, "DICOM file")  # read whole by pydicom
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # pydicom raises many kinds on damaged files; the message may quote content
@@ -117,7 +116,7 @@ def _read(dataset: Dataset, path: Path, options: ReadOptions) -> ImageRecord:
         "intensity": "display",
     }
     if color == "rgb":
-        display = np.moveaxis(pixels, -1, 0).astype(np.float32) / np.float32(2**allocated - 1)  # (3, H, W)
+        display = np.moveaxis(pixels, -1, 0).astype(np.float32) / np.float32(2**stored - 1)  # (3, H, W)
         details.update(voi="none", inverted=False)
     else:
         display = _grayscale_display(dataset, pixels, photometric, options.voi_index, details)[None]  # (1, H, W)

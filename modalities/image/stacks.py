@@ -142,7 +142,8 @@ def _check_layout(shape: tuple[int, ...], axes: str, dtype: np.dtype, options: R
     if len(extra) > 1 or any(axis not in CHANNEL_AXES for axis in extra):
         raise ModalityError("not_2d", f"the file holds an array with axes {axes}, not a 2-D image or channel stack")
     channels = shape[axes.index(extra[0])] if extra else 1
-    if options.image_type != "multichannel" and extra and not (extra[0] == "S" and channels in (3, 4)):
+    colour = extra and extra[0] in "SC" and channels in (3, 4)  # RGB(A) samples, or a (3, H, W) array
+    if options.image_type != "multichannel" and channels != 1 and not colour:
         raise ModalityError("multiframe", "the file holds several pages or channels; image_type is not multichannel")
     if dtype.kind not in "uif" or dtype == np.bool_:
         raise ModalityError("unsupported_bit_depth", f"pixels of type {dtype} are not an intensity image")

@@ -128,7 +128,7 @@ def test_multichannel_names_from_imagej_labels_sidecar_and_refusals(tmp_path):
     assert refused(tmp_path / "cells.npy", "cells.npy#channels=DNA,Actin,RNA", **options) == "unknown_channel"
     assert refused(tmp_path / "cells.npy", "cells.npy#channels=DNA,RNA", **options) == "bad_channel_names"
     assert refused(tmp_path / "cells.npy", "cells.npy#channels=DNA,DNA,RNA", **options) == "bad_channel_names"
-    assert refused(tmp_path / "cells.npy") == "multiframe"  # a stack where one image is expected
+    assert refused(tmp_path / "cells.npy") == "not_grayscale"  # three different channels where one image is expected
     tifffile.imwrite(
         tmp_path / "zstack.tif", np.stack([stack, stack]), photometric="minisblack", metadata={"axes": "ZCYX"}
     )
@@ -152,6 +152,30 @@ def test_numpy_float_images_and_intensity_rules(tmp_path):
     assert refused(tmp_path / "flat.npy") == "blank_image"
     np.save(tmp_path / "tiny.npy", np.zeros((1, 1), dtype=np.uint8))
     assert refused(tmp_path / "tiny.npy") == "too_small"
+
+
+def test_numpy_channel_first_grayscale_and_colour(tmp_path):
+    camera = skimage_gray("camera")
+    np.save(tmp_path / "one.npy", camera[None])  # (1, H, W)
+    image, _ = load(tmp_path / "one.npy")
+    np.testing.assert_allclose(image[0], camera / 255.0, atol=1e-7)
+    retina = np.moveaxis(skimage_retina(), -1, 0)  # (3, H, W)
+    np.save(tmp_path / "retina.npy", np.ascontiguousarray(retina))
+    image, meta = load(tmp_path / "retina.npy", image_type="rgb")
+    np.testing.assert_allclose(image, retina / 255.0, atol=1e-7)
+    assert meta["color"] == "rgb"
+    np.save(tmp_path / "pages.npy", np.stack([camera, camera]))  # two pages: not one image
+    assert refused(tmp_path / "pages.npy") == "multiframe"
+
+
+def test_inspect_shows_allow_listed_metadata_only(tmp_path, capsys):
+    from medclip.cli import main
+
+    Image.fromarray(skimage_gray("camera")).save(tmp_path / "Doe_Jane_MRN0042917.png")
+    assert main(["inspect", str(tmp_path / "Doe_Jane_MRN0042917.png")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["modality"] == "image" and summary["meta"]["shape"] == [1, 512, 512]
+    assert "Doe" not in json.dumps(summary) and "MRN" not in json.dumps(summary)
 
 
 def test_inputs_that_are_not_images(tmp_path):
