@@ -44,6 +44,8 @@ from .voi import apply_lut, apply_window, image_range
 
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
+# PS3.3 C.7.6.3.1.2 values: only these are ever named in a message (a damaged header could hold any text)
+PHOTOMETRIC_TERMS = frozenset({*MONOCHROME, *COLOR, "PALETTE COLOR", "HSV", "ARGB", "CMYK", "YBR_PARTIAL_422", "XYB"})
 WORKING_BYTES_PER_VALUE = 8  # the decoded values plus their float32 display copy
 
 
@@ -75,7 +77,7 @@ def _read(dataset: Dataset, path: Path, options: ReadOptions) -> ImageRecord:
     if modality not in options.dicom_modalities:
         raise ModalityError(
             "unsupported_dicom_modality",
-            f"Modality {modality or '(none)'} is not read as an image; accepted: {', '.join(options.dicom_modalities)}",
+            f"the object's Modality is not read as an image; accepted: {', '.join(options.dicom_modalities)}",
         )
     intent = str(dataset.get("PresentationIntentType", "") or "").strip().upper()
     if intent == "FOR PROCESSING" and not options.allow_for_processing:
@@ -87,9 +89,8 @@ def _read(dataset: Dataset, path: Path, options: ReadOptions) -> ImageRecord:
     if photometric == "PALETTE COLOR":
         raise ModalityError("palette_image", "palette-colour images are not read: convert them to RGB or grayscale")
     if not ((photometric in MONOCHROME and samples == 1) or (photometric in COLOR and samples == 3)):
-        raise ModalityError(
-            "unsupported_photometric", f"PhotometricInterpretation {photometric or '(none)'} with {samples} samples"
-        )
+        shown = photometric if photometric in PHOTOMETRIC_TERMS else "an unknown value"
+        raise ModalityError("unsupported_photometric", f"PhotometricInterpretation {shown} with {samples} samples")
     rows, columns = int(dataset.Rows), int(dataset.Columns)
     allocated, stored = int(dataset.BitsAllocated), int(dataset.get("BitsStored", dataset.BitsAllocated))
     high_bit = int(dataset.get("HighBit", stored - 1))
@@ -99,7 +100,8 @@ def _read(dataset: Dataset, path: Path, options: ReadOptions) -> ImageRecord:
     check_decoded_size((samples, rows, columns), WORKING_BYTES_PER_VALUE, options.max_decoded_mb, "image")
     color = "rgb" if samples == 3 else "grayscale"
     check_decodable(dataset)
-    _check_native_pixel_data(dataset, rows * columns * samples, allocated, stored)
+    stored_samples = rows * columns * (2 if photometric == "YBR_FULL_422" else samples)  # 4:2:2 halves chroma
+    _check_native_pixel_data(dataset, stored_samples, allocated, stored)
     try:
         pixels = dataset.pixel_array  # (rows, columns) or (rows, columns, 3) RGB: pydicom converts YBR to RGB
     except Exception as error:

@@ -266,6 +266,12 @@ def test_identifiers_never_leave_the_reader(tmp_path, caplog):
     with pytest.raises(ModalityError) as error:
         load(bad_path)
     assert "Doe" not in str(error.value) and "Doe" not in caplog.text and "MRN" not in caplog.text
+    for keyword in ("Modality", "PhotometricInterpretation"):  # header text in a coded field is never echoed
+        odd = CASES["cr_monochrome1_linear"]()
+        setattr(odd, keyword, "DOE JANE")
+        with pytest.raises(ModalityError) as error:
+            load(write_dicom_image(tmp_path / f"{keyword}.dcm", odd))
+        assert "DOE" not in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -321,3 +327,21 @@ def test_file_without_suffix_is_recognised_by_its_preamble(tmp_path):
     path = write_dicom_image(tmp_path / "IM000001", CASES["mg_sigmoid"]())
     image, meta = load(path)
     assert image.shape == (1, 512, 512) and meta["source"] == "dicom"
+
+
+def test_uncompressed_ybr_full_422_photograph_is_not_mistaken_for_a_truncated_one(tmp_path):
+    """Native YBR_FULL_422 stores two luma and one chroma pair per two pixels: 2 bytes per pixel, not 3."""
+    from pydicom.pixels import convert_color_space
+
+    retina = skimage_retina()[:, :352]  # an even width
+    ybr = convert_color_space(retina, "RGB", "YBR_FULL").astype(np.int32)  # (H, W, 3)
+    pairs = ybr.reshape(ybr.shape[0], -1, 2, 3)  # (H, W/2, 2 pixels, Y/Cb/Cr)
+    packed = np.stack(
+        [pairs[..., 0, 0], pairs[..., 1, 0], pairs[..., :, 1].mean(-1).round(), pairs[..., :, 2].mean(-1).round()],
+        axis=-1,
+    ).astype(np.uint8)  # (H, W/2, 4): Y0 Y1 Cb Cr
+    dataset = image_dataset(retina, "OP", photometric="YBR_FULL_422")
+    dataset.PixelData = packed.tobytes()
+    image, meta = load(write_dicom_image(tmp_path / "op.dcm", dataset), image_type="rgb")
+    assert meta["photometric_interpretation"] == "YBR_FULL_422"
+    assert float(np.abs(image - np.moveaxis(retina, -1, 0) / 255.0).mean()) < 0.02  # chroma subsampling error only
