@@ -118,7 +118,7 @@ def build_medclip(preset: Preset, device: torch.device) -> tuple[nn.Module, nn.M
         max_tokens=preset.report_tokens,
         vocab_size=4000,
     )
-    encoders = {"ct": CTModality(ct_config).build_encoder(ct_config), "report": TransformerReportEncoder(report_config)}
+    encoders = {"ct": CTModality(ct_config).build_encoder(), "report": TransformerReportEncoder(report_config)}
     heads = {name: ProjectionHead(encoder.output_dim, preset.embed_dim) for name, encoder in encoders.items()}
     model = ContrastiveModel(encoders, heads).to(device)
     criterion = build_loss({"clip": 1.0}).to(device)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from medclip.recipes import RECIPES, recipe_config_path
+from medclip.recipe_registry import RECIPES, recipe_config_path
 
 from medclip.cli import main
 from medclip.data import read_manifest
