@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from medclip.recipe_registry import RECIPES, recipe_config_path
 
 from medclip.cli import main
 from medclip.data import read_manifest
+from medclip.recipe_registry import RECIPES, recipe_config_path
 
 SECRET = "Zebulon Quartermaine"  # stands for the identifiers a report can hold: never in logs or the summary
 REPORTS = [

@@ -12,9 +12,9 @@ import json
 import pandas as pd
 import pydicom
 import pytest
-from medclip.recipe_registry import RECIPES, recipe_config_path
 
 from medclip.cli import main as cli
+from medclip.recipe_registry import RECIPES, recipe_config_path
 from modalities.image.phantom import write_cxr_dataset
 
 FINDINGS = "[Cardiomegaly,Pleural Effusion,Pneumothorax,Consolidation]"
