@@ -131,7 +131,7 @@ def _oct_volume(shape: tuple[int, int, int] = (16, 24, 6), seed: int = 3) -> np.
     return np.random.default_rng(seed).integers(100, 4000, size=shape).astype(np.uint16)  # (lateral, axial, B)
 
 
-def _oct_dicom(path: Path, volume: np.ndarray, spacing=("0.004", "0.012"), thickness="0.24", frames=None) -> None:
+def oct_dicom(path: Path, volume: np.ndarray, spacing=("0.004", "0.012"), thickness="0.24", frames=None) -> None:
     """A multi-frame Ophthalmic Tomography object: frames = B-scans, pixel measures in the shared groups."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = OPHTHALMIC_TOMOGRAPHY
@@ -168,7 +168,7 @@ def _pixel_data_offset(raw: bytes) -> int:
     return raw.rfind(struct.pack("<HH", 0x7FE0, 0x0010))
 
 
-def _deflate_bomb(path: Path, template: Path, inflated_bytes: int) -> None:
+def deflate_bomb(path: Path, template: Path, inflated_bytes: int) -> None:
     """A Deflated Explicit VR Little Endian file whose dataset inflates to ``inflated_bytes`` of pixel data.
 
     The header comes from ``template`` (a real slice); the pixel data is zeros, compressed once per MiB after a full
@@ -192,7 +192,7 @@ def _deflate_bomb(path: Path, template: Path, inflated_bytes: int) -> None:
     path.write_bytes(written[:start] + head + mebibyte * (inflated_bytes >> 20) + tail)
 
 
-def _tiff_bomb(path: Path) -> None:
+def tiff_bomb(path: Path) -> None:
     page = zlib.compress(bytes(TIFF_BOMB_SIDE * TIFF_BOMB_SIDE * 2), 9)  # one page of uint16 zeros
     tifffile.imwrite(
         path,
@@ -343,7 +343,7 @@ def dicom_cases(root: Path) -> list[Crafted]:
 
     bomb_template = _series(dicom / "bomb_template", 1)[0]
     (dicom / "deflate_bomb").mkdir(exist_ok=True)
-    _deflate_bomb(dicom / "deflate_bomb" / "IM00000.dcm", bomb_template, inflated_bytes=16384 * 16384 * 2)
+    deflate_bomb(dicom / "deflate_bomb" / "IM00000.dcm", bomb_template, inflated_bytes=16384 * 16384 * 2)
     shutil.rmtree(dicom / "bomb_template")
     cases.append(Crafted("ct_dicom_deflate_bomb_512mb", "ct", "dicom/deflate_bomb", ("too_large",),
                          {"max_decoded_mb": 256}))  # fmt: skip
@@ -485,12 +485,12 @@ def oct_cases(root: Path) -> list[Crafted]:
     folder.mkdir(exist_ok=True)
     volume = _oct_volume()
     tifffile.imwrite(folder / "good.tif", volume.transpose(2, 1, 0))
-    _oct_dicom(folder / "good.dcm", volume)
+    oct_dicom(folder / "good.dcm", volume)
     cases = [
         Crafted("oct_tiff_good", "oct", "oct/good.tif", (LOADS,)),
         Crafted("oct_dicom_good", "oct", "oct/good.dcm", (LOADS,)),
     ]
-    _tiff_bomb(folder / "bomb.tif")
+    tiff_bomb(folder / "bomb.tif")
     cases.append(Crafted("oct_tiff_zlib_pages_decode_to_2gb", "oct", "oct/bomb.tif", ("too_large",)))
     tifffile.imwrite(folder / "budget.tif", _oct_volume((128, 128, 32)).transpose(2, 1, 0), compression="zlib")
     cases.append(Crafted("oct_tiff_over_budget", "oct", "oct/budget.tif", ("too_large",), {"max_decoded_mb": 1}))
@@ -516,13 +516,13 @@ def oct_cases(root: Path) -> list[Crafted]:
     tifffile.imwrite(folder / "constant.tif", np.full((6, 24, 16), 7, np.uint16))
     cases.append(Crafted("oct_tiff_constant", "oct", "oct/constant.tif", ("constant_volume",)))
 
-    _oct_dicom(folder / "frames_1e9.dcm", volume, frames=1_000_000_000)
+    oct_dicom(folder / "frames_1e9.dcm", volume, frames=1_000_000_000)
     cases.append(Crafted("oct_dicom_declares_1e9_frames", "oct", "oct/frames_1e9.dcm", ("too_large",)))
-    _oct_dicom(folder / "nan_spacing.dcm", volume, spacing=("NaN", "0.012"))
+    oct_dicom(folder / "nan_spacing.dcm", volume, spacing=("NaN", "0.012"))
     cases.append(Crafted("oct_dicom_nan_pixel_spacing", "oct", "oct/nan_spacing.dcm", ("bad_affine",)))
-    _oct_dicom(folder / "spacing_90mm.dcm", volume, thickness="90")
+    oct_dicom(folder / "spacing_90mm.dcm", volume, thickness="90")
     cases.append(Crafted("oct_dicom_bscans_90mm_apart", "oct", "oct/spacing_90mm.dcm", ("implausible_spacing",)))
-    _oct_dicom(folder / "truncated.dcm", volume)
+    oct_dicom(folder / "truncated.dcm", volume)
     (folder / "truncated.dcm").write_bytes((folder / "truncated.dcm").read_bytes()[:-300])
     cases.append(Crafted("oct_dicom_truncated", "oct", "oct/truncated.dcm", ("truncated_file",)))
     _nifti(folder / "complex.nii", (volume + 1j * volume[::-1]).astype(np.complex64))
