@@ -3,9 +3,10 @@
 Modality-neutral: any plugin (CT, OCT, ECG, ...) hands over a *content hash* of its input and a *preprocessing
 fingerprint* (the JSON-able settings of its deterministic transforms) and gets back a read-only memory map.
 
-- Key: ``sha256(content hash + fingerprint hash)``. The content hash is computed from the input's bytes, never from
-  its path, so no file name, patient name or UID can reach a key or a cache file name; renaming an input keeps its
-  entry, editing it makes a new one, and a changed fingerprint misses (the old entry is simply not used again).
+- Key: ``sha256(content hash + fingerprint hash)``. The content hash is computed from the input's bytes
+  (``content_hash``), or from a keyed pseudonym of the input's reference plus its files' bytes (``input_hash``, see
+  below), never from a path in clear, so no file name, patient name or UID can reach a key or a cache file name;
+  editing an input makes a new entry, and a changed fingerprint misses (the old entry is simply not used again).
 - Entry: ``<root>/<namespace>/<key[:2]>/<key>.npy`` (int16, float16, uint8 or int8 only: compact, and never pickled)
   + ``<key>.json`` sidecar with the caller's allow-listed metadata, the fingerprint hash and the exact ``.npy`` header
   bytes. A read checks the fingerprint and that header (a replaced, truncated or pickled file is refused and rebuilt),
