@@ -4,14 +4,17 @@
   thousands deep must not exhaust Python's stack), never following linked sub-folders; a FIFO, socket or device among
   them is an error (``not_regular_file``): opening it would block or never end.
 - ``read_dicom_file``: a regular file no larger than the budget, parsed with large values (pixel data, big
-  sequences) left on disk until used, so parsing a series holds its headers, not its pixels. A Deflated Explicit VR
-  Little Endian file is inflated once, counting bytes, before pydicom inflates it whole: a few MB can inflate to
-  gigabytes. A file that ends inside an element (its declared length runs past the end of the file, or pydicom kept
-  a shortened value) is ``truncated_file``.
+  sequences) left on disk until used, so parsing a series holds its headers, not its pixels. Parsing reads through
+  ``CountedReader``, which refuses a file needing more than ``MAX_READS`` reads (``bad_header``): pydicom keeps about
+  300 bytes of Python objects per element, so 10 MB of 12-byte elements would take 250 MB and seconds of parsing, and
+  real headers have hundreds of elements. A Deflated Explicit VR Little Endian dataset is inflated once, counting
+  bytes, before pydicom inflates it whole: a few MB can inflate to gigabytes. A file that ends inside an element (its
+  declared length runs past the end of the file, or pydicom kept a shortened value) is ``truncated_file``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -32,6 +35,24 @@ UNDEFINED_LENGTH = 0xFFFFFFFF
 INFLATE_CHUNK = 1 << 22  # bytes read (and inflated at most) per step when counting a deflated dataset
 PREAMBLE_AND_PREFIX = 132  # 128-byte preamble + "DICM"
 GROUP_LENGTH_ELEMENT = 12  # (0002,0000) UL: tag, VR, 2-byte length, 4-byte value
+MAX_READS = 100_000  # reads while parsing one file: 1-3 per element; a CT header has a few hundred elements
+
+
+class CountedReader(io.BufferedReader):
+    """A file opened for pydicom that refuses to be read more than ``MAX_READS`` times (``bad_header``).
+
+    A subclass of ``io.BufferedReader``, so pydicom treats it as a file it may reopen by name for deferred values.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.FileIO(os.fspath(path), "rb"))  # a str name: pydicom reopens it by name
+        self.reads_left = MAX_READS
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads_left -= 1
+        if self.reads_left < 0:
+            raise ModalityError("bad_header", f"a DICOM file holds more than {MAX_READS} elements to parse")
+        return super().read(size)
 
 
 def list_dicom_files(folder: Path) -> list[Path]:
@@ -86,7 +107,8 @@ def read_dicom_file(path: Path, max_bytes: int) -> Dataset:
         if deflated is not None:
             _check_inflated_size(path, deflated, max_bytes)
         # a deflated dataset is parsed from memory: its deferred values could not be re-read from the file
-        dataset = pydicom.dcmread(path, defer_size=None if deflated is not None else DEFER_BYTES)
+        with CountedReader(path) as handle:
+            dataset = pydicom.dcmread(handle, defer_size=None if deflated is not None else DEFER_BYTES)
     except ModalityError:
         raise
     except InvalidDicomError:

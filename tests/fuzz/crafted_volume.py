@@ -13,7 +13,7 @@ crafted-input harness (``tests/fuzz/crafted.py``), which runs each through ``res
 - silent garbage: RescaleSlope NaN / 1e308 / 0, huge intercepts, complex and RGB voxels, NaN and 1e30 voxels, TIFF
   pages of two sizes (a generic reader keeps the first run), NaN spacing that readers used to replace by 1;
 - damaged geometry and structure: NaN / infinite / 1e6 mm / 1e-7 mm spacing, zero and negative dimensions, truncated
-  files, element lengths beyond the end of the file, sequences nested 3000 deep, one-slice
+  files, element lengths beyond the end of the file, sequences nested 3000 deep, 300 000 tiny elements, one-slice
   series with and without a thickness, unreadable or hostile JSON sidecars;
 - controls that must load (a good file of each format) so a reader that refuses everything cannot pass.
 
@@ -340,6 +340,11 @@ def dicom_cases(root: Path) -> list[Crafted]:
     close = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     files[0].write_bytes(files[0].read_bytes() + (sequence + item) * 3000 + close * 3000)  # after the pixels
     cases.append(Crafted("ct_dicom_sequences_nested_3000_deep", "ct", "dicom/deep_sequence", ("bad_header",)))
+
+    files = _series(dicom / "many_elements", 1)
+    private = [struct.pack("<HH2sH", 0x7FE1 + 2 * (i // 0xEFFF), 0x1000 + i % 0xEFFF, b"LO", 2) for i in range(300_000)]
+    files[0].write_bytes(files[0].read_bytes() + b"ab".join(private) + b"ab")  # 3.6 MB of 12-byte private elements
+    cases.append(Crafted("ct_dicom_300k_tiny_elements", "ct", "dicom/many_elements", ("bad_header",)))
 
     bomb_template = _series(dicom / "bomb_template", 1)[0]
     (dicom / "deflate_bomb").mkdir(exist_ok=True)
