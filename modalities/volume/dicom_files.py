@@ -5,11 +5,12 @@
   them is an error (``not_regular_file``): opening it would block or never end.
 - ``read_dicom_file``: a regular file no larger than the budget, parsed with large values (pixel data, big
   sequences) left on disk until used, so parsing a series holds its headers, not its pixels. Parsing reads through
-  ``CountedReader``, which refuses a file needing more than ``MAX_READS`` reads (``bad_header``): pydicom keeps about
-  300 bytes of Python objects per element, so 10 MB of 12-byte elements would take 250 MB and seconds of parsing, and
-  real headers have hundreds of elements. A Deflated Explicit VR Little Endian dataset is inflated once, counting
-  bytes, before pydicom inflates it whole: a few MB can inflate to gigabytes. A file that ends inside an element (its
-  declared length runs past the end of the file, or pydicom kept a shortened value) is ``truncated_file``.
+  ``CountedReader``, which refuses a file needing more than ``MAX_READS`` reads (``header_too_complex``): pydicom
+  keeps about 300 bytes of Python objects per element, so 10 MB of 12-byte elements would take 250 MB and seconds of
+  parsing, and real headers have hundreds of elements. A Deflated Explicit VR Little Endian dataset is inflated once,
+  counting bytes, before pydicom inflates it whole: a few MB can inflate to gigabytes. A file that ends inside an
+  element (its declared length runs past the end of the file, or pydicom kept a shortened value) is
+  ``truncated_file``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ MAX_READS = 100_000  # reads while parsing one file: 1-3 per element; a CT heade
 
 
 class CountedReader(io.BufferedReader):
-    """A file opened for pydicom that refuses to be read more than ``MAX_READS`` times (``bad_header``).
+    """A file opened for pydicom that refuses to be read more than ``MAX_READS`` times (``header_too_complex``).
 
     A subclass of ``io.BufferedReader``, so pydicom treats it as a file it may reopen by name for deferred values.
     """
@@ -51,7 +52,7 @@ class CountedReader(io.BufferedReader):
     def read(self, size: int | None = -1) -> bytes:
         self.reads_left -= 1
         if self.reads_left < 0:
-            raise ModalityError("bad_header", f"a DICOM file holds more than {MAX_READS} elements to parse")
+            raise ModalityError("header_too_complex", f"a DICOM file holds more than {MAX_READS} elements to parse")
         return super().read(size)
 
 
@@ -96,8 +97,9 @@ def read_dicom_file(path: Path, max_bytes: int) -> Dataset:
 
     Raises:
         ModalityError: ``missing_file`` / ``not_regular_file``, ``too_large`` (the file, or its inflated dataset,
-            exceeds ``max_bytes``), ``not_dicom``, ``truncated_file``, ``bad_header`` (sequences nested too deep to
-            parse), ``unreadable`` (the file cannot be read).
+            exceeds ``max_bytes``), ``not_dicom``, ``truncated_file``, ``header_too_complex`` (more elements or deeper
+            nesting than any real header), ``bad_header`` (a deflated file without its meta group length),
+            ``unreadable`` (the file cannot be read).
     """
     size = require_regular_file(path, "DICOM").st_size
     if size > max_bytes:
@@ -116,7 +118,7 @@ def read_dicom_file(path: Path, max_bytes: int) -> Dataset:
     except (EOFError, ValueError, struct.error, zlib.error, KeyError, TypeError, IndexError):
         raise ModalityError("not_dicom", "a file could not be parsed as DICOM") from None
     except RecursionError:
-        raise ModalityError("bad_header", "a DICOM file nests sequences too deeply to parse") from None
+        raise ModalityError("header_too_complex", "a DICOM file nests sequences too deeply to parse") from None
     except OSError as error:
         raise ModalityError("unreadable", f"a DICOM file could not be read ({type(error).__name__})") from None
     if _ends_inside_an_element(dataset, size):

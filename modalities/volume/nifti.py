@@ -9,7 +9,7 @@ Before nibabel reads anything but the header (issue 14), the header is parsed he
 be a regular file; the voxel type must be real numbers (``complex_data``, ``unsupported_dtype``); the declared
 dimensions must fit the budget (``too_large``; a 40 KB .nii.gz can declare gigabytes, and nibabel allocates the
 declared size before reading) and hold voxels (``empty_volume``); header extensions must lie inside the file and
-before the voxels (``bad_header``: nibabel allocates whatever size an extension declares). After reading, the values
+before the voxels (``bad_extension``: nibabel allocates whatever size an extension declares). After reading, the values
 are checked once scaled (``non_finite``, ``implausible_values``) and the voxel size (``implausible_spacing``).
 """
 
@@ -56,8 +56,8 @@ def read_header(path: Path, file_size: int) -> nib.Nifti1Header:
     """The NIfTI-1 or NIfTI-2 header, read with bounded reads; extensions are checked, not read.
 
     Raises:
-        ModalityError: ``unreadable`` (not a NIfTI header, a broken gzip stream), ``bad_header`` (an extension that
-            declares more bytes than lie before the voxel data, or than the file holds).
+        ModalityError: ``unreadable`` (not a NIfTI header, a broken gzip stream), ``bad_extension`` (an extension
+            that declares more bytes than lie before the voxel data, or than the file holds).
     """
     try:
         with _open(path) as handle:
@@ -91,14 +91,14 @@ def _check_extensions(handle: BinaryIO, header: nib.Nifti1Header, start: int, fi
     while remaining >= 16:
         raw = handle.read(EXTENSION_HEAD_BYTES)
         if len(raw) < EXTENSION_HEAD_BYTES:
-            raise ModalityError("bad_header", "the NIfTI file ends inside a header extension")
+            raise ModalityError("bad_extension", "the NIfTI file ends inside a header extension")
         extension_size, _ = struct.unpack(f"{order}ii", raw)
         if extension_size < 16 or extension_size > remaining or position + extension_size - start > MAX_EXTENSION_BYTES:
             raise ModalityError(
-                "bad_header", "a NIfTI header extension declares a size past the voxel data or over 64 MB"
+                "bad_extension", "a NIfTI header extension declares a size past the voxel data or over 64 MB"
             )
         if file_size is not None and position + extension_size > file_size:
-            raise ModalityError("bad_header", "a NIfTI header extension declares more bytes than the file holds")
+            raise ModalityError("bad_extension", "a NIfTI header extension declares more bytes than the file holds")
         _skip(handle, extension_size - EXTENSION_HEAD_BYTES)
         position += extension_size
         remaining -= extension_size
@@ -109,7 +109,7 @@ def _skip(handle: BinaryIO, count: int) -> None:
     while count > 0:
         step = handle.read(min(count, SKIP_CHUNK))
         if not step:
-            raise ModalityError("bad_header", "the NIfTI file ends inside a header extension")
+            raise ModalityError("bad_extension", "the NIfTI file ends inside a header extension")
         count -= len(step)
 
 
@@ -155,9 +155,10 @@ def read_nifti(path: str | os.PathLike, intensity: str = "raw", limits: VolumeLi
         limits: the budget and plausible ranges (the modality's; generic ones by default).
 
     Raises:
-        ModalityError: ``missing_file``, ``not_regular_file``, ``unreadable``, ``bad_header``, ``too_large``,
-            ``empty_volume``, ``complex_data``, ``unsupported_dtype``, ``header_data_mismatch``, ``missing_affine``,
-            ``bad_affine``, ``implausible_spacing``, ``not_3d``, ``non_finite``, ``implausible_values``.
+        ModalityError: ``missing_file``, ``not_regular_file``, ``unreadable``, ``bad_extension``, ``bad_header``,
+            ``too_large``, ``empty_volume``, ``complex_data``, ``unsupported_dtype``, ``header_data_mismatch``,
+            ``missing_affine``, ``bad_affine``, ``implausible_spacing``, ``not_3d``, ``non_finite``,
+            ``implausible_values``.
     """
     path = Path(path)
     limits = limits or VolumeLimits()

@@ -339,12 +339,12 @@ def dicom_cases(root: Path) -> list[Crafted]:
     item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)  # holding one item of undefined length, and so on
     close = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     files[0].write_bytes(files[0].read_bytes() + (sequence + item) * 3000 + close * 3000)  # after the pixels
-    cases.append(Crafted("ct_dicom_sequences_nested_3000_deep", "ct", "dicom/deep_sequence", ("bad_header",)))
+    cases.append(Crafted("ct_dicom_sequences_nested_3000_deep", "ct", "dicom/deep_sequence", ("header_too_complex",)))
 
     files = _series(dicom / "many_elements", 1)
     private = [struct.pack("<HH2sH", 0x7FE1 + 2 * (i // 0xEFFF), 0x1000 + i % 0xEFFF, b"LO", 2) for i in range(300_000)]
     files[0].write_bytes(files[0].read_bytes() + b"ab".join(private) + b"ab")  # 3.6 MB of 12-byte private elements
-    cases.append(Crafted("ct_dicom_300k_tiny_elements", "ct", "dicom/many_elements", ("bad_header",)))
+    cases.append(Crafted("ct_dicom_300k_tiny_elements", "ct", "dicom/many_elements", ("header_too_complex",)))
 
     bomb_template = _series(dicom / "bomb_template", 1)[0]
     (dicom / "deflate_bomb").mkdir(exist_ok=True)
@@ -389,8 +389,8 @@ def nifti_cases(root: Path) -> list[Crafted]:
     (folder / "extension_2gb.nii").write_bytes(body)
     with gzip.open(folder / "extension_2gb.nii.gz", "wb") as handle:
         handle.write(body)
-    cases.append(Crafted("ct_nifti_extension_declares_2gb", "ct", "nifti/extension_2gb.nii", ("bad_header",)))
-    cases.append(Crafted("ct_nifti_gz_extension_declares_2gb", "ct", "nifti/extension_2gb.nii.gz", ("bad_header",)))
+    cases.append(Crafted("ct_nifti_extension_declares_2gb", "ct", "nifti/extension_2gb.nii", ("bad_extension",)))
+    cases.append(Crafted("ct_nifti_gz_extension_declares_2gb", "ct", "nifti/extension_2gb.nii.gz", ("bad_extension",)))
     # 128^3 at 20 mm (a plausible voxel size) resampled to 3 mm: 853^3 float32 = 2.5 GB from a 10 KB file.
     _nifti(folder / "grid_20mm.nii.gz", np.full((128, 128, 128), -1000, np.int16), np.diag([20.0, 20.0, 20.0, 1.0]))
     cases.append(Crafted("ct_nifti_20mm_voxels_resample_to_2gb", "ct", "nifti/grid_20mm.nii.gz", ("too_large",)))

@@ -152,7 +152,7 @@ def test_a_nifti_extension_declaring_2_gb_is_refused_before_nibabel_allocates_it
     (tmp_path / "extension.nii").write_bytes(body)
     tracemalloc.start()
     try:
-        assert refusal(tmp_path / "extension.nii").reason == "bad_header"
+        assert refusal(tmp_path / "extension.nii").reason == "bad_extension"
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
