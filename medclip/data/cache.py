@@ -3,16 +3,26 @@
 Modality-neutral: any plugin (CT, OCT, ECG, ...) hands over a *content hash* of its input and a *preprocessing
 fingerprint* (the JSON-able settings of its deterministic transforms) and gets back a read-only memory map.
 
-- Key: ``sha256(content hash + fingerprint hash)``. The content hash is computed from the input's bytes, never from
-  its path, so no file name, patient name or UID can reach a key or a cache file name; renaming an input keeps its
-  entry, editing it makes a new one, and a changed fingerprint misses (the old entry is simply not used again).
+- Key: ``sha256(content hash + fingerprint hash)``. The content hash is computed from the input's bytes
+  (``content_hash``), or from a keyed pseudonym of the input's reference plus its files' bytes (``input_hash``, see
+  below), never from a path in clear, so no file name, patient name or UID can reach a key or a cache file name;
+  editing an input makes a new entry, and a changed fingerprint misses (the old entry is simply not used again).
 - Entry: ``<root>/<namespace>/<key[:2]>/<key>.npy`` (int16, float16, uint8 or int8 only: compact, and never pickled)
   + ``<key>.json`` sidecar with the caller's allow-listed metadata, the fingerprint hash and the exact ``.npy`` header
   bytes. A read checks the fingerprint and that header (a replaced, truncated or pickled file is refused and rebuilt),
   then memory-maps the data. Both files are written to temporary files and renamed, so a crash or a concurrent writer
   never leaves a half entry.
 - Content hashes of large inputs take time (a 100 MB CT reads at ~1 GB/s); ``ContentHasher`` remembers them per
-  (path, size, mtime), under a keyed pseudonym of that tuple, so warm epochs skip the hashing.
+  (path, size, mtime, ctime, inode, device) of every file, under a keyed pseudonym of those values, so warm epochs
+  skip the hashing. A remembered hash is trusted only when every file was last changed more than
+  ``RACY_SECONDS`` before it was computed: a file rewritten in place with the same size within the file system's
+  timestamp granularity (or with its mtime set back) keeps its stat values, and is then hashed again, as git does
+  for "racily clean" files. ctime cannot be set back by a user.
+- One input = one reference + its source files (``input_hash``): volume plugins key an entry by the keyed pseudonym
+  of the full reference (the resolved path plus what selects within it, e.g. ``#series=2``) and the content of every
+  file the reader reads (each slice of a series, a .npy and its sidecar), so selecting another series of a folder,
+  replacing, adding or removing a file, or editing a sidecar never returns a stale entry. Only regular files are
+  read (a FIFO in a folder would block the hashing forever).
 """
 
 from __future__ import annotations
@@ -21,19 +31,24 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .safe_io import regular_files, require_regular_file
+
 logger = logging.getLogger("medclip.data")
 
-CACHE_FORMAT = "medclip.cache/1"
+CACHE_FORMAT = "medclip.cache/2"  # 2: entries keyed by reference + source files (issue 14); /1 entries are not used
 CACHE_DTYPES = (np.dtype(np.int16), np.dtype(np.float16), np.dtype(np.uint8), np.dtype(np.int8))
 CHUNK_BYTES = 1 << 22  # 4 MiB reads when hashing
+RACY_SECONDS = 2.0  # coarser than any file system's timestamp granularity (ext4 ~ms, NFS and FAT up to 2 s)
 
 
 class CacheError(ValueError):
@@ -50,7 +65,8 @@ def fingerprint_digest(fingerprint: Mapping[str, Any]) -> str:
 
 
 def file_content_hash(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes."""
+    """sha256 (hex) of a regular file's bytes (a FIFO or device is ``not_regular_file``: never opened)."""
+    require_regular_file(path, "input")
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK_BYTES):
@@ -58,12 +74,38 @@ def file_content_hash(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def folder_files(path: str | os.PathLike) -> list[Path]:
+    """Every non-hidden regular file below ``path``, sorted; walked without recursion, linked folders not entered.
+
+    Raises:
+        ModalityError: ``not_regular_file`` for a FIFO, socket or device below it.
+    """
+    files: list[Path] = []
+    pending = [Path(path)]
+    while pending:
+        directory = pending.pop()
+        names = []
+        for entry in sorted(os.scandir(directory), key=lambda entry: entry.name):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            elif not (entry.is_symlink() and _links_to_folder(entry.path)):  # linked folders could lead back up
+                names.append(entry.path)
+        files.extend(regular_files(names, what="input"))
+    return sorted(files)
+
+
+def _links_to_folder(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:  # a dangling link or a link loop: regular_files names the problem
+        return False
+
+
 def folder_content_hash(path: str | os.PathLike) -> str:
     """sha256 over the sorted content hashes of every non-hidden file below ``path`` (names do not count)."""
-    hashes = []
-    for directory, subdirectories, names in os.walk(path):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        hashes.extend(file_content_hash(Path(directory) / name) for name in names if not name.startswith("."))
+    hashes = [file_content_hash(file) for file in folder_files(path)]
     return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
 
 
@@ -72,25 +114,32 @@ def content_hash(path: str | os.PathLike) -> str:
     return folder_content_hash(path) if Path(path).is_dir() else file_content_hash(path)
 
 
-def _stat_signature(path: Path) -> str:
-    """Size and modification time of a file, or of every file in a folder: changes whenever the content may have."""
-    if not path.is_dir():
-        stat = path.stat()
-        return f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
-    parts = [os.path.abspath(path)]
-    for directory, subdirectories, names in os.walk(path):
-        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
-        for name in sorted(names):
-            if not name.startswith("."):
-                stat = (Path(directory) / name).stat()
-                parts.append(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}")
-    return "\n".join(parts)
+def files_content_hash(files: Sequence[str | os.PathLike]) -> str:
+    """sha256 over the content hashes of ``files``, in their order (a .npy before its sidecar, slices sorted)."""
+    return hashlib.sha256("\n".join(file_content_hash(file) for file in files).encode()).hexdigest()
+
+
+def _stat_signature(files: Sequence[Path]) -> tuple[str, int]:
+    """(signature, newest change in ns) of ``files``: path, size, mtime, ctime, inode and device of each.
+
+    The signature changes whenever a file may have: replaced (new inode), rewritten (mtime, ctime), touched back
+    (ctime), added or removed (the list). The newest change decides whether a hash of it may be trusted later.
+    """
+    parts, newest = [], 0
+    for file in files:
+        info = require_regular_file(file, "input")
+        parts.append(
+            f"{os.path.abspath(file)}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ctime_ns}\0{info.st_ino}"
+            f"\0{info.st_dev}"
+        )
+        newest = max(newest, info.st_mtime_ns, info.st_ctime_ns)
+    return "\n".join(parts), newest
 
 
 class ContentHasher:
-    """Content hashes, remembered across processes and runs by file size and modification time.
+    """Content hashes, remembered across processes and runs by the files' stat values (see the module docstring).
 
-    The memo file is named by a *keyed* pseudonym (HMAC with the institution's pseudonym key) of the path and stat
+    The memo file is named by a *keyed* pseudonym (HMAC with the institution's pseudonym key) of the paths and stat
     values, so it reveals neither (a plain hash of a path holding a patient's name could be reversed by guessing).
 
     Args:
@@ -103,28 +152,53 @@ class ContentHasher:
 
         self.folder = Path(folder)
         self.pseudonymizer = pseudonymizer if pseudonymizer is not None else Pseudonymizer.from_environment()
-        self._known: dict[str, str] = {}  # stat signature -> content hash, for this process (never written out)
+        # signature -> (content hash, when hashing began in ns), for this process (never written out)
+        self._known: dict[str, tuple[str, int]] = {}
 
     def __call__(self, path: str | os.PathLike) -> str:
+        """The content hash of a file, or of a folder's files (names do not count: ``content_hash``)."""
         path = Path(path)
-        signature = _stat_signature(path)
-        if signature in self._known:
-            return self._known[signature]
-        self._known[signature] = digest = self._lookup(path, signature)
+        if path.is_dir():
+            files = folder_files(path)
+            return self._remembered(f"folder\0{os.path.abspath(path)}", files, lambda: folder_content_hash(path))
+        return self._remembered("file", [path], lambda: file_content_hash(path))
+
+    def files(self, files: Sequence[str | os.PathLike]) -> str:
+        """The content hash of ``files`` in order (``files_content_hash``), remembered."""
+        paths = [Path(file) for file in files]
+        return self._remembered("files", paths, lambda: files_content_hash(paths))
+
+    def _remembered(self, kind: str, files: Sequence[Path], compute) -> str:
+        signature, newest = _stat_signature(files)
+        signature = f"{kind}\n{signature}"
+        known = self._known.get(signature) or self._read_memo(signature)
+        if known is not None and self._trusted(known[1], newest):
+            return known[0]
+        began = time.time_ns()
+        digest = compute()
+        self._known[signature] = (digest, began)
+        self._write_memo(signature, digest, began)
         return digest
 
-    def _lookup(self, path: Path, signature: str) -> str:
-        token = self.pseudonymizer.pseudonym(signature, kind="study")
-        memo = self.folder / f"{token}.sha256"
+    @staticmethod
+    def _trusted(hashed_at_ns: int, newest_change_ns: int) -> bool:
+        """Whether a hash begun at ``hashed_at_ns`` certainly saw the files' last change (not "racily clean")."""
+        return hashed_at_ns - newest_change_ns > RACY_SECONDS * 1e9
+
+    def _memo_path(self, signature: str) -> Path:
+        return self.folder / f"{self.pseudonymizer.pseudonym(signature, kind='study')}.sha256"
+
+    def _read_memo(self, signature: str) -> tuple[str, int] | None:
         try:
-            remembered = memo.read_text().strip()
-            if len(remembered) == 64:
-                return remembered
+            digest, _, began = self._memo_path(signature).read_text().strip().partition(" ")
+            if len(digest) == 64 and began.isdigit():
+                return digest, int(began)
         except OSError:
             pass
-        digest = content_hash(path)
-        _atomic_write_bytes(memo, digest.encode())
-        return digest
+        return None
+
+    def _write_memo(self, signature: str, digest: str, began: int) -> None:
+        _atomic_write_bytes(self._memo_path(signature), f"{digest} {began}".encode())
 
 
 @dataclass
@@ -165,11 +239,26 @@ class PreprocessCache:
         self.fingerprint_hash = fingerprint_digest(self.fingerprint)
         self.hasher = None  # created on first use (it reads the pseudonym key)
 
-    def content_hash(self, path: str | os.PathLike) -> str:
-        """The (memoised) content hash of an input file or folder."""
+    def _hasher(self) -> ContentHasher:
         if self.hasher is None:
             self.hasher = ContentHasher(self.root / "content-hashes")
-        return self.hasher(path)
+        return self.hasher
+
+    def content_hash(self, path: str | os.PathLike) -> str:
+        """The (memoised) content hash of an input file or folder: its bytes only, whatever its name."""
+        return self._hasher()(path)
+
+    def input_hash(self, reference: str, files: Sequence[str | os.PathLike]) -> str:
+        """The identity of one input, to pass to ``get`` / ``put``: the reference and the content of its files.
+
+        Args:
+            reference: everything that selects the input: the resolved path plus any selection within it
+                (``"/data/study#series=2"``). It enters as a keyed pseudonym, never as text.
+            files: every file the reader reads for it, in a fixed order (must be regular files).
+        """
+        hasher = self._hasher()
+        reference_token = hasher.pseudonymizer.pseudonym(f"cache-reference\0{reference}", kind="study")
+        return hashlib.sha256(f"{reference_token}\0{hasher.files(files)}".encode()).hexdigest()
 
     def key(self, content: str) -> str:
         """The entry key of an input's content hash under this cache's fingerprint."""

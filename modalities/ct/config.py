@@ -7,8 +7,17 @@ from dataclasses import dataclass, field
 from medclip.config import ConfigError
 from modalities.volume.config import VolumeEncoderConfig
 from modalities.volume.geometry import check_orientation_code
+from modalities.volume.limits import VolumeLimits
 
 from .windows import parse_window
+
+# Plausible CT voxel sizes: micro-CT reaches 0.01 mm, the thickest clinical slabs 10 mm; 25 mm leaves room for
+# downsampled research data. A 90 mm "voxel" is a damaged header, and resampling it to 3 mm multiplies the volume by
+# 27 000.
+CT_SPACING_MM = (0.01, 25.0)
+# Plausible Hounsfield units: everything 16-bit CT pixels produce with the usual rescales (stored -32768..65535,
+# intercept -1024..0). Air is -1000, dense metal up to ~30 000 on extended scales, padding as low as -32768 - 1024.
+HU_RANGE = (-33792.0, 65535.0)
 
 
 @dataclass
@@ -55,3 +64,14 @@ class CTConfig(VolumeEncoderConfig):
             raise ConfigError(f"modalities.ct.size must be three positive integers, got {self.size}")
         if self.hu_shift < 0:
             raise ConfigError("modalities.ct.hu_shift must be >= 0")
+        if not self.max_decoded_mb > 0:
+            raise ConfigError("modalities.ct.max_decoded_mb must be positive")
+
+    def limits(self) -> VolumeLimits:
+        """What CT readers accept: the ``max_decoded_mb`` budget, ``CT_SPACING_MM`` and ``HU_RANGE``."""
+        return VolumeLimits(
+            max_decoded_mb=self.max_decoded_mb,
+            spacing_mm=CT_SPACING_MM,
+            values=HU_RANGE,
+            values_name="Hounsfield units",
+        )

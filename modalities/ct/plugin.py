@@ -18,12 +18,12 @@ from medclip.types import ModalityError, Sample
 from modalities.volume.augment import VolumeAugmentation
 from modalities.volume.modality import VolumeModality
 from modalities.volume.phantom import chest_phantom
-from modalities.volume.pipeline import VolumePreprocessing, load_volume_sample, volume_sample
+from modalities.volume.pipeline import InputSource, VolumePreprocessing, load_volume_sample, volume_sample
 from modalities.volume.preprocess import GeometrySpec
 from modalities.volume.volume import Volume
 
 from .config import CTConfig
-from .readers import CT_READERS, ct_format
+from .readers import CT_READERS, ct_format, source_files
 from .transform import CTTransform
 from .windows import parse_window, windows_to_float16
 
@@ -71,10 +71,13 @@ def ct_preprocessing(cfg: CTConfig) -> VolumePreprocessing:
         size=tuple(int(value) for value in cfg.size),
         pad_value=AIR_HU,
     )
+    budget = cfg.max_decoded_mb
     if windows_are_deterministic(cfg):
         settings = {"intensity": "hounsfield", "hu_windows": list(cfg.hu_windows)}
-        return VolumePreprocessing(geometry=geometry, store=StoreWindows(cfg.hu_windows), settings=settings)
-    return VolumePreprocessing(geometry=geometry, store=store_hounsfield, settings={"intensity": "hounsfield"})
+        store = StoreWindows(cfg.hu_windows)
+        return VolumePreprocessing(geometry=geometry, store=store, settings=settings, max_decoded_mb=budget)
+    settings = {"intensity": "hounsfield"}
+    return VolumePreprocessing(geometry=geometry, store=store_hounsfield, settings=settings, max_decoded_mb=budget)
 
 
 class CTModality(VolumeModality):
@@ -114,19 +117,23 @@ class CTModality(VolumeModality):
             source, study_pseudonym, ...}}``; ``ct_meta["preprocessed"]`` is set when the array is the cached output.
 
         Raises:
-            ModalityError: ``missing_file``, ``unsupported_format``, ``bad_reference`` and each reader's reasons
-                (docs/ct.md lists them).
+            ModalityError: ``missing_file``, ``not_regular_file``, ``unsupported_format``, ``bad_reference`` and each
+                reader's reasons (docs/ct.md lists them).
         """
         path, series = self._reference(ref)
         kind = ct_format(path)
 
         def read() -> Volume:
-            return CT_READERS.get(kind)(path, series, self.config.quarantine)
+            return CT_READERS.get(kind)(path, series, self.config.quarantine, self.config.limits())
+
+        def source() -> InputSource:  # the cache entry belongs to this series of this folder, with these files
+            reference = str(path.resolve()) + ("" if series is None else f"{SERIES_FRAGMENT}{series}")
+            return InputSource(reference, source_files(path, kind))
 
         # With the quarantine off nothing is cached: the cache only ever holds inputs that passed it, so turning it
         # back on can never be bypassed by a cache hit.
         cache = self.cache if self.config.quarantine else None
-        return load_volume_sample(self.name, path, read, self.preprocessing, cache)
+        return load_volume_sample(self.name, source, read, self.preprocessing, cache)
 
     @staticmethod
     def _reference(ref: str | os.PathLike | Mapping[str, Any]) -> tuple[Path, int | None]:

@@ -6,8 +6,16 @@ from dataclasses import dataclass, field
 
 from medclip.config import ConfigError
 from modalities.volume.config import VolumeEncoderConfig
+from modalities.volume.limits import VolumeLimits
 
 from .normalize import OCT_NORMALIZATIONS
+
+# Plausible OCT voxel sizes: axial pixels are ~2-7 um, B-scans ~0.01-0.5 mm apart; formats without a voxel size use 1
+# "voxel unit", which lies inside too.
+OCT_SPACING_MM = (1e-4, 10.0)
+# Plausible OCT intensities: far beyond any detector's counts or dB values; larger magnitudes overflow the float32
+# sums of the per-volume normalisation.
+OCT_INTENSITY_RANGE = (-1e12, 1e12)
 
 
 @dataclass
@@ -51,3 +59,14 @@ class OCTConfig(VolumeEncoderConfig):
             self.encoder_spec(1, self.size)
         except (ValueError, KeyError) as error:
             raise ConfigError(f"modalities.oct: {error}") from error
+        if not self.max_decoded_mb > 0:
+            raise ConfigError("modalities.oct.max_decoded_mb must be positive")
+
+    def limits(self) -> VolumeLimits:
+        """What OCT readers accept: the ``max_decoded_mb`` budget, ``OCT_SPACING_MM`` and ``OCT_INTENSITY_RANGE``."""
+        return VolumeLimits(
+            max_decoded_mb=self.max_decoded_mb,
+            spacing_mm=OCT_SPACING_MM,
+            values=OCT_INTENSITY_RANGE,
+            values_name="OCT intensities",
+        )

@@ -18,7 +18,14 @@ import torch
 from medclip.types import ModalityError, Sample
 from modalities.volume.augment import VolumeAugmentation
 from modalities.volume.modality import VolumeModality
-from modalities.volume.pipeline import VolumePreprocessing, ensure_preprocessed, load_volume_sample, volume_sample
+from modalities.volume.numpy_volume import numpy_files
+from modalities.volume.pipeline import (
+    InputSource,
+    VolumePreprocessing,
+    ensure_preprocessed,
+    load_volume_sample,
+    volume_sample,
+)
 from modalities.volume.preprocess import ResizeSpec
 from modalities.volume.volume import Volume
 
@@ -36,7 +43,11 @@ def oct_preprocessing(cfg: OCTConfig) -> VolumePreprocessing:
     normalization = OCT_NORMALIZATIONS.get(cfg.normalization)(low=low, high=high)
     settings = {"normalization": cfg.normalization, "percentiles": [float(low), float(high)]}
     return VolumePreprocessing(
-        geometry=ResizeSpec(cfg.size), store=store_float16, before=normalization, settings=settings
+        geometry=ResizeSpec(cfg.size),
+        store=store_float16,
+        before=normalization,
+        settings=settings,
+        max_decoded_mb=cfg.max_decoded_mb,
     )
 
 
@@ -81,8 +92,8 @@ class OCTModality(VolumeModality):
         """Read an OCT volume as (lateral, axial, B-scan) with a device-frame affine (or its cached preprocessed form).
 
         Raises:
-            ModalityError: ``missing_file``, ``unsupported_format``, ``bad_reference``, ``missing_package`` (vendor
-                files without oct-converter), and the readers' reasons.
+            ModalityError: ``missing_file``, ``not_regular_file``, ``unsupported_format``, ``bad_reference``,
+                ``missing_package`` (vendor files without oct-converter), and the readers' reasons.
         """
         if isinstance(ref, Mapping):
             if set(ref) != {"path"}:
@@ -90,7 +101,14 @@ class OCTModality(VolumeModality):
             ref = ref["path"]
         path = Path(ref)
         kind = oct_format(path)
-        return load_volume_sample(self.name, path, lambda: OCT_READERS.get(kind)(path), self.preprocessing, self.cache)
+
+        def source() -> InputSource:  # a .npy is read with its sidecar: both key the cache entry
+            return InputSource(str(path.resolve()), numpy_files(path) if kind == "numpy" else [path])
+
+        def read() -> Volume:
+            return OCT_READERS.get(kind)(path, self.config.limits())
+
+        return load_volume_sample(self.name, source, read, self.preprocessing, self.cache)
 
     def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Volume -> (1, lateral, axial, B-scans) float16 tensor; augmented (affine + noise) when ``train``."""

@@ -19,6 +19,11 @@ Rules (each violation is a ``ModalityError`` with its reason code; see docs/ct.m
 - RescaleSlope/RescaleIntercept are applied exactly once, per slice, to the stored values (pydicom's
   ``pixel_array`` returns stored values and applies no rescale), giving Hounsfield units.
 - Multi-frame (enhanced) CT objects are rejected with ``multiframe``: convert them to a classic series.
+- Limits (``VolumeLimits``, issue 14): only regular files are opened (``not_regular_file``), each within the budget;
+  Rows x Columns x slices is checked against ``max_decoded_mb`` before any pixel is decoded (``too_large``, or
+  ``empty_volume`` for a zero size); geometry must be finite (``bad_affine``) and voxel sizes plausible
+  (``implausible_spacing``); a RescaleSlope of 0 is ``bad_rescale``; Hounsfield units are checked after the rescale
+  (``non_finite``, ``implausible_values``), before the cache's int16 storage could turn them into finite garbage.
 - Quarantine (on by default): a series with BurnedInAnnotation = YES (``quarantined_burned_in_annotation``), or of
   Modality US, SC or OT (``quarantined_modality``: ultrasound, secondary captures and "other" objects often carry
   names and dates burned into the pixels, which no header allow-list can remove) is never read. It is counted like
@@ -35,21 +40,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from medclip.types import ModalityError
 from modalities.dicom_quiet import quietly
 
 from .dicom_codecs import check_decodable, transfer_syntax_name
-from .geometry import LPS_TO_RAS
+from .dicom_files import list_dicom_files, read_dicom_file
+from .geometry import LPS_TO_RAS, check_affine, spacing_of
+from .limits import VolumeLimits
 from .volume import Volume
 
 POSITION_TOLERANCE_MM = 0.01  # DS strings carry ~1e-5 mm rounding; anything above this is real geometry
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_RELATIVE_TOLERANCE = 0.01  # slice gaps within 1 % of each other count as regular
-SKIPPED_FILE_NAMES = frozenset({"DICOMDIR"})  # media directory files describe a disc; they are not images
+EXACT_INTERCEPT_LIMIT = 2**24  # integer intercepts up to this keep integer HU exact (float32 holds them exactly)
 _UID_SYNTAX = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")  # dotted numbers (leading zeros, seen in old exports, pass)
 
 
@@ -61,54 +66,32 @@ class SeriesGeometry:
     affine_lps: np.ndarray  # (4, 4)
 
 
-def list_dicom_files(folder: Path) -> list[Path]:
-    """Every regular, non-hidden file under ``folder`` (recursively), except media directory files."""
-    files = []
-    for directory, subdirectories, names in os.walk(folder):
-        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
-        for name in sorted(names):
-            if name.startswith(".") or name.upper() in SKIPPED_FILE_NAMES:
-                continue
-            files.append(Path(directory) / name)
-    return files
-
-
-def read_datasets(files: Sequence[Path]) -> list[Dataset]:
-    """Parse every file (pixel data stays encoded until used).
+def read_datasets(files: Sequence[Path], max_bytes: int) -> list[Dataset]:
+    """Parse every file, its pixel data left on disk until decoded (``dicom_files.read_dicom_file``).
 
     Raises:
-        ModalityError: ``not_dicom`` (counting the files, never naming them: file names can hold identifiers),
-            ``truncated_file`` when a file ends inside an element, ``empty_series`` when there are no files.
+        ModalityError: ``not_dicom`` and ``truncated_file`` (counting the files, never naming them: file names can
+            hold identifiers), ``empty_series`` when there are no files, and ``read_dicom_file``'s other reasons
+            (``too_large``, ``bad_header``, ``unreadable``) at the first file that has one.
     """
     if not files:
         raise ModalityError("empty_series", "the DICOM folder holds no files")
     datasets, not_dicom, cut_short = [], 0, 0
     for path in files:
         try:
-            datasets.append(pydicom.dcmread(path))
-        except (InvalidDicomError, EOFError, OSError, ValueError):
-            not_dicom += 1
-            continue
-        cut_short += _cut_short(datasets[-1])
+            datasets.append(read_dicom_file(path, max_bytes))
+        except ModalityError as error:
+            if error.reason == "not_dicom":
+                not_dicom += 1
+            elif error.reason == "truncated_file":
+                cut_short += 1
+            else:
+                raise
     if not_dicom:
         raise ModalityError("not_dicom", f"{not_dicom} of {len(files)} file(s) in the series folder are not DICOM")
     if cut_short:
         raise ModalityError("truncated_file", f"{cut_short} of {len(files)} DICOM file(s) end inside an element")
     return datasets
-
-
-def _cut_short(dataset: Dataset) -> bool:
-    """Whether the file ended inside its last element: pydicom keeps such a partial value without an error.
-
-    Only the last element read can be short (reading stops at the end of the file); it is still raw (undecoded)
-    here, so its declared length can be compared with the bytes actually read.
-    """
-    tags = list(dataset.keys())
-    if not tags:
-        return False
-    raw = dataset.get_item(tags[-1])
-    value, length = getattr(raw, "value", None), getattr(raw, "length", 0)
-    return isinstance(value, bytes) and length != 0xFFFFFFFF and len(value) < length
 
 
 def series_number_of(datasets: Sequence[Dataset]) -> int | None:
@@ -120,7 +103,20 @@ def _floats(dataset: Dataset, keyword: str, count: int) -> np.ndarray:
     value = dataset.get(keyword)
     if value is None or len(value) != count:
         raise ModalityError("missing_geometry", f"a slice has no valid {keyword}")
-    return np.asarray([float(item) for item in value], dtype=np.float64)
+    numbers = np.asarray([float(item) for item in value], dtype=np.float64)
+    if not np.isfinite(numbers).all():
+        raise ModalityError("bad_affine", f"a slice has a non-finite (NaN or infinite) {keyword}")
+    return numbers
+
+
+def _image_size(dataset: Dataset) -> tuple[int, int]:
+    """(Rows, Columns), both present; ``empty_volume`` when either is 0."""
+    rows, columns = dataset.get("Rows"), dataset.get("Columns")
+    if rows in (None, "") or columns in (None, ""):
+        raise ModalityError("missing_geometry", "a slice has no Rows or Columns")
+    if int(rows) <= 0 or int(columns) <= 0:
+        raise ModalityError("empty_volume", "a slice declares 0 Rows or Columns")
+    return int(rows), int(columns)
 
 
 # Modalities whose pixels often hold burned-in identifiers: ultrasound, secondary capture, other.
@@ -142,8 +138,11 @@ def check_quarantine(datasets: Sequence[Dataset]) -> None:
             )
 
 
-def validate_series(datasets: Sequence[Dataset], quarantine: bool = True) -> SeriesGeometry:
-    """Check one series' geometry and order its slices (the rules of the module docstring)."""
+def validate_series(
+    datasets: Sequence[Dataset], quarantine: bool = True, limits: VolumeLimits | None = None
+) -> SeriesGeometry:
+    """Check one series' geometry, size and voxel size, and order its slices (the rules of the module docstring)."""
+    limits = limits or VolumeLimits()
     if quarantine:
         check_quarantine(datasets)
     for dataset in datasets:
@@ -163,11 +162,12 @@ def validate_series(datasets: Sequence[Dataset], quarantine: bool = True) -> Ser
     pixel_spacing = _floats(first, "PixelSpacing", 2)  # (row spacing, column spacing)
     if (pixel_spacing <= 0).any():
         raise ModalityError("bad_affine", "PixelSpacing must be positive")
-    size = (first.get("Rows"), first.get("Columns"))
+    size = _image_size(first)
+    limits.check_shape((size[1], size[0], len(datasets)), "DICOM series")  # (I, J, K) before decoding a pixel
     for dataset in datasets:
         if not np.allclose(_floats(dataset, "ImageOrientationPatient", 6), orientation, atol=ORIENTATION_TOLERANCE):
             raise ModalityError("inconsistent_orientation", "slices of the series have different orientations")
-        if (dataset.get("Rows"), dataset.get("Columns")) != size:
+        if _image_size(dataset) != size:
             raise ModalityError("inconsistent_size", "slices of the series have different Rows/Columns")
         if not np.allclose(_floats(dataset, "PixelSpacing", 2), pixel_spacing, atol=1e-6):
             raise ModalityError("inconsistent_spacing", "slices of the series have different PixelSpacing")
@@ -191,6 +191,8 @@ def validate_series(datasets: Sequence[Dataset], quarantine: bool = True) -> Ser
     affine[:3, 1] = column_direction * pixel_spacing[0]  # j runs down a column: row index
     affine[:3, 2] = normal * slice_spacing
     affine[:3, 3] = positions[0]
+    check_affine(affine)
+    limits.check_spacing(spacing_of(affine), "DICOM voxel")
     return SeriesGeometry(slices=slices, affine_lps=affine)
 
 
@@ -219,16 +221,39 @@ def _slice_spacing(positions: np.ndarray, depth: np.ndarray, normal: np.ndarray)
 def _single_slice_thickness(dataset: Dataset) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
         value = dataset.get(keyword)
-        if value not in (None, "") and float(value) > 0:
+        if value not in (None, "") and float(value) > 0:  # NaN is not > 0: the next keyword, or missing_geometry
             return float(value)
     raise ModalityError("missing_geometry", "a one-slice series needs SliceThickness to know its voxel depth")
 
 
-def hounsfield_slices(slices: Sequence[Dataset]) -> np.ndarray:
-    """Decode each slice and apply its RescaleSlope/Intercept once: (I, J, K) HU, int16 when exact, else float32."""
+def _rescale(dataset: Dataset) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of a slice; absent values are 1 and 0, a slope of 0 is ``bad_rescale``."""
+    slope, intercept = dataset.get("RescaleSlope"), dataset.get("RescaleIntercept")
+    slope = 1.0 if slope in (None, "") else float(slope)
+    intercept = 0.0 if intercept in (None, "") else float(intercept)
+    if slope == 0:  # every pixel would get the intercept: an image of one value
+        raise ModalityError("bad_rescale", "a slice has RescaleSlope 0, which maps every pixel to one value")
+    return slope, intercept
+
+
+def hounsfield_slices(slices: Sequence[Dataset], limits: VolumeLimits | None = None) -> np.ndarray:
+    """Decode each slice and apply its RescaleSlope/Intercept once: (I, J, K) HU, int16 when exact, else float32.
+
+    Slices are written one at a time into the (I, J, K) float32 result and each slice's pixel data is released once
+    copied, so decoding holds the result plus one slice (the caller checked the size from Rows x Columns x slices).
+    The HU are then checked (``limits.check_values``: ``non_finite``, ``implausible_values``) before anything can
+    store them.
+    """
+    limits = limits or VolumeLimits()
     check_decodable(slices[0])
-    stored, slopes, intercepts = [], [], []
-    for dataset in slices:
+    rows, columns = _image_size(slices[0])
+    rescales = [_rescale(dataset) for dataset in slices]
+    exact = all(
+        slope == 1.0 and intercept.is_integer() and abs(intercept) <= EXACT_INTERCEPT_LIMIT
+        for slope, intercept in rescales
+    )
+    hounsfield = np.empty((columns, rows, len(slices)), dtype=np.float32)  # (I, J, K)
+    for index, (dataset, (slope, intercept)) in enumerate(zip(slices, rescales, strict=True)):
         if int(dataset.get("SamplesPerPixel", 1)) != 1:
             raise ModalityError("not_grayscale", "CT slices must have one sample per pixel")
         try:
@@ -236,19 +261,19 @@ def hounsfield_slices(slices: Sequence[Dataset]) -> np.ndarray:
         except Exception as error:
             raise ModalityError(
                 "undecodable_pixels", f"pixel data could not be decoded ({type(error).__name__})"
-            ) from error
-        stored.append(pixels.T)  # (columns, rows) = (I, J)
-        slopes.append(float(dataset.get("RescaleSlope", 1.0) or 1.0))
-        intercepts.append(float(dataset.get("RescaleIntercept", 0.0) or 0.0))
-    volume = np.stack(stored, axis=-1)  # (I, J, K)
-    slope = np.asarray(slopes)
-    intercept = np.asarray(intercepts)
-    if np.all(slope == 1.0) and np.all(intercept == np.round(intercept)):
-        hounsfield = volume.astype(np.int32) + intercept.astype(np.int32)  # exact integer HU
-        if hounsfield.min() >= np.iinfo(np.int16).min and hounsfield.max() <= np.iinfo(np.int16).max:
-            return hounsfield.astype(np.int16)
-        return hounsfield.astype(np.float32)
-    return (volume.astype(np.float32) * slope.astype(np.float32) + intercept.astype(np.float32)).astype(np.float32)
+            ) from None
+        if pixels.shape != (rows, columns):
+            raise ModalityError("undecodable_pixels", "a slice decodes to another size than its Rows x Columns")
+        if exact:  # integer HU: exact in float32 for 16-bit pixels and intercepts up to 2^24
+            hounsfield[:, :, index] = pixels.T.astype(np.int64) + int(intercept)  # (I, J)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN are refused below, with a reason
+                hounsfield[:, :, index] = pixels.T.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        del dataset.PixelData  # releases the pixel bytes and pydicom's decoded copy
+    limits.check_values(hounsfield, "CT series")
+    if exact and hounsfield.min() >= np.iinfo(np.int16).min and hounsfield.max() <= np.iinfo(np.int16).max:
+        return hounsfield.astype(np.int16)
+    return hounsfield
 
 
 def group_series(datasets: Sequence[Dataset]) -> list[list[Dataset]]:
@@ -268,20 +293,26 @@ def group_series(datasets: Sequence[Dataset]) -> list[list[Dataset]]:
 
 
 @quietly
-def read_dicom_series(path: str | os.PathLike, series_number: int | None = None, quarantine: bool = True) -> Volume:
+def read_dicom_series(
+    path: str | os.PathLike,
+    series_number: int | None = None,
+    quarantine: bool = True,
+    limits: VolumeLimits | None = None,
+) -> Volume:
     """Load one CT series from a folder (or one DICOM file) as HU with a RAS affine.
 
     Args:
         path: a series folder, or a single-slice DICOM file.
         series_number: which SeriesNumber to load when the folder holds several series.
         quarantine: refuse series that may carry burned-in identifiers (see the module docstring).
+        limits: the budget and plausible ranges (CT's, from its config; generic ones by default).
 
     Raises:
         ModalityError: with the reason codes of the module docstring; ``bad_header`` for a numeric tag that does not
             parse (a damaged DS/IS value such as "2.5z": pydicom keeps it as text and ``float`` fails later).
     """
     try:
-        return _read_dicom_series(Path(path), series_number, quarantine)
+        return _read_dicom_series(Path(path), series_number, quarantine, limits or VolumeLimits())
     except ModalityError:
         raise
     except (ValueError, TypeError) as error:  # the library message quotes the header value: not passed on
@@ -290,9 +321,9 @@ def read_dicom_series(path: str | os.PathLike, series_number: int | None = None,
         ) from None
 
 
-def _read_dicom_series(path: Path, series_number: int | None, quarantine: bool) -> Volume:
+def _read_dicom_series(path: Path, series_number: int | None, quarantine: bool, limits: VolumeLimits) -> Volume:
     files = list_dicom_files(path) if path.is_dir() else [path]
-    groups = group_series(read_datasets(files))
+    groups = group_series(read_datasets(files, limits.max_bytes))
     rejected: list[dict[str, object]] = []
     usable: list[tuple[int | None, SeriesGeometry]] = []
     errors: list[ModalityError] = []
@@ -301,7 +332,7 @@ def _read_dicom_series(path: Path, series_number: int | None, quarantine: bool) 
         if series_number is not None and number != series_number:
             continue
         try:
-            usable.append((number, validate_series(group, quarantine=quarantine)))
+            usable.append((number, validate_series(group, quarantine=quarantine, limits=limits)))
         except ModalityError as error:
             errors.append(error)
             rejected.append({"series_number": number, "reason": error.reason})
@@ -332,7 +363,7 @@ def _read_dicom_series(path: Path, series_number: int | None, quarantine: bool) 
         "intensity": "hounsfield",
     }
     study_key = str(first.get("StudyInstanceUID") or path.resolve())
-    data = hounsfield_slices(geometry.slices)
+    data = hounsfield_slices(geometry.slices, limits)
     return Volume(
         data=data, affine=LPS_TO_RAS @ geometry.affine_lps, source="dicom", study_key=study_key, details=details
     )

@@ -38,7 +38,7 @@ def check_affine(affine: np.ndarray) -> np.ndarray:
     if (norms == 0).any() or abs(np.linalg.det(linear)) <= SINGULAR_TOLERANCE * float(np.prod(norms)):
         raise ModalityError("bad_affine", "the affine is singular: two array axes point the same way or have size 0")
     if not np.allclose(affine[3], [0.0, 0.0, 0.0, 1.0]):
-        raise ModalityError("bad_affine", f"the affine's last row must be 0 0 0 1, got {affine[3].tolist()}")
+        raise ModalityError("bad_affine", "the affine's last row must be 0 0 0 1")
     return affine
 
 

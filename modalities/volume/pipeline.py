@@ -1,17 +1,23 @@
 """From a reference to a sample, through the preprocessing cache: the loading logic CT and OCT share.
 
 ``VolumePreprocessing`` is the deterministic part (optional intensity step -> geometry -> storage dtype), with the
-fingerprint that keys the cache and travels with checkpoints. ``load_volume_sample`` either returns the cached
-result of it (a memory map: no DICOM parsing, no resampling) or reads the input, and, when a cache is configured,
-preprocesses and stores it. The sample's metadata says which: ``meta["preprocessed"]`` is the fingerprint hash of the
-preprocessing already applied, or None for a raw volume.
+fingerprint that keys the cache and travels with checkpoints. Before resampling it checks the grid the geometry will
+allocate against the budget (``too_large``), and after its steps that the stored values are finite (``non_finite``):
+float16 storage turns overflows into infinities. ``load_volume_sample`` either returns the cached result of it (a
+memory map: no DICOM parsing, no resampling) or reads the input, and, when a cache is configured, preprocesses and
+stores it. The sample's metadata says which: ``meta["preprocessed"]`` is the fingerprint hash of the preprocessing
+already applied, or None for a raw volume.
+
+Cache entries are keyed by the input's full reference (path and series selection) and the content of every file the
+reader reads (``InputSource``): another series of the same folder, a replaced, added or removed slice, or an edited
+sidecar is a miss, never a stale hit.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +26,10 @@ import numpy as np
 
 from medclip.data.cache import PreprocessCache
 from medclip.data.pseudonym import KEY_ENV, KEY_FILE_ENV, Pseudonymizer
+from medclip.data.safe_io import check_decoded_size
 from medclip.types import ModalityError, Sample
 
+from .limits import DEFAULT_BUDGET_MB, FLOAT32_BYTES, NON_FINITE
 from .preprocess import GeometrySpec, ResizeSpec, fingerprint_hash
 from .volume import Volume, geometry_meta, volume_meta
 
@@ -39,12 +47,15 @@ class VolumePreprocessing:
             finished (C, I, J, K) float16 input when nothing random comes before it (CT windows without HU shift).
         before: an intensity step on the raw volume, before geometry (OCT's per-volume normalisation), or None.
         settings: the remaining values that change the output (e.g. normalisation percentiles), for the fingerprint.
+        max_decoded_mb: the budget of the resampled grid (the modality's ``max_decoded_mb``); not in the fingerprint:
+            it decides what is refused, never how an accepted input is preprocessed.
     """
 
     geometry: GeometrySpec | ResizeSpec
     store: IntensityStep
     before: IntensityStep | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    max_decoded_mb: float = DEFAULT_BUDGET_MB
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -59,10 +70,20 @@ class VolumePreprocessing:
         return fingerprint_hash(self.fingerprint())
 
     def __call__(self, data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(I, J, K) raw -> (I', J', K') = ``geometry.size`` in the storage dtype, and its affine."""
+        """(I, J, K) raw -> (I', J', K') = ``geometry.size`` in the storage dtype, and its affine.
+
+        Raises:
+            ModalityError: ``too_large`` when the resampled grid would exceed the budget (checked before any
+                step allocates it), ``non_finite`` when a step produced NaN or infinity.
+        """
+        planned = self.geometry.planned_shape(np.shape(data)[-3:], affine)
+        check_decoded_size(planned, FLOAT32_BYTES, self.max_decoded_mb, "resampled volume")
         values = self.before(data) if self.before is not None else data
         resampled, new_affine = self.geometry.apply(values, affine)
-        return self.store(resampled), new_affine
+        stored = self.store(resampled)
+        if np.asarray(stored).dtype.kind == "f" and not np.isfinite(stored).all():
+            raise ModalityError(NON_FINITE, "preprocessing produced NaN or infinite values (float16 overflow?)")
+        return stored, new_affine
 
 
 def preprocessed_meta(meta: Mapping[str, Any], array: np.ndarray, affine: np.ndarray, hash_: str) -> dict[str, Any]:
@@ -89,9 +110,22 @@ def volume_sample(name: str, volume: Volume) -> Sample:
     return {name: volume.data, f"{name}_meta": volume_meta(volume, study_pseudonym(volume.study_key))}
 
 
+@dataclass(frozen=True)
+class InputSource:
+    """What identifies one input for the cache.
+
+    Attributes:
+        reference: the resolved path plus any selection within it (``"/data/study#series=2"``).
+        files: every file the reader reads for it, in a fixed order (checked to be regular files).
+    """
+
+    reference: str
+    files: Sequence[Path]
+
+
 def load_volume_sample(
     name: str,
-    path: Path,
+    source: Callable[[], InputSource],
     read: Callable[[], Volume],
     preprocessing: VolumePreprocessing,
     cache: PreprocessCache | None,
@@ -100,16 +134,15 @@ def load_volume_sample(
 
     Args:
         name: the modality's sample key.
-        path: the input file or folder, whose content is hashed for the cache key.
+        source: lists the input's reference and files (only called with a cache: their content keys the entry).
         read: reads the input as a ``Volume`` (only called on a cache miss or without a cache).
         preprocessing: the deterministic preprocessing (run before storing in the cache).
         cache: the cache, or None to return the raw volume (preprocessed later by the modality's transform).
     """
     if cache is None:
         return volume_sample(name, read())
-    if not path.exists():
-        raise ModalityError("missing_file", "the input does not exist")
-    content = cache.content_hash(path)
+    identity = source()
+    content = cache.input_hash(identity.reference, identity.files)
     hit = cache.get(content)
     if hit is not None:
         return {name: hit.array, f"{name}_meta": hit.meta}
