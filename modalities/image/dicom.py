@@ -26,16 +26,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import UID
 
-from medclip.data.safe_io import check_decoded_size, require_regular_file
+from medclip.data.safe_io import MEGABYTE, check_decoded_size
 from medclip.types import ModalityError
 from modalities.dicom_quiet import quietly
 from modalities.volume.dicom_codecs import check_decodable, transfer_syntax_name
-from modalities.volume.dicom_series import _cut_short as cut_short
+from modalities.volume.dicom_files import read_dicom_file
 from modalities.volume.dicom_series import check_quarantine
 
 from .options import ReadOptions
@@ -52,12 +51,9 @@ WORKING_BYTES_PER_VALUE = 8  # the decoded values plus their float32 display cop
 @quietly
 def read_dicom_image(path: Path, options: ReadOptions) -> ImageRecord:
     """Read one DICOM image file as display intensities (the rules of the module docstring)."""
-    info = require_regular_file(path, "DICOM image")
-    check_decoded_size((info.st_size,), 1, options.max_decoded_mb, "DICOM file")  # read whole by pydicom
-    try:
-        dataset = pydicom.dcmread(path)
-    except Exception as error:  # pydicom raises many kinds on damaged files; the message may quote content
-        raise ModalityError("not_dicom", f"the file is not readable DICOM ({type(error).__name__})") from None
+    # a regular file within the budget, parsed with bounded memory; truncated, non-DICOM and absurdly complex
+    # headers are refused with their reason code (shared with the CT series reader)
+    dataset = read_dicom_file(path, int(options.max_decoded_mb * MEGABYTE))
     try:
         return _read(dataset, path, options)
     except ModalityError:
@@ -67,8 +63,6 @@ def read_dicom_image(path: Path, options: ReadOptions) -> ImageRecord:
 
 
 def _read(dataset: Dataset, path: Path, options: ReadOptions) -> ImageRecord:
-    if cut_short(dataset):  # pydicom keeps a partial last element without an error (shared with the CT reader)
-        raise ModalityError("truncated_file", "the DICOM file ends inside an element")
     if options.quarantine:
         check_quarantine([dataset])
     if "PixelData" not in dataset:

@@ -31,7 +31,7 @@ def plugins(tmp_path):
 def finished(plugin, reference) -> np.ndarray:
     """The encoder input (C, I, J, K) float16 the plugin makes of ``reference``."""
     sample = plugin.load(reference)
-    return np.asarray(plugin.transforms(plugin.config, train=False)(sample)["ct"], dtype=np.float32)
+    return np.asarray(plugin.transforms(train=False)(sample)["ct"], dtype=np.float32)
 
 
 def test_series_selection_is_part_of_the_key(tmp_path):

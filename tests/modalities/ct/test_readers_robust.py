@@ -46,7 +46,7 @@ def edit_all(paths, **values) -> None:
 def refusal(reference, options=None) -> ModalityError:
     plugin = medclip.get_modality("ct", options or {})
     with pytest.raises(ModalityError) as raised:
-        plugin.transforms(plugin.config, train=False)(plugin.load(reference))
+        plugin.transforms(train=False)(plugin.load(reference))
     return raised.value
 
 

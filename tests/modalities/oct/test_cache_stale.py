@@ -22,7 +22,7 @@ def plugins(tmp_path):
 
 def finished(plugin, path) -> np.ndarray:
     sample = plugin.load(path)
-    return np.asarray(plugin.transforms(plugin.config, train=False)(sample)["oct"], dtype=np.float32)
+    return np.asarray(plugin.transforms(train=False)(sample)["oct"], dtype=np.float32)
 
 
 def test_a_tiff_rewritten_in_place_with_its_timestamps_kept_is_read_again(tmp_path):

@@ -22,7 +22,7 @@ MEGABYTE = 1024 * 1024
 def refusal(path, options=None) -> ModalityError:
     plugin = medclip.get_modality("oct", {**SMALL, **(options or {})})
     with pytest.raises(ModalityError) as raised:
-        plugin.transforms(plugin.config, train=False)(plugin.load(path))
+        plugin.transforms(train=False)(plugin.load(path))
     return raised.value
 
 
