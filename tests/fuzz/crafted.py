@@ -60,7 +60,7 @@ class Crafted:
     cell: str
     expect: tuple[str, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
-    seconds: float = 20.0
+    seconds: float = 60.0  # a hang never ends: the budget only has to outlast a loaded machine
     peak_mb: float = 512.0
 
 
