@@ -14,8 +14,9 @@ mixtures (Ruifrok & Johnston's stain vectors; measured H&E and IHC tissue lie at
 - ``black_ink_or_debris``: dark and grey (all channels alike): black markers, dirt, charred or pigmented flecks.
   Pale grey is not refused: pale IHC stroma is nearly grey too, and only its low density tells it from black ink.
 
-Each rule maps per-pixel OD (..., 3) to a bool mask; ``ARTEFACTS`` is the registry the tissue detector applies.
-Ink is dense: every rule asks for a minimum total OD, so pale tissue never matches.
+Each rule maps a pixel's OD fractions (red, green, blue shares: arrays of one shape) and its total OD to a bool
+mask; ``ARTEFACTS`` is the registry the tissue detector applies. Ink is dense: every rule asks for a minimum total
+OD, so pale tissue never matches.
 """
 
 from __future__ import annotations
@@ -30,37 +31,33 @@ INK_MIN_DENSITY = 0.4  # total OD of the palest marker stroke seen (a light blue
 BLACK_MIN_DENSITY = 0.6  # a light black or grey marker (0.9); pale IHC stroma, nearly as grey, stays below 0.3
 GREY_SPREAD = 0.1  # OD fractions within this of each other are grey; DAB + haematoxylin tissue spreads over 0.2
 
-ARTEFACTS: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("glass artefact")
-
-
-def od_fractions(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(..., 3) non-negative OD -> (fractions (..., 3) summing to 1, total OD (...))."""
-    total = density.sum(axis=-1)
-    return density / np.maximum(total, 1e-6)[..., None], total
+Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (red, green, blue, total) -> mask
+ARTEFACTS: Registry[Rule] = Registry("glass artefact")
 
 
 @ARTEFACTS.register("blue_or_green_ink")
-def blue_or_green_ink(density: np.ndarray) -> np.ndarray:
-    fractions, total = od_fractions(density)
-    return (fractions[..., 0] > fractions[..., 1] + 0.03) & (total > INK_MIN_DENSITY)
+def blue_or_green_ink(red: np.ndarray, green: np.ndarray, blue: np.ndarray, total: np.ndarray) -> np.ndarray:
+    return (red > green + 0.03) & (total > INK_MIN_DENSITY)
 
 
 @ARTEFACTS.register("red_ink")
-def red_ink(density: np.ndarray) -> np.ndarray:
-    fractions, total = od_fractions(density)
-    red, green, blue = fractions[..., 0], fractions[..., 1], fractions[..., 2]
+def red_ink(red: np.ndarray, green: np.ndarray, blue: np.ndarray, total: np.ndarray) -> np.ndarray:
     return (red <= 0.5 * green) & (blue >= 0.7 * green) & (blue <= 1.1 * green) & (total > INK_MIN_DENSITY)
 
 
 @ARTEFACTS.register("black_ink_or_debris")
-def black_ink_or_debris(density: np.ndarray) -> np.ndarray:
-    fractions, total = od_fractions(density)
-    return (fractions.max(axis=-1) - fractions.min(axis=-1) < GREY_SPREAD) & (total > BLACK_MIN_DENSITY)
+def black_ink_or_debris(red: np.ndarray, green: np.ndarray, blue: np.ndarray, total: np.ndarray) -> np.ndarray:
+    spread = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
+    return (spread < GREY_SPREAD) & (total > BLACK_MIN_DENSITY)
 
 
 def artefact_mask(density: np.ndarray) -> np.ndarray:
     """(..., 3) non-negative OD -> (...) bool: True where any registered artefact rule matches."""
-    mask = np.zeros(density.shape[:-1], dtype=bool)
+    density = np.asarray(density, dtype=np.float32)
+    total = density[..., 0] + density[..., 1] + density[..., 2]
+    scale = 1.0 / np.maximum(total, 1e-6)
+    red, green, blue = density[..., 0] * scale, density[..., 1] * scale, density[..., 2] * scale  # OD fractions
+    mask = np.zeros(total.shape, dtype=bool)
     for _, rule in ARTEFACTS.items():
-        mask |= rule(density)
+        mask |= rule(red, green, blue, total)
     return mask

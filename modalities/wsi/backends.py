@@ -25,6 +25,8 @@ import numpy as np
 from medclip.registry import Registry, lazy_import
 from medclip.types import ModalityError
 
+from .tiles import ChunkGuard, TiledLevel
+
 
 @dataclass(frozen=True)
 class Level:
@@ -112,8 +114,6 @@ class TiffSlideBackend(SlideBackend):
             raise
 
     def _open(self, path: str | os.PathLike) -> None:
-        from .tiles import TiledLevel
-
         properties = self._slide.properties
         self.mpp = self._declared_mpp(properties)
         series = self._slide.ts_tifffile.series[properties["tiffslide.series-index"]]
@@ -139,7 +139,10 @@ class TiffSlideBackend(SlideBackend):
             )
         for level in series.levels:  # file handles are opened only once every level passed the checks
             page = level.keyframe
-            self._tiles.append(TiledLevel(page, path) if len(level.pages) == 1 and TiledLevel.supports(page) else None)
+            if len(level.pages) == 1 and TiledLevel.supports(page):
+                self._tiles.append(TiledLevel(page, path))
+            else:  # tiffslide's zarr view decodes these; their frame headers are checked first
+                self._tiles.append(ChunkGuard(level.pages, page, path))
 
     @staticmethod
     def _declared_mpp(properties) -> tuple[object, object] | None:
@@ -153,9 +156,10 @@ class TiffSlideBackend(SlideBackend):
         return None
 
     def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
-        tiled = self._tiles[level]
-        if tiled is not None:
-            return tiled.read(x, y, width, height, out)
+        reader = self._tiles[level]
+        if isinstance(reader, TiledLevel):
+            return reader.read(x, y, width, height, out)
+        reader.check(x, y, width, height)
         return self._read_zarr(level, x, y, width, height)
 
     def _read_zarr(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -174,9 +178,8 @@ class TiffSlideBackend(SlideBackend):
         return np.ascontiguousarray(region[:, :, :3])  # (H, W, 3)
 
     def close(self) -> None:
-        for tiled in self._tiles:
-            if tiled is not None:
-                tiled.close()
+        for reader in self._tiles:
+            reader.close()
         if hasattr(self, "_slide"):
             self._slide.close()
 

@@ -42,7 +42,8 @@ MPP_TOLERANCE = 0.01
 # Slides kept open per process; the least recently used one is closed beyond this.
 MAX_OPEN_SLIDES = 16
 WHITE = 255  # glass: the padding outside the slide
-THUMBNAIL_BLOCK = 2048  # level pixels per side read at once while building a thumbnail (12 MB of RGB)
+THUMBNAIL_BLOCK = 1024  # level pixels per side read at once while building a thumbnail (3 MB of RGB)
+SUM_STRIP = 128  # rows of a block summed at once into the thumbnail
 DEFAULT_MAX_DECODED_MB = 2048.0  # ModalityConfig.max_decoded_mb's default
 
 
@@ -269,18 +270,21 @@ class Slide:
         counts = np.zeros((out_height, out_width, 1), dtype=np.float64)
         for top in range(0, height, block_h):
             bottom = min(top + block_h, height)
-            row_ids, row_starts = np.unique(rows[top:bottom], return_index=True)
             for left in range(0, width, block_w):
                 right = min(left + block_w, width)
-                block = self._read_level(level, left, top, right - left, bottom - top)  # (bh, bw, 3)
+                block = self._read_level(level, left, top, right - left, bottom - top)  # (bh, bw, 3) uint8
                 column_ids, column_starts = np.unique(columns[left:right], return_index=True)
-                across = np.add.reduceat(block.astype(np.float64), column_starts, axis=1)  # (bh, nc, 3)
-                summed = np.add.reduceat(across, row_starts, axis=0)  # (nr, nc, 3)
                 column_sizes = np.diff(np.append(column_starts, right - left))
-                row_sizes = np.diff(np.append(row_starts, bottom - top))
-                window = (slice(row_ids[0], row_ids[-1] + 1), slice(column_ids[0], column_ids[-1] + 1))
-                sums[window] += summed
-                counts[window] += np.outer(row_sizes, column_sizes)[..., None]
+                # Strips of rows, so the float copy reduceat makes of its input stays small (1.5 MB, not 12 MB).
+                for strip in range(0, bottom - top, SUM_STRIP):
+                    part = block[strip : strip + SUM_STRIP]  # (s, bw, 3)
+                    row_ids, row_starts = np.unique(rows[top + strip : top + strip + len(part)], return_index=True)
+                    across = np.add.reduceat(part, column_starts, axis=1, dtype=np.float32)  # (s, nc, 3), exact
+                    summed = np.add.reduceat(across, row_starts, axis=0, dtype=np.float64)  # (nr, nc, 3)
+                    row_sizes = np.diff(np.append(row_starts, len(part)))
+                    window = (slice(row_ids[0], row_ids[-1] + 1), slice(column_ids[0], column_ids[-1] + 1))
+                    sums[window] += summed
+                    counts[window] += np.outer(row_sizes, column_sizes)[..., None]
         return np.round(sums / np.maximum(counts, 1)).astype(np.uint8)
 
     def close(self) -> None:
