@@ -80,7 +80,7 @@ class Slide:
         self.max_decoded_mb = max_decoded_mb
         self.levels: list[Level] = self.backend.levels
         try:
-            self._check_levels(path)
+            self._check_levels()
         except ModalityError:
             self.backend.close()
             raise
@@ -94,7 +94,7 @@ class Slide:
             except ModalityError as error:  # raised when the MPP is used: level references need none
                 self.mpp, self._mpp_error = None, error
 
-    def _check_levels(self, path: Path) -> None:
+    def _check_levels(self) -> None:
         """Refuse, from the header alone, levels that are empty or whose decode unit is over the budget."""
         if not self.levels:
             raise ModalityError("unreadable", f"the {self.reader} reader found no pyramid level in the slide")
