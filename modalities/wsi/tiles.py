@@ -17,6 +17,7 @@ decodes.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 
 import imagecodecs
@@ -28,6 +29,7 @@ SUPPORTED_SAMPLES = (1, 3, 4)
 JPEG = 7  # TIFF Compression tag value of (new-style) JPEG, what scanners and our writer use
 JPEG_CODES = (6, 7)  # old- and new-style JPEG
 JPEG2000_CODES = (33003, 33004, 33005, 34712)  # Aperio YCbCr / RGB JPEG 2000, JPEG 2000
+FRAME_SIZE = struct.Struct(">HH")  # a JPEG frame header's height and width
 HEADER_BYTES = 1 << 16  # a chunk's frame header (after its tables) lies within its first 64 KB
 # Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic): the frame's size follows.
 SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
@@ -48,7 +50,15 @@ def declared_frame(data: bytes, compression: int) -> tuple[int, int] | None:
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int] | None:
-    """Walk JPEG marker segments up to the start-of-frame; its height and width, or None."""
+    """Height and width from a JPEG's start-of-frame header, or None."""
+    at = _jpeg_frame_offset(data)
+    if at is None:
+        return None
+    return int.from_bytes(data[at : at + 2], "big"), int.from_bytes(data[at + 2 : at + 4], "big")
+
+
+def _jpeg_frame_offset(data: bytes) -> int | None:
+    """Offset of the frame height in a JPEG (walking marker segments up to the start-of-frame), or None."""
     position = 2 if data[:2] == b"\xff\xd8" else 0
     while position + 4 <= len(data):
         if data[position] != 0xFF:
@@ -63,19 +73,44 @@ def _jpeg_frame(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
             return None
         if marker in SOF_MARKERS:
-            if position + 9 > len(data):
-                return None
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            return height, int.from_bytes(data[position + 7 : position + 9], "big")
+            return position + 5 if position + 9 <= len(data) else None
         position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     return None
 
 
+class FrameCheck:
+    """Refuses (``OSError``) a chunk whose own header declares more rows or columns than its TIFF chunk holds.
+
+    The tiles of one level share their header (tables, then the frame header at the same place), so the bytes up to
+    the frame header of the last tile checked are remembered: a tile that starts with the same bytes is checked by
+    one comparison and two reads, not by walking its markers again (this runs for every tile decoded).
+    """
+
+    def __init__(self, compression: int, chunk_height: int, chunk_width: int) -> None:
+        self.compression = int(compression)
+        self.active = self.compression in JPEG_CODES + JPEG2000_CODES
+        self.chunk_height, self.chunk_width = chunk_height, chunk_width
+        self._known: tuple[bytes, int] | None = None  # (header bytes before the frame's size, its offset)
+
+    def __call__(self, data: bytes) -> None:
+        if not self.active:
+            return
+        known = self._known
+        if known is not None and len(data) >= known[1] + 4 and data.startswith(known[0]):
+            frame = FRAME_SIZE.unpack_from(data, known[1])
+        else:
+            frame = declared_frame(data, self.compression)
+            if self.compression in JPEG_CODES:
+                at = _jpeg_frame_offset(data)
+                if at is not None:
+                    self._known = (bytes(data[:at]), at)
+        if frame is not None and (frame[0] > self.chunk_height or frame[1] > self.chunk_width):
+            raise OSError("a compressed tile declares a frame larger than the TIFF tile")
+
+
 def check_frame(data: bytes, compression: int, chunk_height: int, chunk_width: int) -> None:
     """``OSError`` when the chunk's own header declares more rows or columns than its TIFF chunk holds."""
-    frame = declared_frame(data, compression)
-    if frame is not None and (frame[0] > chunk_height or frame[1] > chunk_width):
-        raise OSError("a compressed tile declares a frame larger than the TIFF tile")
+    FrameCheck(compression, chunk_height, chunk_width)(data)
 
 
 class TiledLevel:
@@ -97,7 +132,7 @@ class TiledLevel:
         self._byte_counts = np.asarray(page.databytecounts, dtype=np.int64)
         self._decode = page.decode  # tifffile's decoder for this page's compression, predictor and JPEG tables
         self._jpeg_tables = page.jpegtables
-        self._compression = int(page.compression)
+        self._check_frame = FrameCheck(page.compression, self.tile_height, self.tile_width)
         # RGB JPEG tiles decode straight into the caller's buffer (a slot of a patch batch): no intermediate array,
         # which is what lets two reader threads scale (a fresh array per tile costs allocator and GIL time).
         self._jpeg_colorspaces = (
@@ -136,7 +171,7 @@ class TiledLevel:
         data = os.pread(self._descriptor, byte_count, int(self._offsets[index]))
         if len(data) != byte_count:
             raise OSError("the slide file ended inside a tile")
-        check_frame(data, self._compression, self.tile_height, self.tile_width)
+        self._check_frame(data)
         if out is not None and self._jpeg_colorspaces is not None and out.flags.c_contiguous:
             colorspace, outcolorspace = self._jpeg_colorspaces
             return imagecodecs.jpeg_decode(
@@ -209,12 +244,12 @@ class ChunkGuard:
     """
 
     def __init__(self, pages, keyframe, path: str | os.PathLike) -> None:
-        self._compression = int(keyframe.compression)
-        self.active = self._compression in JPEG_CODES + JPEG2000_CODES
-        if not self.active:
-            return
         self._chunk_height = int(keyframe.tilelength) if keyframe.is_tiled else max(int(keyframe.rowsperstrip), 1)
         self._chunk_width = int(keyframe.tilewidth) if keyframe.is_tiled else int(keyframe.imagewidth)
+        self._check_frame = FrameCheck(keyframe.compression, self._chunk_height, self._chunk_width)
+        self.active = self._check_frame.active
+        if not self.active:
+            return
         self._across = -(-int(keyframe.imagewidth) // self._chunk_width)
         self._down = -(-int(keyframe.imagelength) // self._chunk_height)
         self._chunks = [
@@ -238,7 +273,7 @@ class ChunkGuard:
                         if index >= len(offsets) or counts[index] == 0:
                             continue
                         head = os.pread(self._descriptor, int(min(counts[index], HEADER_BYTES)), int(offsets[index]))
-                        check_frame(head, self._compression, self._chunk_height, self._chunk_width)
+                        self._check_frame(head)
 
     def close(self) -> None:
         if self.active and self._descriptor >= 0:
