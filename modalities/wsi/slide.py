@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medclip.data.safe_io import check_decoded_size, require_regular_file
+from medclip.data.safe_io import MEGABYTE, check_decoded_size, require_regular_file
 from medclip.types import ModalityError
 
 from .backends import READERS, Level, SlideBackend
@@ -78,6 +78,7 @@ class Slide:
             ) from None
         self.reader = reader
         self.max_decoded_mb = max_decoded_mb
+        self._max_bytes = max_decoded_mb * MEGABYTE  # the per-read check inline: it runs for every patch
         self.levels: list[Level] = self.backend.levels
         try:
             self._check_levels()
@@ -150,7 +151,8 @@ class Slide:
             raise ModalityError("bad_reference", f"level {level} does not exist; the slide has {len(self.levels)}")
         if width < 1 or height < 1:
             raise ModalityError("bad_reference", "a slide region needs a width and height of at least one pixel")
-        check_decoded_size((height, width, 3), 1, self.max_decoded_mb, "requested slide region")
+        if height * width * 3 > self._max_bytes:
+            check_decoded_size((height, width, 3), 1, self.max_decoded_mb, "requested slide region")  # raises
         info = self.levels[level]
         left = int(np.floor(x / info.downsample))  # level pixels
         top = int(np.floor(y / info.downsample))
@@ -191,7 +193,8 @@ class Slide:
         ``out``, a (size, size, 3) uint8 buffer, may receive the pixels (then it is returned): a tile-aligned patch
         is decoded straight into it.
         """
-        check_decoded_size((size, size, 3), 1, self.max_decoded_mb, "requested patch")
+        if size * size * 3 > self._max_bytes:
+            check_decoded_size((size, size, 3), 1, self.max_decoded_mb, "requested patch")  # raises
         level = self.level_for_mpp(mpp)
         extent = self.patch_extent(size, mpp)  # level-0 pixels
         level_size = max(1, round(extent / self.levels[level].downsample))
