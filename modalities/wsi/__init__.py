@@ -2,7 +2,8 @@
 
 Modules that are also command-line scripts are imported by name, not from here: ``modalities.wsi.cache`` (the
 patch-feature cache), ``modalities.wsi.synthetic`` (synthetic slides and spatial data), ``modalities.wsi.spatial``
-(spot -> patch manifests) and ``modalities.wsi.spatial_eval`` (Recall@K per sample).
+(spot -> patch manifests), ``modalities.wsi.spatial_eval`` (Recall@K per sample) and
+``modalities.wsi.stained_slides`` (evaluation slides from real stained images shipped in packages).
 """
 
 from .backends import READERS, Level, SlideBackend
@@ -14,11 +15,12 @@ from .plugin import WSIModality
 from .reference import PatchSpec, SlideReference, format_reference, parse_reference
 from .slide import Slide, open_slide
 from .slide_encoders import SLIDE_ENCODERS
-from .tissue import otsu_threshold, saturation, tissue_mask
+from .tissue import TISSUE_DETECTORS, TissueOptions, otsu_threshold, saturation, tissue_mask
 
 __all__ = [
     "READERS",
     "SLIDE_ENCODERS",
+    "TISSUE_DETECTORS",
     "Level",
     "PatchGrid",
     "PatchSpec",
@@ -26,6 +28,7 @@ __all__ = [
     "SlideBackend",
     "SlideReference",
     "TimmPatchEncoder",
+    "TissueOptions",
     "WSIConfig",
     "WSIEncoder",
     "WSIModality",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medclip.data.safe_io import read_limited, require_regular_file
 from medclip.types import ModalityError
 
 from .config import WSIConfig
@@ -37,12 +38,17 @@ logger = logging.getLogger("medclip.wsi")
 
 CACHE_FORMAT = "medclip.wsi.features/1"
 KEY_BYTES = 1 << 20  # a slide's key hashes its size and first and last MiB: unique in practice, fast on huge files
+MAX_RECORD_BYTES = 1 << 20  # a cache entry's .json record is a few hundred bytes
 
 
 def slide_key(path: str | os.PathLike) -> str:
-    """A content key of a slide file: moving or renaming the file keeps its cache entry, editing it does not."""
+    """A content key of a slide file: moving or renaming the file keeps its cache entry, editing it does not.
+
+    Raises:
+        ModalityError: ``missing_file`` or ``not_regular_file`` (checked before the file is opened).
+    """
     path = Path(path)
-    size = path.stat().st_size
+    size = require_regular_file(path, "slide").st_size
     digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as handle:
         digest.update(handle.read(KEY_BYTES))
@@ -86,17 +92,18 @@ def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict
     """One cache entry -> (features (N, F) float32, coords (N, 2) int64, its JSON record).
 
     Raises:
-        ModalityError: ``missing_file`` or ``unreadable`` (a bad file, a wrong format, inconsistent shapes).
+        ModalityError: ``missing_file``, ``not_regular_file``, ``too_large`` (an oversized record) or ``unreadable``
+            (a bad file, a wrong format, inconsistent shapes).
     """
     from safetensors.numpy import load_file
 
     path = Path(path)
     sidecar = path.with_suffix(".json")
-    if not path.is_file() or not sidecar.is_file():
-        raise ModalityError("missing_file", "the cached slide features (or their .json record) do not exist")
+    require_regular_file(path, "cached slide features")
+    record_bytes = read_limited(sidecar, MAX_RECORD_BYTES, "cached features' .json record")
     try:
         tensors = load_file(str(path))
-        record = json.loads(sidecar.read_text())
+        record = json.loads(record_bytes)
     except Exception as error:
         raise ModalityError(
             "unreadable", f"the cached slide features could not be read ({type(error).__name__})"
@@ -154,15 +161,15 @@ def build_feature_cache(
     for index, path in enumerate(slides):
         try:
             key = slide_key(path)
-        except OSError:
-            skipped["missing_file"] += 1
-            logger.warning("slide %d: skipped [missing_file]", index + 1)
+        except ModalityError as error:
+            skipped[error.reason] += 1
+            logger.warning("slide %d: skipped [%s]", index + 1, error.reason)
             continue
         if (Path(folder) / f"{key}.safetensors").is_file():
             reused += 1
             continue
         try:
-            slide = open_slide(path, cfg.reader, cfg.assume_mpp)
+            slide = open_slide(path, cfg.reader, cfg.assume_mpp, cfg.max_decoded_mb)
             grid = tissue_grid(
                 slide,
                 cfg.mpp,
@@ -170,7 +177,9 @@ def build_feature_cache(
                 cfg.grid_stride,
                 cfg.min_tissue_fraction,
                 cfg.thumbnail_size,
-                cfg.tissue_min_saturation,
+                cfg.tissue_detector,
+                cfg.tissue_options,
+                cfg.max_decoded_mb,
             )
             chunks = []
             for start in range(0, len(grid), batch_size):

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from medclip.config import ConfigError
 from medclip.types import ModalityConfig
 
+from .spacing import MAX_MPP, MIN_MPP, plausible_mpp
+from .tissue import TISSUE_DETECTORS, TissueOptions
+
 SOURCES = ("pixels", "features")
 
 
@@ -29,11 +32,17 @@ class WSIConfig(ModalityConfig):
         feature_dim: width of cached patch features (``source: features``); must match the cache.
         feature_cache: folder of the feature cache; a slide cell is looked up there when ``source: features``.
         reader: "tiffslide" (default, pure Python) or "openslide" (when installed).
-        mpp: target resolution in microns per pixel; 0.5 is the usual 20x magnification.
+        mpp: target resolution in microns per pixel; 0.5 is the usual 20x magnification. Must lie in the plausible
+            range of ``spacing.py`` (0.01 to 100), as must ``assume_mpp`` and the MPP of slides and patch cells.
         patch_size: patch side in pixels at ``mpp``.
         stride: grid step in pixels at ``mpp``; 0 = ``patch_size`` (no overlap).
         min_tissue_fraction: a grid patch is kept when at least this fraction of it is tissue on the thumbnail.
-        tissue_min_saturation: floor on the Otsu saturation threshold, so a blank slide's noise is never "tissue".
+        tissue_detector: "optical_density" (default: optical density above the slide's glass, robust across stains,
+            ignores marker ink and debris) or "saturation_otsu" (the first detector, kept for comparison).
+        tissue_min_density: optical_density: total OD (R + G + B) above the glass that counts as pale tissue next
+            to stained tissue; raise it if faint smudges on the glass are taken for tissue.
+        tissue_min_saturation: saturation_otsu: floor on the Otsu saturation threshold, so a blank slide's noise is
+            never "tissue".
         thumbnail_size: longest side in pixels of the thumbnail the tissue mask is computed on.
         max_patches: patches per slide-level sample (an even spread over the tissue); 0 = every tissue patch.
         threads: reader threads per slide (tile decoding releases the GIL).
@@ -58,6 +67,8 @@ class WSIConfig(ModalityConfig):
     patch_size: int = 224  # the input size of most timm backbones
     stride: int = 0
     min_tissue_fraction: float = 0.5
+    tissue_detector: str = "optical_density"
+    tissue_min_density: float = 0.02  # a 1.5% darkening of every channel: above glass noise, below faded stroma
     tissue_min_saturation: float = 0.05
     thumbnail_size: int = 1024
     max_patches: int = 64
@@ -75,15 +86,24 @@ class WSIConfig(ModalityConfig):
                 raise ConfigError(f"wsi {name} must be at least 1, got {getattr(self, name)}")
         if self.width % self.heads:
             raise ConfigError(f"wsi width {self.width} must be divisible by heads {self.heads}")
-        if self.mpp <= 0:
-            raise ConfigError(f"wsi mpp must be positive, got {self.mpp}")
+        if not plausible_mpp(self.mpp):
+            raise ConfigError(f"wsi mpp must lie in [{MIN_MPP:g}, {MAX_MPP:g}] microns per pixel, got {self.mpp}")
         for name in ("stride", "max_patches", "feature_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"wsi {name} must be 0 or positive, got {getattr(self, name)}")
-        if self.assume_mpp < 0:
+        if self.assume_mpp != 0 and not plausible_mpp(self.assume_mpp):
             raise ConfigError(
-                f"wsi assume_mpp must be 0 (refuse slides without MPP) or positive, got {self.assume_mpp}"
+                f"wsi assume_mpp must be 0 (refuse slides without MPP) or in [{MIN_MPP:g}, {MAX_MPP:g}], "
+                f"got {self.assume_mpp}"
             )
+        if self.tissue_detector not in TISSUE_DETECTORS:
+            raise ConfigError(
+                f"wsi tissue_detector {self.tissue_detector!r} is unknown; use one of: {', '.join(TISSUE_DETECTORS)}"
+            )
+        if not 0.0 < self.tissue_min_density < 1.0:
+            raise ConfigError(f"wsi tissue_min_density must be in (0, 1), got {self.tissue_min_density}")
+        if self.max_decoded_mb <= 0:
+            raise ConfigError(f"wsi max_decoded_mb must be positive, got {self.max_decoded_mb}")
         if not 0.0 <= self.min_tissue_fraction <= 1.0:
             raise ConfigError(f"wsi min_tissue_fraction must be in [0, 1], got {self.min_tissue_fraction}")
         if not 0.0 <= self.tissue_min_saturation < 1.0:
@@ -97,3 +117,8 @@ class WSIConfig(ModalityConfig):
     def grid_stride(self) -> int:
         """The grid step in pixels at ``mpp``."""
         return self.stride or self.patch_size
+
+    @property
+    def tissue_options(self) -> TissueOptions:
+        """The settings of the tissue detectors."""
+        return TissueOptions(min_density=self.tissue_min_density, min_saturation=self.tissue_min_saturation)

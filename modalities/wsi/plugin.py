@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medclip.data.safe_io import require_regular_file
 from medclip.types import Modality, ModalityError, Sample
 
 from .config import WSIConfig
@@ -27,6 +28,7 @@ from .encoder import WSIEncoder
 from .grid import PatchGrid, tissue_grid
 from .reference import PatchSpec, SlideReference, parse_reference
 from .slide import Slide, open_slide
+from .spacing import check_mpp
 from .transforms import PIXEL_MEAN, PIXEL_STD, WSITransform
 
 STATE_FORMAT = "medclip.wsi/1"
@@ -74,8 +76,9 @@ class WSIModality(Modality):
             "wsi_meta": {kind, mpp, patch_size, extent, n_patches, ...}}``.
 
         Raises:
-            ModalityError: missing_file, unreadable, no_mpp, unreadable_level, no_tissue, out_of_bounds,
-                bad_reference, not_cached, feature_mismatch.
+            ModalityError: missing_file, not_regular_file, unreadable, unsupported_layout, empty_level, too_large,
+                no_mpp, implausible_spacing, unreadable_level, no_tissue, out_of_bounds, bad_reference, not_cached,
+                feature_mismatch (see docs/wsi.md).
         """
         reference = self._reference(ref)
         if reference.is_features:
@@ -84,7 +87,7 @@ class WSIModality(Modality):
             if reference.patch is not None:
                 raise ModalityError("bad_reference", "with source 'features' a wsi cell names a slide, not a patch")
             return self._load_cached(reference.path)
-        slide = open_slide(reference.path, self.config.reader, self.config.assume_mpp)
+        slide = open_slide(reference.path, self.config.reader, self.config.assume_mpp, self.config.max_decoded_mb)
         if reference.patch is not None:
             return self._load_patch(slide, reference.patch)
         return self._load_slide(slide, reference.path)
@@ -92,11 +95,12 @@ class WSIModality(Modality):
     def _grid(self, slide: Slide, path: Path) -> PatchGrid:
         cfg = self.config
         key = (str(path.absolute()), path.stat().st_mtime_ns, cfg.reader, cfg.mpp, cfg.patch_size, cfg.grid_stride,
-               cfg.min_tissue_fraction, cfg.thumbnail_size, cfg.tissue_min_saturation, cfg.assume_mpp)  # fmt: skip
+               cfg.min_tissue_fraction, cfg.thumbnail_size, cfg.tissue_detector, cfg.tissue_options, cfg.assume_mpp,
+               cfg.max_decoded_mb)  # fmt: skip
         if key not in self._grids:
             self._grids[key] = tissue_grid(
                 slide, cfg.mpp, cfg.patch_size, cfg.grid_stride, cfg.min_tissue_fraction, cfg.thumbnail_size,
-                cfg.tissue_min_saturation,
+                cfg.tissue_detector, cfg.tissue_options, cfg.max_decoded_mb,
             )  # fmt: skip
             while len(self._grids) > MAX_CACHED_GRIDS:
                 self._grids.popitem(last=False)
@@ -135,7 +139,7 @@ class WSIModality(Modality):
             mpp = slide.mpp * downsample if slide.mpp is not None else None
             level = spec.level
         else:
-            mpp = spec.mpp or self.config.mpp
+            mpp = check_mpp(spec.mpp, "patch reference's MPP") if spec.mpp is not None else self.config.mpp
             extent = slide.patch_extent(size, mpp)
             x, y = self._corner(spec, extent)
             pixels = slide.read_patch(x, y, size, mpp)
@@ -163,8 +167,7 @@ class WSIModality(Modality):
     def _load_cached(self, slide_path: Path) -> Sample:
         if not self.config.feature_cache:
             raise ModalityError("not_cached", "source 'features' needs wsi.feature_cache (the cache folder)")
-        if not slide_path.is_file():
-            raise ModalityError("missing_file", "the slide file does not exist")
+        require_regular_file(slide_path, "slide")  # slide_key reads it: never a FIFO or a device
         from .cache import slide_key  # lazy: cache.py is also run as a script (python -m modalities.wsi.cache)
 
         entry = Path(self.config.feature_cache) / f"{slide_key(slide_path)}.safetensors"

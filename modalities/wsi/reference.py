@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -70,11 +71,11 @@ def parse_fragment(fragment: str) -> PatchSpec:
             contradictory position (both corner and centre, only one of x / y, ...).
     """
     values: dict[str, float | int] = {}
-    for part in fragment.split(","):
+    for position, part in enumerate(fragment.split(","), start=1):
         match = _PAIR.fullmatch(part)
-        if not match or match.group(1) not in KEYS:
+        if not match or match.group(1) not in KEYS:  # the cell's text is never quoted: it could hold anything
             raise ModalityError(
-                "bad_reference", f"wsi patch reference part {part.strip()!r} is not one of {', '.join(KEYS)}=<number>"
+                "bad_reference", f"wsi patch reference part {position} is not one of {', '.join(KEYS)}=<number>"
             )
         key, text = match.groups()
         if key in values:
@@ -83,6 +84,8 @@ def parse_fragment(fragment: str) -> PatchSpec:
             number = float(text)
         except ValueError:
             raise ModalityError("bad_reference", f"wsi patch reference {key}= is not a number") from None
+        if not math.isfinite(number):  # "1e999" parses as infinity
+            raise ModalityError("bad_reference", f"wsi patch reference {key}= is not a finite number")
         if KEYS[key] is int:
             if not number.is_integer():
                 raise ModalityError("bad_reference", f"wsi patch reference {key}= must be an integer")

@@ -19,27 +19,33 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from medclip.data.safe_io import check_decoded_size, require_regular_file
 from medclip.types import ModalityError
 
 from .reference import format_reference
 
 
-def spot_centres(h5ad: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
+def spot_centres(h5ad: str | os.PathLike, scale: float = 1.0, max_decoded_mb: float = 2048.0) -> np.ndarray:
     """(n_spots, 2) float64 level-0 (x, y) spot centres from ``obsm["spatial"]``, read without loading the matrix.
 
-    Raises:
-        ModalityError: ``missing_file``, ``no_spatial`` (no obsm["spatial"]) or ``unreadable`` (not (n, 2+) finite).
-    """
-    from anndata.io import read_elem
+    The file must be a regular file (checked before HDF5 opens it: a FIFO would block) and the coordinate array's
+    declared size must fit ``max_decoded_mb`` before it is read.
 
+    Raises:
+        ModalityError: ``missing_file``, ``not_regular_file``, ``no_spatial`` (no obsm["spatial"]), ``too_large``
+            or ``unreadable`` (not a dense (n, 2+) array of finite numbers).
+    """
     path = Path(h5ad)
-    if not path.is_file():
-        raise ModalityError("missing_file", "the .h5ad file does not exist")
+    require_regular_file(path, ".h5ad")
     try:
         with h5py.File(path, "r") as handle:
             if "obsm" not in handle or "spatial" not in handle["obsm"]:
                 raise ModalityError("no_spatial", 'the .h5ad file has no obsm["spatial"] spot coordinates')
-            centres = np.asarray(read_elem(handle["obsm"]["spatial"]), dtype=np.float64)
+            spatial = handle["obsm"]["spatial"]
+            if not isinstance(spatial, h5py.Dataset) or spatial.dtype.kind not in "iuf":
+                raise ModalityError("unreadable", 'obsm["spatial"] must be a dense array of numbers')
+            check_decoded_size(spatial.shape, 8, max_decoded_mb, 'obsm["spatial"] array')
+            centres = np.asarray(spatial[()], dtype=np.float64)
     except ModalityError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as error:
