@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import ConfigError, load
+from .errors import MedclipError
 from .recipe_registry import RECIPES, bundled_configs, recipe_config_path
 from .registry import RegistryError
-from .train.resilience import NonFiniteLossError
 
 
 def _recipe_parser(subparsers, name: str, recipe) -> None:
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RegistryError) as error:
         print(f"medclip: error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
+    except (ValueError, FileNotFoundError, MedclipError) as error:
         # User-facing problems (a manifest, checkpoint or evaluation refused with its reason) end with their message;
         # --verbose shows the traceback for bug reports.
         if args.verbose:

@@ -149,10 +149,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
+    stripped = raw.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if stripped else ""
     except yaml.YAMLError as error:
+        if not stripped.startswith(("[", "{")):  # "Mass: left, 2 cm" is text, whatever YAML makes of it
+            return key.split("."), raw
         raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from error
+    # A list or mapping must be written as one ([a, b], {k: v}); "Mass: left lung" or "- note" stay the text typed.
+    if isinstance(value, dict | list) and not stripped.startswith(("[", "{")):
+        value = raw
     # YAML reads 3e-4 as a string (no dot): numbers written like that are what users mean.
     if isinstance(value, str):
         try:

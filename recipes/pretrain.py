@@ -52,6 +52,8 @@ class DataConfig(SplitConfig):
     # step, so they (and dropout) are not reproducible run to run. See docs/ct.md "Loader workers".
     worker_kind: str = "process"
     max_skip_fraction: float = 0.5  # abort when more than this fraction of rows is unusable: the manifest is wrong
+    confine_paths: bool = False  # refuse cells whose path leaves the manifest's folder (shared manifests)
+    normalize_patient_ids: bool = False  # one patient for ids that differ only by letter case or spacing
 
     def __post_init__(self) -> None:
         if self.worker_kind not in WORKER_KINDS:
@@ -87,6 +89,7 @@ def model_card(cfg: Config) -> ModelCard:
         "loss": cfg.loss,
         "split": {"val_fraction": cfg.data.val_fraction, "test_fraction": cfg.data.test_fraction,
                   "split_seed": cfg.data.split_seed},
+        "normalize_patient_ids": cfg.data.normalize_patient_ids,  # evaluation must pseudonymise ids the same way
         "steps": cfg.train.steps,
         "batch_size": cfg.train.batch_size,
         "seed": cfg.train.seed,
@@ -122,8 +125,14 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             modalities = restore_modalities(resume, saved)
         else:
             modalities = build_modalities(cfg.modalities)
-        manifest = read_manifest(cfg.data.manifest, list(modalities), root=cfg.data.root or None)
-        datasets, summary = prepare_datasets(manifest, modalities, cfg.data.assign(manifest), fit=resume is None)
+        manifest = read_manifest(
+            cfg.data.manifest,
+            list(modalities),
+            root=cfg.data.root or None,
+            normalize_patient_ids=cfg.data.normalize_patient_ids,
+        )
+        splits = cfg.data.assign(manifest)
+        datasets, summary = prepare_datasets(manifest, modalities, splits, resume is None, cfg.data.confine_paths)
         check_skip_fraction(summary, manifest.total_rows, cfg.data.max_skip_fraction)
         trainer = Trainer(
             card,

@@ -54,6 +54,24 @@ def _reference_exists(reference: Any) -> bool:
     return True
 
 
+def _reference_path(reference: Any) -> Path | None:
+    """The file or folder a reference names (a path, or a mapping with a "path"), or None for inline values."""
+    if isinstance(reference, Mapping):
+        reference = reference.get("path")
+    if isinstance(reference, str | os.PathLike):
+        return Path(reference)
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (links resolved) lies inside ``root`` (links resolved)."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+    except ValueError:
+        return False
+    return True
+
+
 def _reason(error: Exception, default: str) -> str:
     return error.reason if isinstance(error, ModalityError) else default
 
@@ -71,6 +89,8 @@ class ManifestDataset(Dataset):
             ``load_raw``); ``{}`` returns samples as loaded.
         splits: row number -> split (``SplitConfig.assign`` or ``assign_splits`` with the run's fractions and seed);
             required when ``split`` is given, since only the run knows how it divided its patients.
+        confine_paths: refuse (``outside_root``) cells whose path, links resolved, leaves the manifest's root
+            folder: a shared manifest must not make a run read ``/etc`` or another project's data.
     """
 
     def __init__(
@@ -82,6 +102,7 @@ class ManifestDataset(Dataset):
         transforms: Mapping[str, Callable[[Sample], Sample]] | None = None,
         *,
         splits: Mapping[int, str] | None = None,
+        confine_paths: bool = False,
     ) -> None:
         unknown = sorted(set(modalities) - set(manifest.modalities))
         if unknown:
@@ -96,6 +117,7 @@ class ManifestDataset(Dataset):
         self.modalities = dict(modalities)
         self.split = split
         self.train = train
+        self.confine_paths = confine_paths
         self._transforms: dict[str, Callable[[Sample], Sample]] | None = None
         if transforms is not None:
             self.set_transforms(transforms)
@@ -129,7 +151,11 @@ class ManifestDataset(Dataset):
                 self.summary.add(row.row_number, name, _reason(error, UNRESOLVABLE), type(error).__name__)
                 usable = False
                 continue
-            if not _reference_exists(reference):
+            path = _reference_path(reference)
+            if self.confine_paths and path is not None and not _inside(path, self.manifest.root):
+                self.summary.add(row.row_number, name, "outside_root")
+                usable = False
+            elif not _reference_exists(reference):
                 self.summary.add(row.row_number, name, "missing_file", FileNotFoundError.__name__)
                 usable = False
             references[name] = reference
@@ -141,6 +167,14 @@ class ManifestDataset(Dataset):
     def rows(self) -> list[ManifestRow]:
         """The usable manifest rows (pseudonymised), in dataset order."""
         return [row for row, _ in self._items]
+
+    def file_references(self) -> Iterator[tuple[ManifestRow, Path]]:
+        """(row, path) for every cell of the usable rows that names a file or folder."""
+        for row, references in self._items:
+            for reference in references.values():
+                path = _reference_path(reference)
+                if path is not None:
+                    yield row, path
 
     def row_numbers(self) -> list[int]:
         """Manifest row numbers of the usable rows, in dataset order."""

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ class Manifest:
         *,
         pseudonymizer: Pseudonymizer | None = None,
         source_hash: str | None = None,
+        normalize_patient_ids: bool = False,
     ) -> Manifest:
         """Validate and pseudonymise an in-memory table (recipes that build their manifest in code use this).
 
@@ -128,6 +129,8 @@ class Manifest:
             root: folder for relative paths; defaults to the current directory.
             pseudonymizer: defaults to ``Pseudonymizer.from_environment()``.
             source_hash: provenance hash; defaults to the sha256 of the table written as CSV.
+            normalize_patient_ids: treat ids that differ only by letter case or spacing as one patient. Without it,
+                such ids stay different patients and a warning counts them (never quoting them).
 
         Raises:
             ManifestError: when ``patient_id`` or a modality column is missing, or a column name is repeated.
@@ -144,8 +147,12 @@ class Manifest:
 
         rows = []
         records = table.to_dict(orient="records")
+        _warn_about_case_variant_ids(records, normalize_patient_ids)
+        patient_key = _normalized_patient_id if normalize_patient_ids else str.strip
         for row_number, record in enumerate(records, start=1):
-            row = _parse_row(row_number, record, modalities, label_columns, target_columns, pseudonymizer, summary)
+            row = _parse_row(
+                row_number, record, modalities, label_columns, target_columns, pseudonymizer, summary, patient_key
+            )
             if row is not None:
                 rows.append(row)
         return cls(
@@ -176,6 +183,7 @@ def read_manifest(
     root: str | os.PathLike | None = None,
     *,
     pseudonymizer: Pseudonymizer | None = None,
+    normalize_patient_ids: bool = False,
 ) -> Manifest:
     """Read a CSV or Parquet manifest, validate it and pseudonymise its identifiers.
 
@@ -186,6 +194,7 @@ def read_manifest(
         modalities: the modality columns the run uses.
         root: folder for relative paths in modality cells; defaults to the manifest's folder.
         pseudonymizer: defaults to ``Pseudonymizer.from_environment()``.
+        normalize_patient_ids: see ``Manifest.from_dataframe``.
 
     Raises:
         ManifestError: unreadable file, unknown format, missing ``patient_id`` or modality column, repeated column.
@@ -215,6 +224,7 @@ def read_manifest(
         root if root is not None else path.parent,
         pseudonymizer=pseudonymizer,
         source_hash=file_sha256(path),
+        normalize_patient_ids=normalize_patient_ids,
     )
     logger.info(
         "manifest %s: %d of %d rows accepted, %d findings, %d continuous targets, modalities %s",
@@ -259,6 +269,34 @@ def _check_columns(columns: Sequence[str], modalities: Sequence[str]) -> None:
 def _prefixed_columns(columns: Sequence[str], prefix: str) -> list[str]:
     """The ``<prefix><name>`` columns with a non-empty name, in column order."""
     return [column for column in columns if column.startswith(prefix) and len(column) > len(prefix)]
+
+
+def _normalized_patient_id(text: str) -> str:
+    """The id with letter case and runs of spacing removed: "ab 12", " AB  12" and "Ab 12" are one patient."""
+    return " ".join(text.split()).casefold()
+
+
+def _warn_about_case_variant_ids(records: Sequence[dict[str, Any]], normalizing: bool) -> None:
+    """Warn when distinct patient ids differ only by case or spacing: they would split one patient across splits.
+
+    Only counts are logged, never an id.
+    """
+    variants: dict[str, set[str]] = {}
+    for record in records:
+        text = (_cell_text(record.get(PATIENT_COLUMN)) or "").strip()
+        if text:
+            variants.setdefault(_normalized_patient_id(text), set()).add(text)
+    groups = sum(len(spellings) > 1 for spellings in variants.values())
+    if not groups:
+        return
+    if normalizing:
+        logger.warning("%d patient ids were written with other case or spacing elsewhere; merged (normalized)", groups)
+    else:
+        logger.warning(
+            "%d patient ids also appear with other letter case or spacing and are treated as different patients, "
+            "which can put one patient in two splits; set data.normalize_patient_ids: true if they are the same",
+            groups,
+        )
 
 
 def _record_unknown_columns(
@@ -329,10 +367,11 @@ def _parse_row(
     target_columns: Sequence[str],
     pseudonymizer: Pseudonymizer,
     summary: SkipSummary,
+    patient_key: Callable[[str], str] = str.strip,
 ) -> ManifestRow | None:
     """Validate and pseudonymise one row; problems go to ``summary`` (with no cell value) and reject the row."""
     # Identifiers are stripped: " 123" and "123" are the same patient, and must get the same pseudonym.
-    patient_text = (_cell_text(record[PATIENT_COLUMN]) or "").strip()
+    patient_text = patient_key(_cell_text(record[PATIENT_COLUMN]) or "")
     problems = []
     if not patient_text:
         problems.append((PATIENT_COLUMN, "missing_patient_id"))

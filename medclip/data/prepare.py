@@ -7,7 +7,9 @@ is built here too: enough for evaluation to refuse patients the model was traine
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..types import Modality
@@ -15,9 +17,15 @@ from .dataset import ManifestDataset
 from .manifest import SPLITS, Manifest
 from .summary import SkipSummary
 
+log = logging.getLogger("medclip.data")
+
 
 def prepare_datasets(
-    manifest: Manifest, modalities: Mapping[str, Modality], splits: Mapping[int, str], fit: bool
+    manifest: Manifest,
+    modalities: Mapping[str, Modality],
+    splits: Mapping[int, str],
+    fit: bool,
+    confine_paths: bool = False,
 ) -> tuple[dict[str, ManifestDataset], SkipSummary]:
     """One dataset per split (training transforms for "train"), fitting data-dependent preprocessing when ``fit``.
 
@@ -26,6 +34,7 @@ def prepare_datasets(
         modalities: name -> plugin; those with ``fits_on_data`` are fitted on the training rows when ``fit``.
         splits: row number -> split.
         fit: False when the plugins were restored from a checkpoint (resume) and must keep their state.
+        confine_paths: refuse cells whose path leaves the manifest's folder (``ManifestDataset``).
 
     Returns:
         split name -> dataset, and the summary of every row skipped so far (and why).
@@ -33,8 +42,11 @@ def prepare_datasets(
     summary = SkipSummary()
     datasets = {}
     for split in SPLITS:
-        datasets[split] = ManifestDataset(manifest, modalities, split=split, train=split == "train", splits=splits)
+        datasets[split] = ManifestDataset(
+            manifest, modalities, split=split, train=split == "train", splits=splits, confine_paths=confine_paths
+        )
         summary.merge(datasets[split].summary)
+    flag_files_of_several_patients(datasets.values())
     if fit:
         for name, plugin in modalities.items():
             if plugin.fits_on_data:
@@ -42,6 +54,25 @@ def prepare_datasets(
     for dataset in datasets.values():
         dataset.set_transforms({name: p.transforms(train=dataset.train) for name, p in modalities.items()})
     return datasets, summary
+
+
+def flag_files_of_several_patients(datasets: Iterable[ManifestDataset]) -> int:
+    """Warn when one file is referenced under two patient ids (a copy-paste slip or an id mix-up): the same scan
+    could then sit in training and in test. Returns the number of such files; logs row numbers, never paths."""
+    patients: dict[str, set[str]] = {}
+    rows: dict[str, list[int]] = {}
+    for dataset in datasets:
+        for row, path in dataset.file_references():
+            key = os.path.realpath(path)
+            patients.setdefault(key, set()).add(row.patient)
+            rows.setdefault(key, []).append(row.row_number)
+    shared = [key for key, owners in patients.items() if len(owners) > 1]
+    for key in shared[:20]:
+        log.warning("one file is referenced by rows of %d different patients (rows %s)", len(patients[key]),
+                    ", ".join(str(number) for number in sorted(rows[key])[:10]))  # fmt: skip
+    if len(shared) > 20:
+        log.warning("... %d files in all are referenced under more than one patient id", len(shared))
+    return len(shared)
 
 
 def data_provenance(manifest: Manifest, datasets: Mapping[str, ManifestDataset]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from ..errors import MedclipError
+
 logger = logging.getLogger("medclip.data")
 
 
@@ -32,7 +34,7 @@ class SkipRecord(NamedTuple):
     error_class: str = ""
 
 
-class TooManySkippedError(RuntimeError):
+class TooManySkippedError(MedclipError, RuntimeError):
     """More rows were unusable than ``max_skip_fraction`` allows: the manifest (or its root) is probably wrong."""
 
 

@@ -82,5 +82,6 @@ def open_evaluation_data(
     if not str(manifest):
         raise ConfigError("manifest is empty: point it at the CSV or Parquet manifest to evaluate")
     require_modalities(model, *modalities)
-    table = read_manifest(manifest, list(dict.fromkeys(modalities)), root=root or None)
+    normalize = bool(model.card.training.get("normalize_patient_ids", False))  # as pretraining read its ids
+    table = read_manifest(manifest, list(dict.fromkeys(modalities)), root=root or None, normalize_patient_ids=normalize)
     return EvaluationData(table, model.card.split_config().assign(table))

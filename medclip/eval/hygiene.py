@@ -17,11 +17,12 @@ from typing import Any
 from .. import __version__
 from ..checkpoint import MODEL_FILE, read_data_provenance
 from ..data import file_sha256
+from ..errors import MedclipError
 
 PRETRAINING_SPLIT = "train"  # the patients whose studies the weights were fitted on
 
 
-class SeenPatientsError(RuntimeError):
+class SeenPatientsError(MedclipError, RuntimeError):
     """Evaluation would score patients seen in pretraining, or cannot tell; the message carries a reason code."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -27,11 +27,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..errors import MedclipError
 from ..registry import Registry
 from .launch import Runtime
 
 
-class ParallelError(RuntimeError):
+class ParallelError(MedclipError, RuntimeError):
     """A parallel set-up that cannot work (e.g. FSDP with a modality absent from some ranks' micro-batch)."""
 
 

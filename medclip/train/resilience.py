@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..errors import MedclipError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(MedclipError, RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient: the run is diverging."""
 
 

@@ -100,7 +100,14 @@ def read_optimizer_state(path: str | Path) -> dict[str, Any] | None:
     meta = json.loads((path / TRAINER_STATE_FILE).read_text()).get("optimizer")
     if meta is None:
         return None
-    return _optimizer_state_dict(load_file(str(path / OPTIMIZER_FILE)), meta)
+    return _optimizer_state_dict(_read_optimizer_tensors(path), meta)
+
+
+def _read_optimizer_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / OPTIMIZER_FILE))
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{OPTIMIZER_FILE} is not a readable safetensors file ({type(error).__name__})") from None
 
 
 def trainer_files(
@@ -137,7 +144,7 @@ def load_trainer_state(
         raise CheckpointError(f"{path} has no {TRAINER_STATE_FILE}: it was saved for inference only and cannot resume")
     state = json.loads((path / TRAINER_STATE_FILE).read_text())
     if optimizer is not None and "optimizer" in state:
-        _restore_optimizer(optimizer, load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
+        _restore_optimizer(optimizer, _read_optimizer_tensors(path), state["optimizer"])
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
     _restore_rng_state(state["rng"])
