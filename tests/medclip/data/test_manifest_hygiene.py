@@ -26,7 +26,7 @@ def test_case_variant_ids_warn_and_optionally_merge(tmp_path, caplog):
     path = write(tmp_path, table)
     with caplog.at_level(logging.WARNING, logger="medclip.data"):
         separate = read_manifest(path, ["report"])
-    assert len({row.patient for row in separate.rows}) == 6  # every spelling its own patient (surrounding spaces stripped)
+    assert len({row.patient for row in separate.rows}) == 6  # every spelling its own patient (edges stripped)
     assert "2 patient ids also appear with other letter case or spacing" in caplog.text
     assert "ab-12" not in caplog.text.lower().replace("patient ids", "")  # counts only, never an id
     merged = read_manifest(path, ["report"], normalize_patient_ids=True)
