@@ -24,3 +24,21 @@ def move_to_device(value: Any, device: torch.device | str) -> Any:
     if isinstance(value, list):
         return [move_to_device(item, device) for item in value]
     return value
+
+
+def outputs_to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Model outputs with every floating tensor (also one level inside dicts) in float32.
+
+    Losses run in fp32 even when the encoders ran under bf16 autocast: log-sum-exp needs the precision.
+    """
+    converted: dict[str, Any] = {}
+    for key, value in outputs.items():
+        if isinstance(value, dict):
+            converted[key] = {k: _float32(v) for k, v in value.items()}
+        else:
+            converted[key] = _float32(value)
+    return converted
+
+
+def _float32(value: Any) -> Any:
+    return value.float() if isinstance(value, Tensor) and value.is_floating_point() else value

@@ -26,7 +26,7 @@ from medclip.checkpoint import ModelCard, read_card, restore_modalities
 from medclip.config import ConfigError
 from medclip.data import SplitConfig, check_skip_fraction, collate_samples, read_manifest
 from medclip.data.loader import WORKER_KINDS
-from medclip.data.prepare import data_provenance, prepare_datasets
+from medclip.data.prepare import data_provenance, evaluation_transforms, prepare_datasets
 from medclip.factory import ModelConfig, build_modalities, build_model
 from medclip.losses import build_loss
 from medclip.train import TrainConfig, Trainer
@@ -54,6 +54,7 @@ class DataConfig(SplitConfig):
     max_skip_fraction: float = 0.5  # abort when more than this fraction of rows is unusable: the manifest is wrong
     confine_paths: bool = False  # refuse cells whose path leaves the manifest's folder (shared manifests)
     normalize_patient_ids: bool = False  # one patient for ids that differ only by letter case or spacing
+    min_val_patients: int = 20  # val_fraction is raised (up to 0.3) to reach this; fewer makes validation noise
 
     def __post_init__(self) -> None:
         if self.worker_kind not in WORKER_KINDS:
@@ -80,6 +81,9 @@ class PretrainResult:
     metrics: dict[str, float]
     summary: dict[str, Any]
     splits: dict[str, list[int]] = field(default_factory=dict)  # split -> manifest row numbers
+    validation: dict[str, float] = field(default_factory=dict)  # the last validation's metrics
+    best: dict[str, Any] = field(default_factory=dict)  # {"metric", "value", "step"} of the best/ checkpoint
+    stopped_early: bool = False
 
 
 def model_card(cfg: Config) -> ModelCard:
@@ -131,7 +135,15 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             root=cfg.data.root or None,
             normalize_patient_ids=cfg.data.normalize_patient_ids,
         )
-        splits = cfg.data.assign(manifest)
+        split_config, note = cfg.data.with_validation_patients(manifest, cfg.data.min_val_patients)
+        if note:
+            log.warning(note)
+        card.training["split"] = {
+            "val_fraction": split_config.val_fraction,
+            "test_fraction": split_config.test_fraction,
+            "split_seed": split_config.split_seed,
+        }  # the fractions actually used: evaluation must find the same held-out patients
+        splits = split_config.assign(manifest)
         datasets, summary = prepare_datasets(manifest, modalities, splits, resume is None, cfg.data.confine_paths)
         check_skip_fraction(summary, manifest.total_rows, cfg.data.max_skip_fraction)
         trainer = Trainer(
@@ -150,6 +162,8 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             max_skip_fraction=cfg.data.max_skip_fraction,
             total_rows=manifest.total_rows,
             provenance=data_provenance(manifest, datasets),
+            val_dataset=datasets["val"],
+            train_eval_dataset=datasets["train"].with_transforms(evaluation_transforms(modalities)),
         )
         if resume is not None:
             trainer.resume(resume)
@@ -159,15 +173,23 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             if summary.total():
                 print(summary.render())
         split_rows = {name: dataset.row_numbers() for name, dataset in datasets.items()}
-        return PretrainResult(trainer.checkpoint_dir, metrics, summary.to_dict(), split_rows)
+        return PretrainResult(
+            trainer.checkpoint_dir,
+            metrics,
+            summary.to_dict(),
+            split_rows,
+            trainer.validation,
+            trainer.best,
+            trainer.stopped_early,
+        )
     finally:
         if own_runtime:
             teardown_runtime(runtime)
 
 
 def write_training_curve(out: Path) -> Path | None:
-    """PNG of the loss per logged step, read back from ``train_log.jsonl``."""
-    from medclip.eval.plots import plot_training_curve
+    """PNG of the training loss (raw and smoothed) and the validation retrieval, from ``train_log.jsonl``."""
+    from medclip.eval.training_curve import plot_training_and_validation
 
     log_path = out / "train_log.jsonl"
     if not log_path.is_file():
@@ -175,7 +197,22 @@ def write_training_curve(out: Path) -> Path | None:
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     if not records:
         return None
-    return plot_training_curve([r["step"] for r in records], [r["loss"] for r in records], out / "training_curve.png")
+    return plot_training_and_validation(records, out / "training_curve.png")
+
+
+def memorisation_note(validation: dict[str, float]) -> str | None:
+    """One line comparing retrieval on training and validation patients (None without validation)."""
+    train, val = validation.get("train/mean_R@1"), validation.get("val/mean_R@1")
+    chances = [value for key, value in validation.items() if key.startswith("val/") and key.endswith("/chance/R@1")]
+    if train is None or val is None or not chances:
+        return None
+    chance = float(np.mean(chances))
+    note = f"retrieval R@1: training patients {train:.3f}, validation patients {val:.3f} (chance {chance:.3f})"
+    if val < 2 * chance and train > 4 * chance:
+        note += ": the model recognises its training studies but not new patients (memorisation)"
+    elif val < 2 * chance:
+        note += ": near chance on new patients"
+    return note
 
 
 def main(cfg: Config) -> dict[str, float]:
@@ -183,6 +220,16 @@ def main(cfg: Config) -> dict[str, float]:
     out = Path(cfg.out)
     metrics = {key: float(value) for key, value in result.metrics.items()}
     if (out / "checkpoint").exists():  # only the main process writes outputs
-        (out / "metrics.json").write_text(json.dumps({"train": metrics, "data": result.summary}, indent=1))
+        summary = {
+            "train": metrics,
+            "validation": result.validation,
+            "best": result.best,
+            "stopped_early": result.stopped_early,
+            "memorisation": memorisation_note(result.validation),
+            "data": result.summary,
+        }
+        (out / "metrics.json").write_text(json.dumps(summary, indent=1))
         write_training_curve(out)
-    return metrics
+        if summary["memorisation"]:
+            print(f"medclip: {summary['memorisation']}")
+    return {**metrics, **{key: float(value) for key, value in result.validation.items() if "/health/" not in key}}

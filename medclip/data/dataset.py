@@ -17,6 +17,7 @@ hold a patient's name).
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -192,6 +193,13 @@ class ManifestDataset(Dataset):
                 f"transforms given for {sorted(set(transforms) - set(self.modalities))}, which are not loaded"
             )
         self._transforms = dict(transforms)
+
+    def with_transforms(self, transforms: Mapping[str, Callable[[Sample], Sample]]) -> ManifestDataset:
+        """The same rows (no second validation pass over the manifest) with other transforms."""
+        other = copy.copy(self)
+        other._transforms = None
+        other.set_transforms(transforms)
+        return other
 
     def _active_transforms(self) -> dict[str, Callable[[Sample], Sample]]:
         # Built lazily so that modalities that fit on data (tokenizers, gene vocabularies) are fitted first.

@@ -56,6 +56,11 @@ def prepare_datasets(
     return datasets, summary
 
 
+def evaluation_transforms(modalities: Mapping[str, Modality]) -> dict[str, Any]:
+    """Each modality's evaluation (non-augmenting) transform."""
+    return {name: plugin.transforms(train=False) for name, plugin in modalities.items()}
+
+
 def flag_files_of_several_patients(datasets: Iterable[ManifestDataset]) -> int:
     """Warn when one file is referenced under two patient ids (a copy-paste slip or an id mix-up): the same scan
     could then sit in training and in test. Returns the number of such files; logs row numbers, never paths."""

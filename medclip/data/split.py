@@ -12,7 +12,11 @@ import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from .manifest import SPLITS, Manifest, ManifestError
+
+MAX_VAL_FRACTION = 0.3  # min_val_patients never takes more than this share of the patients for validation
 
 
 @dataclass
@@ -29,6 +33,36 @@ class SplitConfig:
     def assign(self, manifest: Manifest) -> dict[int, str]:
         """Row number -> split for every accepted row of ``manifest`` (``assign_splits`` with these settings)."""
         return assign_splits(manifest, self.val_fraction, self.test_fraction, self.split_seed)
+
+    def with_validation_patients(self, manifest: Manifest, minimum: int) -> tuple[SplitConfig, str | None]:
+        """These settings, with ``val_fraction`` raised (up to ``MAX_VAL_FRACTION``) until the validation split has
+        at least ``minimum`` patients: a validation metric over a handful of patients means nothing.
+
+        Returns:
+            ``(settings, note)``; the note explains a change, or warns that the manifest cannot give ``minimum``
+            validation patients (None when nothing needed saying). Explicit ``split`` cells are never changed.
+        """
+        patients = {row.patient for row in manifest.rows}
+        chosen = self
+        for fraction in (self.val_fraction, *np.linspace(self.val_fraction, MAX_VAL_FRACTION, 12)[1:]):
+            if fraction + self.test_fraction >= 1.0:
+                break
+            chosen = SplitConfig(float(fraction), self.test_fraction, self.split_seed)
+            if _validation_patients(manifest, chosen.assign(manifest)) >= minimum:
+                break
+        found = _validation_patients(manifest, chosen.assign(manifest))
+        note = None
+        if found < minimum:
+            note = (
+                f"the validation split has {found} patients (of {len(patients)}), fewer than "
+                f"min_val_patients={minimum}: validation metrics will be noisy; add patients or split cells"
+            )
+        elif chosen.val_fraction != self.val_fraction:
+            note = (
+                f"val_fraction raised from {self.val_fraction:g} to {chosen.val_fraction:.3g} so that validation has "
+                f"{found} patients (min_val_patients={minimum}); the model card records the fractions used"
+            )
+        return chosen, note
 
 
 def patient_uniform(patient: str, seed: int) -> float:
@@ -105,3 +139,7 @@ def check_no_patient_leakage(manifest: Manifest, assignment: dict[int, str]) -> 
     if leaking:
         shown = ", ".join(f"{patient} ({'/'.join(sorted(splits_of[patient]))})" for patient in leaking[:5])
         raise ManifestError(f"{len(leaking)} patients are in more than one split: {shown}")
+
+
+def _validation_patients(manifest: Manifest, assignment: dict[int, str]) -> int:
+    return len({row.patient for row in manifest.rows if assignment.get(row.row_number) == "val"})

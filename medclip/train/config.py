@@ -32,3 +32,13 @@ class TrainConfig:
     compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
     channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
     grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
+    # --- validation on held-out patients (medclip/train/validation.py): the only sign of memorisation ---
+    val_every: int = 100  # validate every N steps (and always at the end); 0 = only at the end
+    best_metric: str = "val/mean_R@1"  # the validation metric that picks the best/ checkpoint (higher is better)
+    early_stopping_patience: int = 0  # stop after this many validations without improving best_metric; 0 = never
+
+    def __post_init__(self) -> None:
+        if self.val_every < 0 or self.early_stopping_patience < 0:
+            from ..config import ConfigError
+
+            raise ConfigError("train.val_every and train.early_stopping_patience must be >= 0")

@@ -29,7 +29,7 @@ TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     return {
         "python": repr(random.getstate()),
@@ -39,7 +39,7 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
-def _restore_rng_state(state: Mapping[str, Any]) -> None:
+def restore_rng_state(state: Mapping[str, Any]) -> None:
     import ast
 
     random.setstate(ast.literal_eval(state["python"]))  # literal_eval: plain tuples of ints, never code
@@ -122,7 +122,7 @@ def trainer_files(
     """
 
     def write(staging: Path) -> None:
-        state: dict[str, Any] = {**trainer_state, "rng": _rng_state()}
+        state: dict[str, Any] = {**trainer_state, "rng": rng_state()}
         if optimizer is not None:
             tensors, optimizer_meta = _optimizer_tensors(optimizer, optimizer_state)
             metadata = {"format": "pt", "medclip_version": __version__}
@@ -147,5 +147,5 @@ def load_trainer_state(
         _restore_optimizer(optimizer, _read_optimizer_tensors(path), state["optimizer"])
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict({**scheduler.state_dict(), **state["scheduler"]})
-    _restore_rng_state(state["rng"])
+    restore_rng_state(state["rng"])
     return state

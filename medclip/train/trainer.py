@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 from ..checkpoint import DATA_FILE, ModelCard, save_model
 from ..data import SkipSummary, TooManySkippedError, check_skip_fraction
 from ..data.loader import make_loader
-from ..device import move_to_device
+from ..device import move_to_device, outputs_to_float32
 from ..types import Modality
 from .config import TrainConfig
 from .gradcache import GradCache
@@ -31,6 +32,7 @@ from .parallel import build_parallel, prepare_model, to_channels_last
 from .resilience import NonFiniteGuard, PreemptionFlag
 from .sampler import ResumableBatchSampler
 from .state import load_trainer_state, trainer_files
+from .validation import Validator
 
 
 class _BatchesFrom:
@@ -68,6 +70,11 @@ class Trainer:
         max_skip_fraction: see ``summary``.
         total_rows: the manifest's row count, the base of ``max_skip_fraction`` (default: the training rows).
         provenance: JSON-able description of the training data, saved with every checkpoint.
+        val_dataset: the validation rows (evaluation transforms), validated every ``train.val_every`` steps and at
+            the end (``validation.Validator``); the best model by ``train.best_metric`` is saved to
+            ``out_dir / "best"``, and ``train.early_stopping_patience`` validations without improvement end the run.
+            None or empty: no validation.
+        train_eval_dataset: the training rows with evaluation transforms, whose subset is compared with validation.
     """
 
     def __init__(
@@ -87,6 +94,8 @@ class Trainer:
         max_skip_fraction: float = 1.0,
         total_rows: int | None = None,
         provenance: Mapping[str, Any] | None = None,
+        val_dataset: Dataset | None = None,
+        train_eval_dataset: Dataset | None = None,
     ) -> None:
         self.card, self.train_config = card, train_config
         self.num_workers, self.worker_kind = num_workers, worker_kind
@@ -100,6 +109,11 @@ class Trainer:
         self.max_skip_fraction = max_skip_fraction
         self.total_rows = total_rows if total_rows is not None else len(train_dataset)
         self.provenance = dict(provenance or {})
+        self.validator: Validator | None = None
+        self.validation: dict[str, float] = {}  # the last validation's metrics
+        self.best: dict[str, Any] = {}  # {"metric", "value", "step"} of the best validation so far
+        self.stale_validations = 0  # validations since best_metric last improved
+        self.stopped_early = False
         # --- scale-out (parallel.py): speed options, then DDP / FSDP wrapping. FSDP replaces the parameters with
         # sharded ones, so the optimizer is built after wrapping ---
         prepare_model(self.model, self.train_config.compile, self.train_config.channels_last)
@@ -107,6 +121,20 @@ class Trainer:
         self.wrapped = self.parallel.wrap(self.model)
         if runtime.distributed:
             self._broadcast_loss_state()
+        if val_dataset is not None and len(val_dataset) > 0:
+            self.validator = Validator(
+                self.wrapped,
+                self.criterion,
+                val_dataset,
+                train_eval_dataset if train_eval_dataset is not None else train_dataset,
+                collate,
+                self.train_config.batch_size,
+                runtime,
+                self.train_config.precision,
+                num_workers,
+                worker_kind,
+                self.train_config.seed,
+            )
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         self.step = 0
@@ -122,7 +150,7 @@ class Trainer:
                 self.criterion,
                 self.train_config.grad_cache_chunk,
                 forward_context=lambda: autocast_context(self.train_config.precision, self.runtime.device),
-                convert=_to_float32,
+                convert=outputs_to_float32,
             )
 
     @property
@@ -136,10 +164,18 @@ class Trainer:
         state = load_trainer_state(path, None, self.scheduler)
         self.step = self.resumed_at = int(state["step"])
         self.consumed_batches = int(state["consumed_batches"])
+        self.best = dict(state.get("best") or {})
+        self.stale_validations = int(state.get("stale_validations", 0))
 
     def save(self, path: str | Path | None = None, full_state: tuple[Any, Any] = (None, None)) -> Path:
         """Write the checkpoint (rank 0). ``full_state``: (model, optimizer) state dicts gathered by FSDP."""
-        state = {"step": self.step, "consumed_batches": self.consumed_batches, "world_size": self.runtime.world_size}
+        state = {
+            "step": self.step,
+            "consumed_batches": self.consumed_batches,
+            "world_size": self.runtime.world_size,
+            "best": self.best,
+            "stale_validations": self.stale_validations,
+        }
         self.card.training["steps_done"] = self.step
         return save_model(
             path or self.checkpoint_dir,
@@ -245,7 +281,7 @@ class Trainer:
                     else:  # --- the plain step ---
                         with autocast_context(config.precision, self.runtime.device):
                             outputs = self.wrapped(batch)
-                        outputs = _to_float32(outputs)
+                        outputs = outputs_to_float32(outputs)
                         losses = self.criterion(**outputs)
                         (losses["loss"] / config.grad_accum).backward()
                 for key, value in losses.items():
@@ -275,6 +311,11 @@ class Trainer:
                 if progress is not None:
                     progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{last['samples_per_s']:.0f}")
                 window_samples, window_start = 0, time.perf_counter()
+            validate = self.validator is not None and (
+                self.step == last_step or (config.val_every > 0 and self.step % config.val_every == 0)
+            )
+            if validate and self._validate(logger):
+                break  # early stopping (the final checkpoint is written by fit)
             if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < last_step:
                 self._save_on_main()
             if preemption.agreed(self.runtime.distributed):
@@ -282,6 +323,42 @@ class Trainer:
                     print(f"medclip: SIGTERM received; checkpoint at step {self.step}; continue with train.resume=auto")
                 break
         return last
+
+    def _validate(self, logger: RunLogger) -> bool:
+        """Validate, log, keep the best model; returns True when early stopping asks the run to end.
+
+        The RNG states are restored afterwards, so validating never changes what training draws next (a run with
+        and without validation, or resumed around a validation, trains identically).
+        """
+        from .state import restore_rng_state, rng_state
+
+        saved = rng_state()
+        try:
+            metrics = self.validator.run()
+        finally:
+            restore_rng_state(saved)
+        self.validation = metrics
+        logger.log(self.step, metrics)
+        metric = self.train_config.best_metric
+        value = metrics.get(metric)
+        if value is None or not np.isfinite(value):
+            return False
+        if not self.best or value > self.best["value"]:
+            self.best = {"metric": metric, "value": float(value), "step": self.step}
+            self.stale_validations = 0
+            self._save_on_main(self.out_dir / "best", with_trainer_state=False)
+            return False
+        self.stale_validations += 1
+        patience = self.train_config.early_stopping_patience
+        if patience and self.stale_validations >= patience:
+            self.stopped_early = True
+            if self.runtime.is_main:
+                print(
+                    f"medclip: {metric} has not improved for {self.stale_validations} validations (best "
+                    f"{self.best['value']:.4f} at step {self.best['step']}); stopping early at step {self.step}"
+                )
+            return True
+        return False
 
     def _broadcast_loss_state(self) -> None:
         """Start every rank from rank 0's loss parameters, as DDP does for the model's.
@@ -302,26 +379,17 @@ class Trainer:
                 torch.distributed.all_reduce(parameter.grad)
                 parameter.grad.div_(world_size)
 
-    def _save_on_main(self) -> None:
+    def _save_on_main(self, path: Path | None = None, with_trainer_state: bool = True) -> None:
         # Gathering FSDP's full state is a collective: every rank takes part, rank 0 alone writes.
         model_state = self.parallel.full_model_state(self.model)
-        optimizer_state = self.parallel.full_optimizer_state(self.model, self.criterion, self.optimizer)
+        optimizer_state = None
+        if with_trainer_state:
+            optimizer_state = self.parallel.full_optimizer_state(self.model, self.criterion, self.optimizer)
         if self.runtime.is_main:
-            self.save(full_state=(model_state, optimizer_state))
+            if with_trainer_state:
+                self.save(path, full_state=(model_state, optimizer_state))
+            else:  # the best model: weights, card and preprocessing, for load_model (not for resuming)
+                self.card.training["best"] = dict(self.best)
+                save_model(path, self.model, self.modalities, self.card, self.criterion, model_state)
         if self.runtime.distributed:
             torch.distributed.barrier()
-
-
-def _to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
-    """Losses run in fp32 even when the encoders ran under bf16 autocast (log-sum-exp needs the precision)."""
-    converted = {}
-    for key, value in outputs.items():
-        if isinstance(value, dict):
-            converted[key] = {
-                k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in value.items()
-            }
-        elif torch.is_tensor(value) and value.is_floating_point():
-            converted[key] = value.float()
-        else:
-            converted[key] = value
-    return converted

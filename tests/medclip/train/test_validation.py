@@ -1,0 +1,80 @@
+"""Validation during pretraining (issue 13): metrics on held-out patients beside the training patients' and chance,
+the best checkpoint, early stopping, a split large enough to mean something, and no effect on training itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import medclip
+from medclip.data import read_manifest
+from medclip.train.validation import pair_recalls
+from recipes.pretrain import main, pretrain
+
+
+def test_pair_recalls_match_hand_counts():
+    import numpy as np
+
+    a = np.eye(4, dtype=np.float32)
+    b = np.eye(4, dtype=np.float32)[[0, 1, 3, 2]]  # rows 2 and 3 swapped: only 2 of 4 retrieve their pair first
+    present = np.array([True, True, True, True])
+    metrics = pair_recalls({"x": a, "y": b}, {"x": present, "y": present}, "val", ks=(1, 2))
+    assert metrics["val/x->y/R@1"] == 0.5 and metrics["val/y->x/R@1"] == 0.5
+    assert metrics["val/x-y/chance/R@1"] == 0.25 and metrics["val/x-y/chance/R@2"] == 0.5
+    assert metrics["val/mean_R@1"] == 0.5 and metrics["val/x-y/rows"] == 4
+
+
+def test_validation_is_logged_with_chance_and_the_best_model_is_saved(small_experiment, tmp_path):
+    out = tmp_path / "run"
+    main(small_experiment("train.steps=6", "train.val_every=3", out=out))
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    validations = [r for r in records if "val/mean_R@1" in r]
+    assert [r["step"] for r in validations] == [3, 6]
+    first = validations[0]
+    assert {"val/loss", "train/mean_R@1", "val/expression->report/R@1", "val/report->expression/R@5"} <= set(first)
+    assert 0 < first["val/expression-report/chance/R@1"] < 1
+    assert any(key.startswith("val/health/") for key in first)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["best"]["metric"] == "val/mean_R@1" and summary["best"]["step"] in (3, 6)
+    assert "validation patients" in summary["memorisation"]
+    best = medclip.load_model(out / "best")  # a complete model, loadable like any checkpoint
+    assert best.card.training["best"]["step"] == summary["best"]["step"]
+    assert (out / "training_curve.png").stat().st_size > 0
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(small_experiment, tmp_path):
+    # with a zero learning rate the model never changes, so the metric never improves after the first validation
+    result = pretrain(
+        small_experiment(
+            "train.steps=40", "train.val_every=2", "train.early_stopping_patience=2", "train.lr=0", out=tmp_path / "run"
+        )  # fmt: skip
+    )
+    assert result.stopped_early and result.best["step"] == 2
+    assert json.loads((result.checkpoint / "trainer_state.json").read_text())["step"] == 6
+
+
+def test_validating_does_not_change_what_training_draws(small_experiment, tmp_path):
+    with_validation = pretrain(small_experiment("train.steps=4", "train.val_every=1", out=tmp_path / "a"))
+    without = pretrain(small_experiment("train.steps=4", "train.val_every=0", out=tmp_path / "b"))
+    a = load_file(str(with_validation.checkpoint / "model.safetensors"))
+    b = load_file(str(without.checkpoint / "model.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_validation_split_is_raised_to_a_minimum_of_patients(tmp_path, caplog):
+    import pandas as pd
+
+    from medclip.data import SplitConfig
+
+    table = pd.DataFrame({"patient_id": [f"p{i}" for i in range(200)], "report": ["x"] * 200})
+    table.to_csv(tmp_path / "m.csv", index=False)
+    manifest = read_manifest(tmp_path / "m.csv", ["report"])
+    chosen, note = SplitConfig(val_fraction=0.02).with_validation_patients(manifest, 20)
+    assert chosen.val_fraction > 0.02 and "val_fraction raised" in note
+    splits = chosen.assign(manifest)
+    assert sum(split == "val" for split in splits.values()) >= 20
+    too_few, warning = SplitConfig(val_fraction=0.02).with_validation_patients(manifest, 100)
+    assert too_few.val_fraction == pytest.approx(0.3) and "fewer than min_val_patients=100" in warning
