@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .registry import Registry, RegistryError
-from .types import EncoderOutput, Modality, ModalityConfig, ModalityError, Sample
+
+if TYPE_CHECKING:
+    from .types import EncoderOutput, Modality, ModalityConfig, ModalityError, Sample
 
 __version__ = "0.1.0"
+
+# The plugin-seam types live in ``medclip.types``, which imports torch. They are resolved on first access (PEP 562),
+# so that ``import medclip`` (and with it ``medclip --help``) does not pay torch's import time.
+_LAZY_TYPES = ("EncoderOutput", "Modality", "ModalityConfig", "ModalityError", "Sample")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_TYPES:
+        from . import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module 'medclip' has no attribute {name!r}")
+
 
 # Modality plugins register through the "medclip.modalities" entry-point group; the built-ins in `modalities/` do
 # so from pyproject.toml, exactly as a third-party package would.
