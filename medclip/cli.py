@@ -220,11 +220,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub unless the user asks for it
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     # Overrides may come before or after options (`--out X key=value`): argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "hub", False):  # never reach for a model hub unless the user asks for it (--hub)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if extra:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -79,6 +79,8 @@ class Modality:
     fits_on_data: ClassVar[bool] = False
     # File name endings this plugin reads, so `medclip inspect PATH` can pick the plugin without being told.
     file_suffixes: ClassVar[tuple[str, ...]] = ()
+    # Inputs are free text: ``model.tokenizer`` (this plugin's preprocessing) turns texts into its batch input.
+    text_input: ClassVar[bool] = False
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

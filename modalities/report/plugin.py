@@ -41,6 +41,7 @@ class ReportModality(Modality):
     config_class = ReportConfig
     fits_on_data = True
     file_suffixes = (".txt", ".md")
+    text_input = True  # model.tokenizer(texts) -> the report batch
 
     def __init__(self, config: ReportConfig | None = None) -> None:
         super().__init__(config)
