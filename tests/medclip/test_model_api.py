@@ -55,7 +55,7 @@ def test_preprocess_per_modality_and_the_tokenizer(model, pbmc_manifest):
 def test_a_model_without_a_text_modality_says_so():
     model = medclip.create_model({"ecg": {"width": 16}})
     with pytest.raises(ValueError, match="exactly one text modality; this model has none"):
-        model.tokenizer
+        _ = model.tokenizer
 
 
 def test_logit_scale_is_a_plain_property(model, recwarn):

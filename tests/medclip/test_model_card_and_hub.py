@@ -31,8 +31,8 @@ def test_the_card_is_written_at_save_time_with_counts_only(tiny_checkpoint, pbmc
     assert meta["library_name"] == "medclip" and meta["pipeline_tag"] == "feature-extraction"
     assert {"medclip", "expression", "report"} <= set(meta["tags"])
     assert meta["medclip"]["modalities"] == ["expression", "report"] and meta["medclip"]["embed_dim"] == 16
-    for heading in ("## Modalities and preprocessing", "## Training data (counts only)", "## Intended use", "## Limits"):
-        assert heading in text
+    headings = ("## Modalities and preprocessing", "## Training data (counts only)", "## Intended use", "## Limits")
+    assert all(heading in text for heading in headings)
     provenance = read_data_provenance(tiny_checkpoint)
     train_patients = len(provenance["patients"]["train"])
     assert f"| train | {train_patients} |" in text
