@@ -1,0 +1,121 @@
+"""``export_tower``: one modality tower of a model -> a serving file, checked against the eager model, + a sidecar.
+
+Steps: build the tower (encoder + projection head, eval mode), derive example inputs and dynamic dimensions from the
+plugin's synthetic data through the model's own preprocessing (``inputs``), write the file with the format's
+exporter, run the written file on a batch of another size (and other lengths where they vary) and compare every
+output with the eager tower's, then write ``<modality>.json``. A mismatch beyond the tolerance is an error: a file
+that serves other numbers than the model must not be handed over.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .inputs import resized_example, tower_inputs
+from .registry import EXPORTERS
+from .sidecar import sidecar, write_sidecar
+from .tower import EmbeddingTower
+
+TOLERANCE = 1e-4  # float32 outputs of unit vectors: differences of kernels and fusion stay far below
+
+
+class ExportCheckError(RuntimeError):
+    """The exported file's outputs differ from the eager model's beyond the tolerance."""
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and how it compared with the eager model.
+
+    Attributes:
+        model: the exported file.
+        sidecar: the JSON sidecar.
+        check: batch size used for the check and the largest absolute difference per output, or None (not checked).
+    """
+
+    model: Path
+    sidecar: Path
+    check: dict[str, Any] | None
+
+
+def _load(model_or_checkpoint: Any, allow_download: bool) -> Any:
+    if isinstance(model_or_checkpoint, torch.nn.Module):
+        return model_or_checkpoint
+    from ..checkpoint import load_model
+
+    return load_model(model_or_checkpoint, allow_download=allow_download)
+
+
+def _compare(expected: list[torch.Tensor], produced: list[np.ndarray], names: list[str]) -> dict[str, float]:
+    differences = {}
+    for name, want, got in zip(names, expected, produced, strict=True):
+        got = np.asarray(got)
+        if tuple(got.shape) != tuple(want.shape):
+            raise ExportCheckError(f"output {name!r}: shape {tuple(got.shape)} instead of {tuple(want.shape)}")
+        if want.dtype == torch.bool:
+            differences[name] = float(np.sum(got.astype(bool) != want.numpy()))
+        else:
+            differences[name] = float(np.max(np.abs(got.astype(np.float64) - want.double().numpy()), initial=0.0))
+        if differences[name] > TOLERANCE:
+            raise ExportCheckError(f"output {name!r} differs from the eager model by {differences[name]:.3g}")
+    return differences
+
+
+def export_tower(
+    model_or_checkpoint: Any,
+    modality: str,
+    export_format: str,
+    out: str | os.PathLike,
+    allow_download: bool = False,
+    check: bool = True,
+    check_batch_size: int = 3,
+) -> ExportResult:
+    """Export ``modality``'s tower of a model (or checkpoint folder) in ``export_format`` into ``out``.
+
+    Args:
+        model_or_checkpoint: a ``ContrastiveModel`` with its preprocessing, or a checkpoint folder (hub id with
+            ``allow_download``).
+        modality: the tower to export.
+        export_format: a name of ``EXPORTERS`` ("onnx", "torchscript", "exported-program").
+        out: output folder; gets ``<modality><suffix>`` and ``<modality>.json``.
+        allow_download: resolve a hub id (never by default).
+        check: run the written file and compare with the eager model (default; only skip when the serving runtime
+            is not installed here).
+        check_batch_size: batch size of the check (differs from the example's 2, so a fixed batch is caught).
+
+    Raises:
+        RegistryError: an unknown format. KeyError: a modality the model lacks. ExportCheckError: a mismatch.
+    """
+    exporter = EXPORTERS.get(export_format)()
+    model = _load(model_or_checkpoint, allow_download).eval()
+    preprocess = model.preprocess[modality]
+    inputs = tower_inputs(model, modality)
+    with torch.no_grad():
+        output = model.encoders[modality](
+            dict(zip(inputs.names, inputs.example, strict=True)) if inputs.is_dict else inputs.example[0]
+        )
+    tower = EmbeddingTower(
+        model.encoders[modality], model.heads[modality], inputs.names if inputs.is_dict else None,
+        with_tokens=output.tokens is not None,
+    ).eval()  # fmt: skip
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{modality}{exporter.suffix}"
+    exporter.export(tower, inputs, path)
+    result = None
+    if check:
+        tensors = resized_example(inputs, model, modality, check_batch_size, seed=1)
+        with torch.no_grad():
+            expected = list(tower(*tensors))
+        differences = _compare(expected, exporter.run(path, tensors, inputs), tower.output_names)
+        result = {"batch_size": check_batch_size, "max_abs_difference": differences, "tolerance": TOLERANCE}
+    embed_dim = model._embed_dim(modality)
+    content = sidecar(modality, export_format, exporter.method, exporter.runtime, inputs, tower.output_names,
+                      embed_dim, preprocess.state(), result)  # fmt: skip
+    return ExportResult(path, write_sidecar(folder / f"{modality}.json", content), result)
