@@ -16,9 +16,13 @@ from .tower import EmbeddingTower
 
 
 def dynamic_shapes(inputs: TowerInputs) -> tuple:
-    """``torch.export`` dynamic shapes of the tower's ``*inputs``: one shared ``Dim`` per dimension name."""
-    dims = {name: Dim(name) for axes in inputs.dynamic for name in axes.values()}
-    return (tuple({axis: dims[name] for axis, name in axes.items()} for axes in inputs.dynamic),)
+    """``torch.export`` dynamic shapes of the tower's ``*inputs``.
+
+    ``Dim.DYNAMIC`` rather than named ``Dim`` objects: the tracer infers each dimension's range (a report encoder
+    bounds the length by ``max_tokens``) and the equalities between inputs (one length for ``input_ids`` and
+    ``attention_mask``), and still fails if the program would fix a dimension that should vary.
+    """
+    return (tuple({axis: Dim.DYNAMIC for axis in axes} for axes in inputs.dynamic),)
 
 
 @EXPORTERS.register("exported-program")

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-EMBEDDING, TOKENS, TOKEN_MASK = "embedding", "tokens", "token_mask"
+# Not "embedding": ONNX graphs name internal values after ops (an `embedding` lookup), and names must be unique.
+EMBEDDING, TOKENS, TOKEN_MASK = "pooled_embedding", "token_embeddings", "token_mask"
 
 
 class EmbeddingTower(nn.Module):
