@@ -5,7 +5,7 @@ The loop reads nothing else from a recipe's config: data, model and loss are han
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -32,3 +32,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
     channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
     grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
+    # experiment trackers (medclip/train/logger.py): jsonl | tensorboard | wandb | mlflow (the last two offline by
+    # default, extra medclip[tracking]); the training curve is drawn from jsonl
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+
+    def __post_init__(self) -> None:
+        from .logger import LOGGERS
+
+        for name in self.loggers:
+            LOGGERS.get(name)  # an unknown tracker fails here, naming the available ones, not after data loading

@@ -179,7 +179,13 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until ``train.steps`` (or ``train.stop_at``); returns the last logged values."""
         config = self.train_config
-        logger = RunLogger(self.out_dir, enabled=self.runtime.is_main)
+        logger = RunLogger(  # --- trackers (train.loggers); a plain line per logged step without the bar ---
+            self.out_dir,
+            self.runtime.is_main,
+            config.loggers,
+            progress_lines=not config.progress,
+            total_steps=config.steps,
+        )
         batches = iter(self._loader())
         progress = None
         if self.runtime.is_main and config.progress:
