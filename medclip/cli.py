@@ -133,7 +133,13 @@ def _export(args: argparse.Namespace) -> int:
     from .export import export_tower
 
     written = export_tower(
-        args.checkpoint, args.modality, args.format, args.out, allow_download=args.hub, check=not args.no_check
+        args.checkpoint,
+        args.modality,
+        args.format,
+        args.out,
+        allow_download=args.hub,
+        check=not args.no_check,
+        examples=args.example or (),
     )
     print(json.dumps({"model": str(written.model), "sidecar": str(written.sidecar), "check": written.check}, indent=1))
     return 0
@@ -161,6 +167,12 @@ def _add_export_commands(subparsers) -> None:
     export.add_argument("--out", required=True, help="output directory")
     export.add_argument("--hub", action="store_true", help="CHECKPOINT is a Hugging Face hub id: download it")
     export.add_argument("--no-check", action="store_true", help="skip the numerical check against the eager model")
+    export.add_argument(
+        "--example",
+        action="append",
+        metavar="REF",
+        help="a real input to export and check with (repeat; default: the modality's synthetic samples)",
+    )
     export.set_defaults(handler=_export)
     card = subparsers.add_parser(
         "export-card",

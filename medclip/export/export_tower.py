@@ -10,6 +10,7 @@ that serves other numbers than the model must not be handed over.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .inputs import resized_example, tower_inputs
+from .inputs import check_batch, example_samples, tower_inputs
 from .registry import EXPORTERS
 from .sidecar import sidecar, write_sidecar
 from .tower import TOKEN_MASK, TOKENS, EmbeddingTower
@@ -120,6 +121,7 @@ def export_tower(
     allow_download: bool = False,
     check: bool = True,
     check_batch_size: int = 3,
+    examples: Sequence[Any] = (),
 ) -> ExportResult:
     """Export ``modality``'s tower of a model (or checkpoint folder) in ``export_format`` into ``out``.
 
@@ -133,6 +135,8 @@ def export_tower(
         check: run the written file and compare with the eager model (default; only skip when the serving runtime
             is not installed here).
         check_batch_size: batch size of the check (differs from the example's 2, so a fixed batch is caught).
+        examples: references of real inputs (paths, texts, ``cells.h5ad#row=3``) to export and check with, at least
+            two of different lengths where lengths vary; by default the plugin's synthetic samples.
 
     Raises:
         RegistryError: an unknown format. KeyError: a modality the model lacks. ExportCheckError: a mismatch.
@@ -140,7 +144,8 @@ def export_tower(
     exporter = EXPORTERS.get(export_format)()
     model = _load(model_or_checkpoint, allow_download).eval()
     preprocess = model.preprocess[modality]
-    inputs = tower_inputs(model, modality)
+    samples = example_samples(model, modality, examples)
+    inputs = tower_inputs(model, modality, samples)
     with torch.no_grad():
         output = model.encoders[modality](
             dict(zip(inputs.names, inputs.example, strict=True)) if inputs.is_dict else inputs.example[0]
@@ -155,7 +160,7 @@ def export_tower(
     exporter.export(tower, inputs, path)
     result = None
     if check:
-        tensors = resized_example(inputs, model, modality, check_batch_size, seed=1)
+        tensors = check_batch(model, modality, samples, check_batch_size)
         result = {
             "batch_size": check_batch_size,
             **_check(tower, exporter, path, inputs, tensors),

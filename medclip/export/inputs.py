@@ -1,7 +1,10 @@
-"""Example inputs of a modality tower and which of their dimensions vary, from the plugin's own synthetic data.
+"""Example inputs of a modality tower and which of their dimensions vary, from the plugin's own synthetic data or
+from real inputs the user names.
 
 Every plugin makes tiny realistically shaped samples (``synthetic``); they go through the model's own evaluation
-preprocessing and collate, so the example is exactly what the tower receives in serving. A dimension is dynamic
+preprocessing and collate, so the example is exactly what the tower receives in serving. Where synthetic samples
+cannot fit a trained model's preprocessing (synthetic gene names against a real gene vocabulary), real inputs are
+given instead (``medclip export --example REF``). A dimension is dynamic
 when it is the batch, or when its size differs between single-sample batches of the plugin's synthetic data (a
 report's token count; a modality whose preprocessing fixes a size, such as a CT volume's or a 10-s ECG's, keeps it
 static). Dimensions whose sizes agree across inputs and samples share one name (a report's ``input_ids``,
@@ -10,10 +13,13 @@ static). Dimensions whose sizes agree across inputs and samples share one name (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
+
+from ..types import ModalityError
 
 BATCH = "batch"
 
@@ -43,15 +49,39 @@ def _flatten(value: Any, name: str) -> tuple[list[str], list[Tensor], bool]:
     raise TypeError(f"modality {name!r}: export needs a tensor or a dict of tensors as encoder input")
 
 
-def tower_inputs(model: Any, modality: str, batch_size: int = 2, samples: int = 4, seed: int = 0) -> TowerInputs:
-    """Example inputs of ``modality``'s tower and their dynamic dimensions (see the module docstring)."""
+def example_samples(model: Any, modality: str, references: Sequence[Any] = (), count: int = 4, seed: int = 0):
+    """Loaded samples to export and check with: the given references (real inputs, read with the model's own
+    loader), else the plugin's synthetic samples.
+
+    Raises:
+        ModalityError: a reference cannot be read or disagrees with the model's preprocessing.
+    """
     preprocess = model.preprocess[modality]
-    synthetic = preprocess.plugin.synthetic(max(samples, batch_size), seed=seed)
-    names, example, is_dict = _flatten(preprocess(synthetic[:batch_size], loaded=True)[modality], modality)
+    if references:
+        return [preprocess.load(reference) for reference in references]
+    return preprocess.plugin.synthetic(count, seed=seed)
+
+
+def _collated(model: Any, modality: str, samples: Sequence[Any]) -> tuple[list[str], list[Tensor], bool]:
+    try:
+        batch = model.preprocess[modality](samples, loaded=True)
+    except ModalityError as error:
+        raise ModalityError(
+            error.reason,
+            f"the example inputs do not fit this model's {modality!r} preprocessing ({error}); pass real inputs "
+            "as examples (medclip export --example REF, at least two)",
+        ) from None
+    return _flatten(batch[modality], modality)
+
+
+def tower_inputs(model: Any, modality: str, samples: Sequence[Any], batch_size: int = 2) -> TowerInputs:
+    """Example inputs of ``modality``'s tower from loaded ``samples``, with their dynamic dimensions."""
+    chosen = [samples[index % len(samples)] for index in range(batch_size)]
+    names, example, is_dict = _collated(model, modality, chosen)
     # Sizes of every non-batch axis in each single-sample batch: axes whose sizes differ are variable.
     sizes: dict[tuple[int, int], list[int]] = {}
-    for sample in synthetic:
-        _, tensors, _ = _flatten(preprocess([sample], loaded=True)[modality], modality)
+    for sample in samples:
+        _, tensors, _ = _collated(model, modality, [sample])
         for index, tensor in enumerate(tensors):
             for axis in range(1, tensor.dim()):
                 sizes.setdefault((index, axis), []).append(int(tensor.shape[axis]))
@@ -65,9 +95,7 @@ def tower_inputs(model: Any, modality: str, batch_size: int = 2, samples: int = 
     return TowerInputs(names, is_dict, example, dynamic)
 
 
-def resized_example(inputs: TowerInputs, model: Any, modality: str, batch_size: int, seed: int) -> list[Tensor]:
-    """Another example batch (other samples, another batch size, other lengths) to check an export against."""
-    preprocess = model.preprocess[modality]
-    synthetic = preprocess.plugin.synthetic(batch_size, seed=seed)
-    _, tensors, _ = _flatten(preprocess(synthetic, loaded=True)[modality], modality)
-    return tensors
+def check_batch(model: Any, modality: str, samples: Sequence[Any], batch_size: int) -> list[Tensor]:
+    """Another batch to check an export against: ``batch_size`` (not the example's) samples in reverse order."""
+    chosen = [samples[-1 - index % len(samples)] for index in range(batch_size)]
+    return _collated(model, modality, chosen)[1]

@@ -32,7 +32,7 @@ class TorchScriptExporter(Exporter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation warnings; the numerical check is the judge
             traced = torch.jit.trace(tower, tuple(inputs.example), check_trace=False, strict=False)
-        torch.jit.save(traced, str(path))
+            torch.jit.save(traced, str(path))
 
     def run(self, path: Path, tensors: list[Tensor], inputs: TowerInputs) -> list[np.ndarray]:
         with warnings.catch_warnings():
