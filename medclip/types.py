@@ -102,6 +102,10 @@ class Modality:
     file_suffixes: ClassVar[tuple[str, ...]] = ()
     # Inputs are free text: ``model.tokenizer`` (this plugin's preprocessing) turns texts into its batch input.
     text_input: ClassVar[bool] = False
+    # Axes of ``batch[name]`` beyond the batch whose size varies from batch to batch (a report's token count), by
+    # input key (or the modality's name for a tensor input) -> {axis: dimension name}; exported towers keep them
+    # dynamic (medclip.export also detects axes that vary across the plugin's synthetic samples).
+    export_dynamic_axes: ClassVar[Mapping[str, Mapping[int, str]]] = {}
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -1,10 +1,10 @@
 """``export_tower``: one modality tower of a model -> a serving file, checked against the eager model, + a sidecar.
 
 Steps: build the tower (encoder + projection head, eval mode), derive example inputs and dynamic dimensions from the
-plugin's synthetic data through the model's own preprocessing (``inputs``), write the file with the format's
-exporter, run the written file on a batch of another size (and other lengths where they vary) and compare every
-output with the eager tower's, then write ``<modality>.json``. A mismatch beyond the tolerance is an error: a file
-that serves other numbers than the model must not be handed over.
+plugin's synthetic data (or the user's examples) through the model's own preprocessing (``inputs``), write the file
+with the format's exporter, run the written file on a batch of another size, and on that batch cut to a shorter
+length where lengths vary, compare every output with the eager tower's, then write ``<modality>.json``. A mismatch
+beyond the tolerance is an error: a file that serves other numbers than the model must not be handed over.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .inputs import check_batch, example_samples, tower_inputs
+from .inputs import check_batch, example_samples, shortened, tower_inputs
 from .registry import EXPORTERS
 from .sidecar import sidecar, write_sidecar
 from .tower import TOKEN_MASK, TOKENS, EmbeddingTower
@@ -166,6 +166,12 @@ def export_tower(
             **_check(tower, exporter, path, inputs, tensors),
             "tolerance": TOLERANCE,
         }
+        shorter = shortened(inputs, tensors)
+        if shorter is not None:  # another length as well as another batch size
+            result["shorter_inputs"] = {
+                "shapes": [list(tensor.shape) for tensor in shorter],
+                **_check(tower, exporter, path, inputs, shorter),
+            }
     embed_dim = model._embed_dim(modality)
     content = sidecar(modality, export_format, exporter.method, exporter.runtime, inputs, tower.output_names,
                       embed_dim, preprocess.state(), result)  # fmt: skip

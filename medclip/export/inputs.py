@@ -85,14 +85,29 @@ def tower_inputs(model: Any, modality: str, samples: Sequence[Any], batch_size: 
         for index, tensor in enumerate(tensors):
             for axis in range(1, tensor.dim()):
                 sizes.setdefault((index, axis), []).append(int(tensor.shape[axis]))
+    declared = getattr(model.preprocess[modality].plugin, "export_dynamic_axes", {}) or {}
+    dynamic: list[dict[int, str]] = [{0: BATCH, **dict(declared.get(name, {}))} for name in names]
     dimension_names: dict[tuple[int, ...], str] = {}
-    dynamic: list[dict[int, str]] = [{0: BATCH} for _ in example]
     for (index, axis), values in sizes.items():
-        if len(set(values)) > 1:
+        if len(set(values)) > 1 and axis not in dynamic[index]:
             key = tuple(values)
             dimension_names.setdefault(key, f"length_{len(dimension_names) + 1}")
             dynamic[index][axis] = dimension_names[key]
     return TowerInputs(names, is_dict, example, dynamic)
+
+
+def shortened(inputs: TowerInputs, tensors: list[Tensor]) -> list[Tensor] | None:
+    """``tensors`` cut to three quarters along every dynamic axis beyond the batch (at least 2), to check an export
+    on another length than its example's (synthetic reports can all reach ``max_tokens``); None without such axes."""
+    if not any(axis != 0 for axes in inputs.dynamic for axis in axes):
+        return None
+    cut = []
+    for tensor, axes in zip(tensors, inputs.dynamic, strict=True):
+        for axis in axes:
+            if axis != 0 and tensor.shape[axis] > 2:
+                tensor = tensor.narrow(axis, 0, max(2, tensor.shape[axis] * 3 // 4))
+        cut.append(tensor)
+    return cut
 
 
 def check_batch(model: Any, modality: str, samples: Sequence[Any], batch_size: int) -> list[Tensor]:
