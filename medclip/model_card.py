@@ -41,6 +41,26 @@ DEFAULT_LIMITS = (
 )
 
 
+HIDDEN_PATH = "set (a local path or model name, not shown)"
+
+
+def is_path_option(key: str, value: Any) -> bool:
+    """An option whose name says it holds a local path or model name (``cache_dir``, ``hf_model``, ...), set."""
+    return isinstance(value, str) and bool(value) and key.lower().endswith(PATH_LIKE_SUFFIXES)
+
+
+def hide_path_options(state: Any) -> Any:
+    """A copy of a (nested) preprocessing state with every set path option replaced by a note (for files that leave
+    the institution: export sidecars). Other values, such as a tokenizer's vocabulary, are kept whole."""
+    if isinstance(state, Mapping):
+        return {
+            key: HIDDEN_PATH if is_path_option(key, value) else hide_path_options(value) for key, value in state.items()
+        }
+    if isinstance(state, list | tuple):
+        return [hide_path_options(item) for item in state]
+    return state
+
+
 def _is_path_like(key: str, value: Any) -> bool:
     if not isinstance(value, str):
         return False
@@ -50,7 +70,7 @@ def _is_path_like(key: str, value: Any) -> bool:
 def _shown_option(key: str, value: Any) -> str | None:
     """An option as the card shows it; None to leave it out (empty paths)."""
     if _is_path_like(key, value):
-        return "set (a local path or model name, not shown)" if value else None
+        return HIDDEN_PATH if value else None
     if isinstance(value, list | tuple) and len(value) > LONG_LIST:
         return f"{len(value)} values"
     if isinstance(value, Mapping):

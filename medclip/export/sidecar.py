@@ -3,8 +3,8 @@
 A serving team gets the model file and this sidecar, not medclip's Python code, so the sidecar carries everything
 needed to feed the tower correctly: the modality's preprocessing state and fingerprint (the same content as the
 checkpoint's ``preprocess.json``: spacing, HU windows, sampling rate, lead order, tokenizer, gene vocabulary), each
-input's name, dtype and shape with its dynamic dimensions, and each output's meaning. It holds no identifier, no
-path and no manifest value.
+input's name, dtype and shape with its dynamic dimensions, and each output's meaning. It holds no identifier and no
+manifest value; options that hold a local path or model name (``cache_dir``, ``hf_model``) are shown as set only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import write_text_atomic
+from ..model_card import hide_path_options
 from .inputs import TowerInputs
 from .tower import EMBEDDING, TOKEN_MASK, TOKENS
 
@@ -73,7 +74,7 @@ def sidecar(
             "how": f"prepare inputs exactly as medclip's `model.preprocess['{modality}']` does (load -> evaluation "
             "transforms -> collate); the state below fixes every setting and learned vocabulary",
             "fingerprint_sha256": preprocessing_fingerprint(preprocess_state),
-            "state": preprocess_state,
+            "state": hide_path_options(preprocess_state),  # the fingerprint is of the full state
         },
         "check": dict(check) if check is not None else None,
     }

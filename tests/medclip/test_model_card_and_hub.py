@@ -92,3 +92,15 @@ def test_a_hub_id_is_resolved_only_when_asked(tiny_checkpoint, tmp_path, monkeyp
         )
     with pytest.raises(HubError, match="could not be resolved"):
         medclip.load_model("st-elsewhere-radiology/not-in-the-cache", allow_download=True)
+
+
+def test_export_sidecars_hide_path_options_but_keep_vocabularies():
+    from medclip.model_card import HIDDEN_PATH, hide_path_options
+
+    state = {
+        "config": {"hf_model": "/home/dr_smith/bert", "cache_dir": "", "spacing": [1.0, 1.0, 2.0]},
+        "tokenizer": {"kind": "hf", "hf_model": "/home/dr_smith/bert", "json": '{"vocab": {"/": 7}}'},
+    }
+    hidden = hide_path_options(state)
+    assert hidden["config"] == {"hf_model": HIDDEN_PATH, "cache_dir": "", "spacing": [1.0, 1.0, 2.0]}
+    assert hidden["tokenizer"]["hf_model"] == HIDDEN_PATH and hidden["tokenizer"]["json"] == state["tokenizer"]["json"]
