@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .registry import Registry, RegistryError
-from .types import EncoderOutput, Modality, ModalityConfig, ModalityError, Sample
+
+if TYPE_CHECKING:
+    from .types import EncoderOutput, Modality, ModalityConfig, ModalityError, Sample
 
 __version__ = "0.1.0"
+
+# The plugin-seam types live in ``medclip.types``, which imports torch. They are resolved on first access (PEP 562),
+# so that ``import medclip`` (and with it ``medclip --help``) does not pay torch's import time.
+_LAZY_TYPES = ("EncoderOutput", "Modality", "ModalityConfig", "ModalityError", "Sample")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_TYPES:
+        from . import types
+
+        return getattr(types, name)
+    raise AttributeError(f"module 'medclip' has no attribute {name!r}")
+
 
 # Modality plugins register through the "medclip.modalities" entry-point group; the built-ins in `modalities/` do
 # so from pyproject.toml, exactly as a third-party package would.
@@ -37,12 +54,13 @@ def get_modality(name: str, config: ModalityConfig | dict | None = None) -> Moda
     return cls(config)
 
 
-def load_model(path, device: str = "cpu"):
+def load_model(path, device: str = "cpu", allow_download: bool = False, revision: str | None = None):
     """Load a checkpoint directory for inference: the model (eval mode) with ``model.preprocess`` (the preprocessing
-    it was trained with) and ``model.card`` (its model card). See ``medclip.checkpoint``."""
+    it was trained with) and ``model.card`` (its model card). A Hugging Face hub id is resolved only with
+    ``allow_download=True``. See ``medclip.checkpoint`` and ``medclip.hub``."""
     from .checkpoint import load_model as _load_model
 
-    return _load_model(path, device=device)
+    return _load_model(path, device=device, allow_download=allow_download, revision=revision)
 
 
 def create_model(modalities, model=None, device: str = "cpu"):
@@ -60,6 +78,14 @@ def zero_shot_classifier(model, prompts, findings=(), mode: str = "binary", text
     return ZeroShotClassifier(model, prompts, findings, mode, text_modality, **options)
 
 
+def retrieval_index(model, manifest, modality: str, split: str = "test", kind: str = "exact", **options):
+    """A searchable ``EmbeddingIndex`` of one modality's studies in a manifest split, embedded with ``model`` (see
+    ``medclip.eval.retrieval_index``)."""
+    from .eval.retrieval_index import retrieval_index as _retrieval_index
+
+    return _retrieval_index(model, manifest, modality, split, kind, **options)
+
+
 __all__ = [
     "EncoderOutput",
     "Modality",
@@ -73,5 +99,6 @@ __all__ = [
     "list_modalities",
     "load_model",
     "register_modality",
+    "retrieval_index",
     "zero_shot_classifier",
 ]

@@ -3,6 +3,7 @@
     model.safetensors    weights only: "model.*" (the ContrastiveModel) and "loss.*" (learnable loss parameters)
     config.yaml          the model card: modalities and their options, embedding settings, training provenance
     preprocess.json      each modality's preprocessing fingerprint and learned state (tokenizer, gene vocabulary)
+    README.md            the model card for people and the Hugging Face hub (``medclip.model_card``; counts only)
     data_provenance.json optional: manifest hash, pseudonym-key fingerprint, the pseudonymised patients of each split
     (+ files a writer adds, e.g. the trainer's ``trainer_state.json`` and ``optimizer.safetensors`` for resume)
 
@@ -33,7 +34,9 @@ from .atomic import replace_directory, write_atomic, write_text_atomic
 from .config import build, read_yaml, to_dict
 from .data.split import SplitConfig
 from .factory import ModelConfig, ModelSpec, build_modalities, build_model
+from .hub import resolve_checkpoint
 from .model import ContrastiveModel
+from .model_card import README_FILE, render_model_card
 from .types import Modality
 
 MODEL_FILE = "model.safetensors"
@@ -158,6 +161,8 @@ def save_model(
         write_text_atomic(staging / PREPROCESS_FILE, json.dumps(preprocess, indent=1, sort_keys=True))
         for name, data in (extra_json or {}).items():
             write_text_atomic(staging / name, json.dumps(data, indent=1, sort_keys=True))
+        # The Hugging Face-style card (counts only): the folder can be shared with huggingface_hub tools unchanged.
+        write_text_atomic(staging / README_FILE, render_model_card(card, preprocess, (extra_json or {}).get(DATA_FILE)))
         if write_extra is not None:
             write_extra(staging)
         replace_directory(staging, path)
@@ -239,10 +244,22 @@ def load_weights(path: str | Path, model: torch.nn.Module, criterion: torch.nn.M
         criterion.load_state_dict(loss_state, strict=True)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> ContrastiveModel:
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    allow_download: bool = False,
+    revision: str | None = None,
+) -> ContrastiveModel:
     """Load a checkpoint for inference: the model in eval mode, with ``model.preprocess`` (the preprocessing it was
-    trained with) and ``model.card`` (its model card)."""
-    path = check_checkpoint_path(path)
+    trained with) and ``model.card`` (its model card).
+
+    Args:
+        path: a checkpoint folder; with ``allow_download``, also a Hugging Face hub repository id.
+        device: where the weights go.
+        allow_download: resolve a hub id with ``huggingface_hub`` (never by default; see ``medclip.hub``).
+        revision: the hub branch, tag or commit when downloading.
+    """
+    path = check_checkpoint_path(resolve_checkpoint(path, allow_download, revision))
     card = read_card(path)
     model = build_model(card.model, restore_modalities(path, card))
     load_weights(path, model)

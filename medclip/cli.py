@@ -1,10 +1,15 @@
-"""``medclip`` command line: one sub-command per registered recipe, plus ``inspect`` and ``recipes``.
+"""``medclip`` command line: one sub-command per registered recipe, plus ``inspect``, ``recipes``, ``export``, ...
 
 medclip quickstart --out DIR
 medclip pretrain --config recipes/configs/pretrain_example.yaml train.steps=100 --out runs/x
 medclip inspect PATH [--modality NAME]
-medclip recipes list | medclip recipes copy pretrain my.yaml
+medclip recipes list | medclip recipes copy pretrain my.yaml [--file ct_report_pretrain.yaml]
 medclip convert-weights IN.pt OUT.safetensors [--trust-pickle]
+medclip export CHECKPOINT --format onnx --modality report --out DIR
+medclip export-card CHECKPOINT
+
+Building the parser imports neither torch nor any recipe (``medclip --help`` answers in well under a second): recipes
+are described from their source (``recipe_summaries``) and everything heavy is imported by the handler that runs.
 """
 
 from __future__ import annotations
@@ -20,22 +25,30 @@ from pathlib import Path
 
 from .config import ConfigError, load
 from .errors import MedclipError
-from .recipe_registry import RECIPES, bundled_configs, recipe_config_path
+from .recipe_registry import RECIPES, RecipeSummary, bundled_configs, recipe_config_path, recipe_summaries
 from .registry import RegistryError
 
 
-def _recipe_parser(subparsers, name: str, recipe) -> None:
-    text = getattr(recipe, "HELP", "").replace("%", "%%")  # argparse treats help text as a %-format string
-    parser = subparsers.add_parser(name, help=text, description=text)
+def _recipe_parser(subparsers, summary: RecipeSummary) -> None:
+    text = summary.help.replace("%", "%%")  # argparse treats help text as a %-format string
+    configs = [path.name for path in bundled_configs(summary)]
+    epilog = None
+    if configs:
+        listed = ", ".join(f"{name} (default)" if name == summary.default_config else name for name in configs)
+        epilog = (
+            f"bundled configs: {listed}. Copy one to edit: medclip recipes copy {summary.command} my.yaml "
+            f"[--file NAME.yaml]"
+        )
+    parser = subparsers.add_parser(summary.command, help=text, description=text, epilog=epilog)
     parser.add_argument("--config", help="YAML config (defaults to the recipe's bundled config)")
     parser.add_argument("--out", help="output directory (same as out=DIR)")
     parser.add_argument("--resume", help="checkpoint directory to continue from (same as train.resume=DIR)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=3e-4")
-    parser.set_defaults(handler=_run_recipe, recipe=recipe)
+    parser.set_defaults(handler=_run_recipe, recipe_summary=summary)
 
 
 def _run_recipe(args: argparse.Namespace) -> int:
-    recipe = args.recipe
+    recipe = RECIPES.get(args.recipe_summary.name)
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"out={args.out}")
@@ -56,17 +69,47 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_recipe(name: str) -> RecipeSummary:
+    summaries = recipe_summaries()
+    for summary in summaries:
+        if name in (summary.name, summary.command):
+            return summary
+    known = ", ".join(summary.command for summary in summaries)
+    raise ConfigError(f"unknown recipe {name!r}; recipes: {known}")
+
+
+def _bundled_config(name: str) -> tuple[RecipeSummary, Path] | None:
+    """The recipe and path of a bundled config named by its file name (``ct_report_pretrain.yaml``), or None."""
+    for summary in recipe_summaries():
+        for path in bundled_configs(summary):
+            if path.name == name:
+                return summary, path
+    return None
+
+
 def _recipes(args: argparse.Namespace) -> int:
     if args.action == "list":
-        for name, recipe in RECIPES.items():
-            configs = ", ".join(path.name for path in bundled_configs(recipe)) or "-"
-            print(f"{name:<12} {getattr(recipe, 'HELP', '')}\n{'':<12} configs: {configs}")
+        for summary in recipe_summaries():
+            print(f"{summary.command:<14} {summary.help}")
+            for path in bundled_configs(summary):
+                default = "  (default)" if path.name == summary.default_config else ""
+                print(f"{'':<14}   {path.name:<26} medclip recipes copy {summary.command} my.yaml --file {path.name}"
+                      f"{default}")  # fmt: skip
         return 0
     if not args.name or not args.dest:
-        raise ConfigError("usage: medclip recipes copy RECIPE DEST.yaml [--file CONFIG.yaml]")
-    source = recipe_config_path(RECIPES.get(args.name), args.file)
+        raise ConfigError(
+            "usage: medclip recipes copy RECIPE DEST.yaml [--file CONFIG.yaml] (or: medclip recipes copy CONFIG.yaml "
+            "DEST.yaml); `medclip recipes list` shows every bundled config"
+        )
+    named_config = _bundled_config(args.name) if args.name.endswith(".yaml") and not args.file else None
+    if named_config is not None:
+        summary, source = named_config
+    else:
+        summary = _find_recipe(args.name)
+        source = recipe_config_path(summary, args.file)
     if source is None or not source.is_file():
-        raise ConfigError(f"recipe {args.name!r} has no bundled config {args.file or ''}".strip())
+        available = ", ".join(path.name for path in bundled_configs(summary)) or "none"
+        raise ConfigError(f"recipe {summary.command!r} has no bundled config {args.file or ''}; it has: {available}")
     if Path(args.dest).exists():
         raise ConfigError(f"{args.dest} exists; not overwriting it")
     shutil.copyfile(source, args.dest)
@@ -87,22 +130,77 @@ def _convert_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_tower
+
+    written = export_tower(
+        args.checkpoint,
+        args.modality,
+        args.format,
+        args.out,
+        allow_download=args.hub,
+        check=not args.no_check,
+        examples=args.example or (),
+    )
+    print(json.dumps({"model": str(written.model), "sidecar": str(written.sidecar), "check": written.check}, indent=1))
+    return 0
+
+
+def _export_card(args: argparse.Namespace) -> int:
+    from .model_card import write_model_card
+
+    path = write_model_card(args.checkpoint)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_export_commands(subparsers) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="export one modality's tower (encoder + projection head) for serving: ONNX, TorchScript or torch.export",
+        description="Export one modality tower of a checkpoint with a dynamic batch (and sequence length where the "
+        "modality's inputs vary), check it numerically against the eager model, and write a JSON sidecar describing "
+        "its preprocessing, inputs and outputs. See docs/export.md.",
+    )
+    export.add_argument("checkpoint", help="a checkpoint directory (or a hub id with --hub)")
+    export.add_argument("--format", required=True, help="onnx | torchscript | exported-program")
+    export.add_argument("--modality", required=True, help="which tower to export (a modality of the checkpoint)")
+    export.add_argument("--out", required=True, help="output directory")
+    export.add_argument("--hub", action="store_true", help="CHECKPOINT is a Hugging Face hub id: download it")
+    export.add_argument("--no-check", action="store_true", help="skip the numerical check against the eager model")
+    export.add_argument(
+        "--example",
+        action="append",
+        metavar="REF",
+        help="a real input to export and check with (repeat; default: the modality's synthetic samples)",
+    )
+    export.set_defaults(handler=_export)
+    card = subparsers.add_parser(
+        "export-card",
+        help="(re)write a checkpoint's README.md model card (Hugging Face layout; counts only, no identifiers)",
+    )
+    card.add_argument("checkpoint", help="a checkpoint directory")
+    card.set_defaults(handler=_export_card)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medclip", description="Align medical modalities in one embedding space with contrastive learning."
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="command")
-    for name, recipe in RECIPES.items():
-        _recipe_parser(subparsers, getattr(recipe, "COMMAND", name), recipe)
+    for summary in recipe_summaries():
+        _recipe_parser(subparsers, summary)
     inspect = subparsers.add_parser("inspect", help="JSON summary of one input (never an identifier)")
     inspect.add_argument("path", help="a file, DICOM series folder, or reference such as cells.h5ad#row=0")
     inspect.add_argument("--modality", help="modality plugin to read it with (guessed from the suffix otherwise)")
     inspect.set_defaults(handler=_inspect)
-    recipes = subparsers.add_parser("recipes", help="list recipes or copy a bundled config to edit")
+    recipes = subparsers.add_parser(
+        "recipes", help="list recipes and every bundled config, or copy a bundled config to edit"
+    )
     recipes.add_argument("action", choices=["list", "copy"])
-    recipes.add_argument("name", nargs="?")
-    recipes.add_argument("dest", nargs="?")
+    recipes.add_argument("name", nargs="?", help="a recipe (pretrain) or a bundled config's file name")
+    recipes.add_argument("dest", nargs="?", help="where to write the copy")
     recipes.add_argument("--file", help="which bundled config of the recipe to copy (default: its main one)")
     recipes.set_defaults(handler=_recipes)
     convert = subparsers.add_parser(
@@ -117,15 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a pickle-based file; it is read with torch.load(weights_only=True), which accepts tensors only",
     )
     convert.set_defaults(handler=_convert_weights)
+    _add_export_commands(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub unless the user asks for it
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     # Overrides may come before or after options (`--out X key=value`): argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
+    if not getattr(args, "hub", False):  # never reach for a model hub unless the user asks for it (--hub)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if extra:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

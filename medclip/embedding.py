@@ -60,7 +60,7 @@ def embed(
     Args:
         model: a ``ContrastiveModel`` with its ``preprocess`` (``medclip.load_model`` / ``create_model`` give one).
         name: the modality of every input.
-        inputs: references for ``model.preprocess.load`` (paths, inline text, ...), or samples when ``loaded``.
+        inputs: references for ``model.preprocess[name].load`` (paths, inline text, ...), or samples when ``loaded``.
         batch_size: inputs per forward pass.
         loaded: whether ``inputs`` are already loaded samples.
         device: where to run; defaults to the model's device.
@@ -69,7 +69,7 @@ def embed(
         ModalityError: an input cannot be read or does not match the model's preprocessing.
         ValueError: ``inputs`` is empty.
     """
-    preprocess = model.preprocess
+    preprocess = model.preprocess[name]  # this modality only: nothing is collated for the model's others
     device = device or _device_of(model)
     was_training = model.training
     model.eval()
@@ -77,13 +77,13 @@ def embed(
     pending: list[Sample] = []
 
     def flush() -> None:
-        features, _ = encode_batch(model, preprocess(pending), [name], device)
+        features, _ = encode_batch(model, preprocess(pending, loaded=True), [name], device)
         chunks.append(features[name])  # (b, D)
         pending.clear()
 
     try:
         for item in inputs:
-            pending.append(item if loaded else preprocess.load(name, item))
+            pending.append(item if loaded else preprocess.load(item))
             if len(pending) == batch_size:
                 flush()
         if pending:

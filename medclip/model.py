@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .device import move_to_device
 from .types import EncoderInput, EncoderOutput, present_rows
 
 
@@ -90,15 +91,59 @@ class ContrastiveModel(nn.Module):
 
     @property
     def logit_scale(self) -> Tensor:
-        """exp(log scale) clamped to [1, max_logit_scale] (a scalar tensor: ``float(model.logit_scale)`` reads it);
-        the clamp keeps gradients flowing inside the range."""
+        """The current logit scale, a plain value: ``float(model.logit_scale)`` reads it, no ``.detach()`` needed.
+
+        Detached, so reading it never builds a graph; training gets the differentiable scale from ``forward``'s
+        ``logit_scale`` output (``scaled_logit_scale``).
+        """
+        return self.scaled_logit_scale().detach()
+
+    def scaled_logit_scale(self) -> Tensor:
+        """exp(log scale) clamped to [1, max_logit_scale], differentiable; the clamp keeps gradients flowing inside
+        the range."""
         return self.log_logit_scale.clamp(0.0, math.log(self.max_logit_scale)).exp()
 
-    def encode(self, name: str, inputs: EncoderInput, normalize: bool = True) -> Tensor:
-        """Embed a batch of one modality (all rows present): (B, ...) -> (B, D), L2-normalised by default."""
+    @property
+    def tokenizer(self) -> Any:
+        """The text modality's preprocessing: ``model.tokenizer(["No effusion."])`` -> the batch ``encode`` takes.
+
+        Set by ``create_model`` / ``load_model`` (``model.preprocess.tokenizer``); see ``medclip.preprocess``.
+        """
+        preprocess = self.__dict__.get("preprocess")
+        if preprocess is None:
+            raise ValueError("this model carries no preprocessing: build it with medclip.create_model/load_model")
+        return preprocess.tokenizer
+
+    def encode(self, name: str, inputs: EncoderInput | Mapping[str, Any], normalize: bool = True) -> Tensor:
+        """Embed a batch of one modality: (B, D), L2-normalised by default.
+
+        Args:
+            name: the modality.
+            inputs: the modality's input with every row present (``batch[name]``: a tensor, or a dict of tensors such
+                as a report's ``input_ids``), or a whole collated batch (``model.preprocess[name](refs)``,
+                ``model.tokenizer(texts)``, a training batch) whose ``f"{name}_mask"`` marks missing rows, which
+                get zero vectors.
+            normalize: L2-normalise (the contrastive space compares unit vectors).
+        """
+        if isinstance(inputs, Mapping) and name in inputs:
+            return self._encode_collated(name, inputs, normalize)
         output: EncoderOutput = self.encoders[name](inputs)
         embedding = self.heads[name](output.pooled)  # (B, D)
         return F.normalize(embedding, dim=-1) if normalize else embedding
+
+    def _encode_collated(self, name: str, batch: Mapping[str, Any], normalize: bool) -> Tensor:
+        inputs = batch[name]
+        size = batch_size_of(inputs)
+        mask = batch.get(f"{name}_mask")
+        device = self.log_logit_scale.device
+        rows = present_rows(mask.to(device)) if mask is not None else torch.arange(size, device=device)
+        if rows.numel() == size:
+            return self.encode(name, move_to_device(inputs, device), normalize)
+        embedding = self.log_logit_scale.new_zeros(size, self._embed_dim(name))  # (B, D)
+        if rows.numel():
+            present = self.encode(name, move_to_device(select_rows(inputs, rows), device), normalize)  # (P, D)
+            embedding = embedding.to(present.dtype).index_copy(0, rows, present)
+        return embedding
 
     def encode_with_tokens(self, name: str, inputs: EncoderInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Embed a batch of one modality: pooled (B, D) and tokens (B, T, D) normalised, plus token mask (B, T)."""
@@ -166,7 +211,7 @@ class ContrastiveModel(nn.Module):
             "masks": masks,
             "labels": batch.get("labels"),
             "patient_ids": self._patient_keys(batch),
-            "logit_scale": self.logit_scale,
+            "logit_scale": self.scaled_logit_scale(),
         }
 
     def _patient_keys(self, batch: Mapping[str, Any]) -> Tensor | None:

@@ -93,6 +93,15 @@ class Registry(Generic[T]):
         names = sorted(self._items)
         return names if pattern is None else fnmatch.filter(names, pattern)
 
+    def declared(self) -> dict[str, str | T]:
+        """Every name without importing anything: objects registered in code, and the ``module:attr`` value of each
+        entry point not loaded yet. Lets ``medclip --help`` list recipes without importing torch."""
+        declared: dict[str, str | T] = dict(self._items)
+        if not self._entry_points_loaded:
+            for entry_point in entry_points(group=self.entry_point_group):
+                declared.setdefault(entry_point.name, entry_point.value)
+        return dict(sorted(declared.items()))
+
     def __contains__(self, name: object) -> bool:
         self._load_entry_points()
         return name in self._items

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor, nn
 
 # A sample is a plain dict: {name: array | str | tensor, f"{name}_meta": {allow-listed metadata}} plus, once the
@@ -35,6 +36,26 @@ class EncoderOutput:
     pooled: Tensor
     tokens: Tensor | None = None
     token_mask: Tensor | None = None
+
+
+def _encoder_output_children(output: EncoderOutput) -> tuple[list[Tensor | None], None]:
+    return [output.pooled, output.tokens, output.token_mask], None
+
+
+def _encoder_output_keyed_children(output: EncoderOutput) -> tuple[list[tuple[Any, Tensor | None]], None]:
+    children = (("pooled", output.pooled), ("tokens", output.tokens), ("token_mask", output.token_mask))
+    return [(pytree.GetAttrKey(name), value) for name, value in children], None
+
+
+# A pytree node, so that torch.export, torch.compile and torch.func see through an encoder's output as they do
+# through a tuple (``torch.export.export(encoder, ...)`` fails on an unregistered class).
+pytree.register_pytree_node(
+    EncoderOutput,
+    _encoder_output_children,
+    lambda children, context: EncoderOutput(*children),
+    serialized_type_name="medclip.types.EncoderOutput",
+    flatten_with_keys_fn=_encoder_output_keyed_children,
+)
 
 
 @dataclass
@@ -79,6 +100,12 @@ class Modality:
     fits_on_data: ClassVar[bool] = False
     # File name endings this plugin reads, so `medclip inspect PATH` can pick the plugin without being told.
     file_suffixes: ClassVar[tuple[str, ...]] = ()
+    # Inputs are free text: ``model.tokenizer`` (this plugin's preprocessing) turns texts into its batch input.
+    text_input: ClassVar[bool] = False
+    # Axes of ``batch[name]`` beyond the batch whose size varies from batch to batch (a report's token count), by
+    # input key (or the modality's name for a tensor input) -> {axis: dimension name}; exported towers keep them
+    # dynamic (medclip.export also detects axes that vary across the plugin's synthetic samples).
+    export_dynamic_axes: ClassVar[Mapping[str, Mapping[int, str]]] = {}
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -22,6 +22,7 @@ def test_round_trip_reloads_model_and_preprocessing(small_experiment, pbmc_manif
     result = pretrain(small_experiment("train.steps=3"))
     checkpoint = result.checkpoint
     assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "README.md",  # the model card (Hugging Face layout)
         "config.yaml",
         "data_provenance.json",
         "model.safetensors",

@@ -299,13 +299,26 @@ def _warn_about_case_variant_ids(records: Sequence[dict[str, Any]], normalizing:
         )
 
 
+def _registered_modalities() -> set[str]:
+    """Names of every registered modality plugin: columns a manifest may hold for runs other than this one."""
+    from .. import list_modalities
+
+    return set(list_modalities())
+
+
 def _record_unknown_columns(
     columns: Sequence[str], modalities: Sequence[str], value_columns: Sequence[str], summary: SkipSummary
 ) -> None:
     """Warn about, and list in the summary, every column the run will not use: never ignore one silently."""
     known = {PATIENT_COLUMN, STUDY_COLUMN, SPLIT_COLUMN, SITE_COLUMN, *modalities, *value_columns}
+    other_modalities = _registered_modalities()
     for column in columns:
         if column in known:
+            continue
+        if column in other_modalities:
+            # Another modality's column (a manifest shared by several runs): not a misspelled label or target.
+            summary.ignore_column(column, None)
+            logger.info("manifest column %r holds modality %r, which this run does not use; ignored", column, column)
             continue
         name = column.split(":", 1)[-1]
         candidates = sorted(known | {LABEL_PREFIX + name, TARGET_PREFIX + name})

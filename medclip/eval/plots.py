@@ -232,13 +232,30 @@ def plot_embedding_map(
     return _save(figure, path)
 
 
+def exponential_moving_average(values: Sequence[float], span: int) -> np.ndarray:
+    """Bias-corrected EMA (TensorBoard's and pandas' ``ewm(span, adjust=True)``): (T,) -> (T,).
+
+    alpha = 2 / (span + 1); dividing by the sum of the weights removes the pull towards zero of the first points, so
+    the smoothed curve starts at the first loss. Non-finite values (a skipped step) are left out of the average.
+    """
+    alpha = 2.0 / (span + 1.0)
+    smoothed = np.empty(len(values), dtype=np.float64)
+    weighted, weights = 0.0, 0.0
+    for index, value in enumerate(np.asarray(values, dtype=np.float64)):
+        weighted, weights = weighted * (1.0 - alpha), weights * (1.0 - alpha)
+        if np.isfinite(value):
+            weighted, weights = weighted + value, weights + 1.0
+        smoothed[index] = weighted / weights if weights > 0 else np.nan
+    return smoothed
+
+
 def plot_training_curve(
     steps: Sequence[float],
     losses: Sequence[float] | Mapping[str, Sequence[float]],
     path: str | os.PathLike,
     title: str = "Training loss",
 ) -> Path:
-    """Loss against step, with a moving average over noisy curves.
+    """Loss against step: the raw logged values (faint) and their exponential moving average (bold).
 
     Args:
         steps: (T,) optimisation steps.
@@ -255,16 +272,15 @@ def plot_training_curve(
         raise ValueError(f"steps must be a non-empty 1-D sequence, got shape {steps.shape}")
     figure = _new_figure(7.0, 4.5)
     axes = figure.add_subplot()
+    span = max(2, len(steps) // 20)  # ~5% of the run: smooths step noise, keeps the trend
     for index, (name, values) in enumerate(curves.items()):
         values = np.asarray(values, dtype=np.float64)
         if values.shape != steps.shape:
             raise ValueError(f"loss {name!r} has shape {values.shape} but steps has {steps.shape}")
         color = f"C{index}"
-        window = max(1, len(values) // 20)  # ~5% of the run: smooths step noise, keeps the trend
-        if window > 1:
-            axes.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")  # (T - window + 1,)
-            axes.plot(steps[window - 1 :], smooth, color=color, label=f"{name} (mean of {window})")
+        if len(values) >= 3:
+            axes.plot(steps, values, color=color, alpha=0.3, linewidth=0.8, label=f"{name} (raw)")
+            axes.plot(steps, exponential_moving_average(values, span), color=color, label=f"{name} (EMA, span {span})")
         else:
             axes.plot(steps, values, color=color, marker="o", markersize=3, label=name)
     axes.set_xlabel("step")

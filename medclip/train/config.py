@@ -5,7 +5,7 @@ The loop reads nothing else from a recipe's config: data, model and loss are han
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -32,13 +32,19 @@ class TrainConfig:
     compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
     channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
     grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
+    # experiment trackers (medclip/train/logger.py): jsonl | tensorboard | wandb | mlflow (the last two offline by
+    # default, extra medclip[tracking]); the training curve is drawn from jsonl
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
     # --- validation on held-out patients (medclip/train/validation.py): the only sign of memorisation ---
     val_every: int = 100  # validate every N steps (and always at the end); 0 = only at the end
     best_metric: str = "val/mean_R@1"  # the validation metric that picks the best/ checkpoint (higher is better)
     early_stopping_patience: int = 0  # stop after this many validations without improving best_metric; 0 = never
 
     def __post_init__(self) -> None:
-        if self.val_every < 0 or self.early_stopping_patience < 0:
-            from ..config import ConfigError
+        from ..config import ConfigError
+        from .logger import LOGGERS
 
+        for name in self.loggers:
+            LOGGERS.get(name)  # an unknown tracker fails here, naming the available ones, not after data loading
+        if self.val_every < 0 or self.early_stopping_patience < 0:
             raise ConfigError("train.val_every and train.early_stopping_patience must be >= 0")

@@ -242,7 +242,14 @@ class Trainer:
                     f"(train.stop_at={config.stop_at}): nothing to train; raise train.steps to continue"
                 )
             return {}
-        logger = RunLogger(self.out_dir, enabled=self.runtime.is_main, resumed_at=self.resumed_at)
+        logger = RunLogger(  # --- trackers (train.loggers); a plain line per logged step without the bar ---
+            self.out_dir,
+            self.runtime.is_main,
+            config.loggers,
+            progress_lines=not config.progress,
+            total_steps=config.steps,
+            resumed_at=self.resumed_at,
+        )
         batches = iter(self._loader())
         progress = None
         if self.runtime.is_main and config.progress:

@@ -8,6 +8,8 @@ from medclip.types import ModalityConfig
 
 from .sections import SECTION_NAMES
 
+POOLINGS = ("mean", "cls")
+
 
 @dataclass
 class ReportConfig(ModalityConfig):
@@ -35,6 +37,10 @@ class ReportConfig(ModalityConfig):
             placeholders ("[NAME]", "[DATE]", ...) as soon as a report is read, before it is used or stored (rule set
             and measured recall in docs/deid.md). Turn off only for text that is already de-identified.
         deidentify_ages_over_89: also replace ages above 89 with "[AGE]" (HIPAA Safe Harbor).
+        pooling: the report vector: "mean" of the real token states (default; see ``encoder.py`` for why), or "cls",
+            the first token's state ([CLS] of BERT-style models, which some pretrained models were tuned to use).
+        freeze_pretrained: "hf" only: keep the pretrained model's weights fixed (and its dropout off); only the
+            projection head trains. For small datasets, or to keep a domain model's language knowledge intact.
     """
 
     encoder: str = "transformer"
@@ -52,6 +58,8 @@ class ReportConfig(ModalityConfig):
     min_frequency: int = 2  # a piece seen once is usually a typo or an identifier
     deidentify: bool = True  # on by default: report text is protected health information
     deidentify_ages_over_89: bool = True
+    pooling: str = "mean"  # mean | cls
+    freeze_pretrained: bool = False  # "hf" only: the pretrained weights stay fixed
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.sections if name not in SECTION_NAMES]
@@ -65,5 +73,9 @@ class ReportConfig(ModalityConfig):
             raise ValueError("report.max_sentences must be at least 1")
         if self.encoder == "transformer" and self.width % self.heads != 0:
             raise ValueError(f"report.heads ({self.heads}) must divide report.width ({self.width})")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"report.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.freeze_pretrained and self.encoder != "hf":
+            raise ValueError("report.freeze_pretrained applies to the pretrained 'hf' encoder only")
         if self.encoder == "hf" and not self.hf_model:
             raise ValueError("report.encoder 'hf' needs report.hf_model: a local model directory (save_pretrained)")

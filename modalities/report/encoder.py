@@ -7,7 +7,8 @@ that matches an image region, so sentence-level losses align those rather than w
 The pooled vector is the masked mean of all real token states rather than the [CLS] state. A transformer trained
 from scratch with a contrastive loss gets a useful mean from the first steps, while [CLS] must first learn to
 aggregate; for pretrained BERT-style models, [CLS] was trained for next-sentence prediction and mean pooling gives
-better sentence similarity (the sentence-transformers finding). Using one rule for both keeps them comparable.
+better sentence similarity (the sentence-transformers finding). Using one rule for both keeps them comparable;
+``pooling: cls`` takes the first ([CLS]) state instead, for pretrained models tuned to use it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from medclip.types import EncoderOutput
 from .config import ReportConfig
 from .hf_local import load_local, transformers_module
 from .pooling import masked_mean, sentence_means
+
+
+def pooled_state(hidden: Tensor, mask: Tensor, pooling: str) -> Tensor:
+    """The report vector: masked mean of the real token states, or the first ([CLS]) state. (B, T, D) -> (B, D)."""
+    return hidden[:, 0] if pooling == "cls" else masked_mean(hidden, mask)
 
 
 def _attention_mask(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -47,6 +53,7 @@ class TransformerReportEncoder(nn.Module):
         self.output_dim = cfg.width
         self.max_tokens = cfg.max_tokens
         self.max_sentences = cfg.max_sentences
+        self.pooling = cfg.pooling
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.max_tokens, cfg.width)
         self.embedding_dropout = nn.Dropout(cfg.dropout)
@@ -64,7 +71,7 @@ class TransformerReportEncoder(nn.Module):
         hidden = self.token_embedding(input_ids) + self.position_embedding(positions)  # (B, T, D)
         hidden = self.blocks(self.embedding_dropout(hidden), src_key_padding_mask=~safe_mask)  # (B, T, D)
         tokens, token_mask = sentence_means(hidden, mask, inputs["sentence_ids"], self.max_sentences)
-        return EncoderOutput(pooled=masked_mean(hidden, mask), tokens=tokens, token_mask=token_mask)
+        return EncoderOutput(pooled=pooled_state(hidden, mask, self.pooling), tokens=tokens, token_mask=token_mask)
 
 
 class HFReportEncoder(nn.Module):
@@ -79,14 +86,27 @@ class HFReportEncoder(nn.Module):
         self.model = load_local(transformers.AutoModel.from_pretrained, cfg.hf_model, "model")
         self.output_dim = int(self.model.config.hidden_size)
         self.max_sentences = cfg.max_sentences
+        self.pooling = cfg.pooling
+        self.frozen = cfg.freeze_pretrained
+        if self.frozen:
+            self.model.requires_grad_(False)  # the optimizer skips parameters without gradients
+            self.model.eval()
         positions = getattr(self.model.config, "max_position_embeddings", None)
         if positions is not None and cfg.max_tokens > positions:
             raise ValueError(
                 f"report.max_tokens={cfg.max_tokens} exceeds the {positions} positions of hf_model={cfg.hf_model!r}"
             )
 
+    def train(self, mode: bool = True) -> HFReportEncoder:
+        """A frozen pretrained model stays in eval mode (no dropout) while the rest of the model trains."""
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
     def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
         mask, safe_mask = _attention_mask(inputs)
-        hidden = self.model(input_ids=inputs["input_ids"], attention_mask=safe_mask.long()).last_hidden_state
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):  # no activations kept when frozen
+            hidden = self.model(input_ids=inputs["input_ids"], attention_mask=safe_mask.long()).last_hidden_state
         tokens, token_mask = sentence_means(hidden, mask, inputs["sentence_ids"], self.max_sentences)  # (B, S, D)
-        return EncoderOutput(pooled=masked_mean(hidden, mask), tokens=tokens, token_mask=token_mask)
+        return EncoderOutput(pooled=pooled_state(hidden, mask, self.pooling), tokens=tokens, token_mask=token_mask)

@@ -41,6 +41,8 @@ class ReportModality(Modality):
     config_class = ReportConfig
     fits_on_data = True
     file_suffixes = (".txt", ".md")
+    text_input = True  # model.tokenizer(texts) -> the report batch
+    export_dynamic_axes = {key: {1: "tokens"} for key in ("input_ids", "attention_mask", "sentence_ids")}
 
     def __init__(self, config: ReportConfig | None = None) -> None:
         super().__init__(config)
