@@ -207,6 +207,10 @@ def run_mae(cfg: Config, runtime: Runtime | None = None) -> MaeResult:
                 figure_rows = datasets["val"] if len(datasets["val"]) else _eval_view(manifest, modalities, splits)
                 metrics.update(evaluate(cfg, modalities, trainer.checkpoint_dir, datasets["val"], figure_rows, runtime))
             (out / "data_summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
+            numbers = {key: float(value) for key, value in metrics.items()}
+            record = {"train": numbers, "finished": finished, "data": summary.to_dict()}
+            (out / "metrics.json").write_text(json.dumps(record, indent=1))
+            write_training_curve(out)
             if summary.total():
                 print(summary.render())
         return MaeResult(trainer.checkpoint_dir, encoder_file, metrics, summary.to_dict(), finished)
@@ -297,14 +301,8 @@ def _reconstruct(model: MaskedVolumeAutoencoder, batch: dict[str, Any], cfg: Con
 
 def main(cfg: Config) -> dict[str, float]:
     result = run_mae(cfg)
-    out = Path(cfg.out)
-    metrics = {key: float(value) for key, value in result.metrics.items()}
-    if result.encoder_weights is not None:  # only the main process writes outputs
-        (out / "metrics.json").write_text(
-            json.dumps({"train": metrics, "finished": result.finished, "data": result.summary}, indent=1)
-        )
-        write_training_curve(out)
+    if result.encoder_weights is not None:  # the main process
         print(f"medclip mae: encoder weights in {result.encoder_weights}")
         if not result.finished:
             print("medclip mae: stopped before the last step; continue with train.resume=auto")
-    return metrics
+    return {key: float(value) for key, value in result.metrics.items()}

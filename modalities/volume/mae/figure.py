@@ -73,9 +73,9 @@ def plot_reconstructions(
     positions = [round((index + 1) * depth / (slices + 1)) for index in range(slices)]
     positions = [min(max(position, 0), depth - 1) for position in positions]
     rows = count * len(positions)
-    figure = Figure(figsize=(3 * len(COLUMNS), 2.8 * rows + 0.6), dpi=DPI)
+    figure = Figure(figsize=(3 * len(COLUMNS), 2.8 * rows + 0.6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    figure.suptitle(title)
+    figure.suptitle(f"{title}\nslices across the last volume axis; first axis left to right, second bottom to top")
     colours = _greys()
     for volume in range(count):
         values = original[volume, channel]  # (I, J, K)
@@ -103,6 +103,4 @@ def plot_reconstructions(
 def _greys():
     from matplotlib import colormaps
 
-    colours = colormaps["gray"].copy()
-    colours.set_bad(HIDDEN_COLOUR)  # NaN = a hidden patch
-    return colours
+    return colormaps["gray"].with_extremes(bad=HIDDEN_COLOUR)  # NaN = a hidden patch
