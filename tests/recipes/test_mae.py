@@ -4,7 +4,6 @@ resumes exactly, and the command line runs with overrides."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -20,65 +19,14 @@ from medclip.checkpoint import ModelCard, read_card, save_model
 from medclip.cli import main as cli_main
 from medclip.config import ConfigError
 from medclip.factory import build_modalities, build_model, create_model
-from modalities.ct.phantom import write_nifti
-from modalities.volume.dicom_write import write_dicom_series
 from modalities.volume.mae import build_masked_autoencoder
-from modalities.volume.phantom import chest_phantom
 from recipes import mae
 from recipes.pretrain import Config as PretrainConfig
+from tests.recipes.mae_data import CT_OPTIONS, FAKE_IDENTIFIERS, mae_config, write_volume_manifest
 
-CT_OPTIONS = {
-    "size": [32, 32, 32],  # 32^3 voxels of 10 mm: the phantom chest, in 64 patches of 8^3
-    "spacing": [10.0, 10.0, 10.0],
-    "patch_size": [8, 8, 8],
-    "hu_windows": ["lung", "mediastinum"],
-    "augment": False,
-}
-FAKE_IDENTIFIERS = ("Phantom^Mae", "MAE000")  # written into the DICOM headers; must never reach an output
 TRAIN_STEPS = 30
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only adds contention
-
-
-def write_volume_manifest(folder: Path, nifti: int = 8, dicom: int = 4, val: int = 2) -> Path:
-    """Chest phantoms as NIfTI files and DICOM series, and a manifest with only patient_id, split and ct."""
-    rows = []
-    for index in range(nifti + dicom):
-        case = chest_phantom(index, shape=(32, 32, 32), spacing=(10.0, 10.0, 10.0))
-        if index < nifti:
-            cell = f"volumes/case_{index}.nii.gz"
-            (folder / "volumes").mkdir(parents=True, exist_ok=True)
-            write_nifti(folder / cell, case.hounsfield, case.affine)
-        else:
-            cell = f"dicom/case_{index}"
-            identifiers = {"PatientName": f"{FAKE_IDENTIFIERS[0]}{index}", "PatientID": f"{FAKE_IDENTIFIERS[1]}{index}"}
-            write_dicom_series(folder / cell, case.hounsfield, case.affine, identifiers=identifiers, shuffle_seed=index)
-        split = "val" if index >= nifti + dicom - val else "train"
-        rows.append({"patient_id": f"patient-{index}", "split": split, "ct": cell})
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["patient_id", "split", "ct"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
-
-
-def mae_config(manifest: Path, out: Path, *overrides: str) -> mae.Config:
-    data = {
-        "modalities": {"ct": {**CT_OPTIONS, "cache_dir": str(manifest.parent / "cache")}},
-        "data": {"manifest": str(manifest)},
-    }
-    base = [
-        f"out={out}",
-        "train.batch_size=4",
-        "train.lr=1e-3",
-        "train.weight_decay=0.05",
-        "train.warmup_steps=5",
-        "train.log_every=1",
-        "train.progress=false",
-        "train.precision=fp32",
-    ]
-    return config.build(mae.Config, config.apply_overrides(data, [*base, *overrides]))
 
 
 def _log(out: Path) -> list[dict]:
