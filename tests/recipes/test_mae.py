@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 from PIL import Image
@@ -19,6 +20,7 @@ from medclip.checkpoint import ModelCard, read_card, save_model
 from medclip.cli import main as cli_main
 from medclip.config import ConfigError
 from medclip.factory import build_modalities, build_model, create_model
+from modalities.oct.synthetic import synthetic_oct_volume
 from modalities.volume.mae import build_masked_autoencoder
 from recipes import mae
 from recipes.pretrain import Config as PretrainConfig
@@ -170,3 +172,23 @@ def test_settings_mae_cannot_run_with_are_refused(tmp_path):
     earlier = save_model(tmp_path / "earlier", autoencoder, modalities, mae.model_card(other))
     with pytest.raises(ConfigError, match="differ"):
         mae.run_mae(mae_config(manifest, tmp_path / "f", f"train.resume={earlier}"))
+
+
+@pytest.mark.slow
+def test_oct_tiff_stacks_end_to_end(tmp_path):
+    """The recipe on retinal OCT (multi-page TIFF, one page per B-scan): oct_encoder.safetensors fits pretraining."""
+    rows = ["patient_id,split,oct"]
+    for index in range(6):
+        volume = synthetic_oct_volume(index, shape=(32, 48, 8))  # (lateral, axial, B-scans)
+        tifffile.imwrite(tmp_path / f"scan_{index}.tif", volume.transpose(2, 1, 0))
+        rows.append(f"eye-{index},{'val' if index == 5 else 'train'},scan_{index}.tif")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    options = {"bscan_size": [32, 32], "n_bscans": 16, "patch_size": [8, 8, 8], "augment": False}
+    data = {"modalities": {"oct": options}, "data": {"manifest": str(tmp_path / "manifest.csv")}}
+    overrides = ["train.steps=3", "train.batch_size=2", "train.progress=false", f"out={tmp_path / 'run'}"]
+    result = mae.run_mae(config.build(mae.Config, config.apply_overrides(data, overrides)))
+    assert result.finished and result.metrics["val_volumes"] == 1
+    pretrain_config = config.build(PretrainConfig, {"modalities": {"oct": options, "report": {}}})
+    model = build_model(pretrain_config.model, build_modalities(pretrain_config.modalities))
+    model.encoders["oct"].load_state_dict(load_file(str(tmp_path / "run" / "oct_encoder.safetensors")), strict=True)
+    assert (tmp_path / "run" / "reconstructions.png").is_file()

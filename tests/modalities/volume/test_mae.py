@@ -136,3 +136,14 @@ def test_options_mae_cannot_use_are_refused():
             build(MaskedAutoencoderConfig, bad)
     with pytest.raises(ConfigError, match="must divide the decoder width"):
         build_masked_autoencoder(_plugin(), MaskedAutoencoderConfig(decoder_width=48, decoder_heads=5))
+
+
+def test_oct_volumes_train_the_same_way():
+    """One input channel, (lateral, axial, B-scan) volumes: the autoencoder is the same code."""
+    plugin = medclip.get_modality("oct", {"bscan_size": [32, 32], "n_bscans": 16, "patch_size": [8, 8, 8]})
+    model = build_masked_autoencoder(plugin, MaskedAutoencoderConfig(mask_ratio=0.9), seed=0)
+    assert (model.grid.patches, model.visible, model.grid.patch_values) == (32, 3, 512)
+    batch = {"oct": torch.rand(2, 1, 32, 32, 16).half(), "oct_mask": torch.ones(2, dtype=torch.bool), "row": [0, 1]}
+    losses = build_loss({"mae": 1.0})(**model(batch))
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and model.encoders["oct"].patch_embedding.position_embeddings.grad is not None
