@@ -34,6 +34,7 @@ from medclip.config import ConfigError, to_dict
 from medclip.data import check_skip_fraction, collate_samples, read_manifest
 from medclip.data.dataset import ManifestDataset
 from medclip.data.loader import make_loader
+from medclip.data.manifest import Manifest
 from medclip.data.prepare import data_provenance, prepare_datasets
 from medclip.device import move_to_device
 from medclip.factory import build_modalities
@@ -219,7 +220,7 @@ def run_mae(cfg: Config, runtime: Runtime | None = None) -> MaeResult:
             teardown_runtime(runtime)
 
 
-def _eval_view(manifest, modalities: dict[str, Modality], splits: dict[int, str]) -> ManifestDataset:
+def _eval_view(manifest: Manifest, modalities: dict[str, Modality], splits: dict[int, str]) -> ManifestDataset:
     """The training rows with evaluation transforms (no augmentation), for a figure when there is no val split."""
     dataset = ManifestDataset(manifest, modalities, split="train", train=False, splits=splits)
     dataset.set_transforms({name: plugin.transforms(train=False) for name, plugin in modalities.items()})
