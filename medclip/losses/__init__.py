@@ -21,6 +21,7 @@ from .base import (
 )
 from .classification import ClassificationLoss, ClassificationLossConfig
 from .clip import ClipLoss, ClipLossConfig, clip_loss
+from .mae import MaskedReconstructionLoss, MaskedReconstructionLossConfig, masked_reconstruction_loss
 from .multimodal import GramLoss, GramLossConfig, SymileLoss, SymileLossConfig, gram_loss, symile_loss
 from .prototype import PrototypeLoss, PrototypeLossConfig, prototype_loss, sinkhorn_knopp
 from .siglip import SigLipLoss, SigLipLossConfig, siglip_loss
@@ -84,6 +85,9 @@ __all__ = [
     "tiled_clip_loss",
     "tiled_cross_entropy",
     "LossConfig",
+    "MaskedReconstructionLoss",
+    "MaskedReconstructionLossConfig",
+    "masked_reconstruction_loss",
     "PairwiseContrastiveLoss",
     "PairwiseLossConfig",
     "SigLipLoss",

@@ -144,9 +144,25 @@ class VolumeViT(nn.Module):
         )
         self.norm = nn.LayerNorm(spec.width)
 
-    def forward(self, volumes: Tensor) -> EncoderOutput:
+    def forward(self, volumes: Tensor, visible_patches: Tensor | None = None) -> EncoderOutput:
+        """Encode every patch, or only ``visible_patches`` (masked-autoencoder pretraining).
+
+        Args:
+            volumes: (B, C, I, J, K).
+            visible_patches: optional (B, V) patch indices (in the row-major order of the patch grid) to keep after
+                the patch embedding and its positions; the transformer then sees only those V tokens, which is what
+                makes MAE pretraining cheap. The same parameters serve both calls, so weights learned this way load
+                unchanged into the encoder of contrastive pretraining. Passed through ``__call__`` (not a separate
+                method) so module hooks (FSDP's parameter gathering, ``torch.compile``) apply to it too.
+
+        Returns:
+            tokens (B, T, D), or (B, V, D) of the visible patches, and their mean as ``pooled``.
+        """
         dtype = self.norm.weight.dtype
         tokens = self.patch_embedding(volumes.to(dtype))  # (B, T, D), T = prod(image_size / patch_size)
+        if visible_patches is not None:
+            index = visible_patches.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (B, V, D)
+            tokens = torch.gather(tokens, 1, index)  # (B, V, D)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, use_reentrant=False)  # (B, T, D)
