@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -42,3 +43,16 @@ def outputs_to_float32(outputs: dict[str, Any]) -> dict[str, Any]:
 
 def _float32(value: Any) -> Any:
     return value.float() if isinstance(value, Tensor) and value.is_floating_point() else value
+
+
+def autocast_context(precision: str, device: torch.device):
+    """bf16 autocast where asked for (or, with "auto", on GPUs that support it); fp32 otherwise.
+
+    On CPU "auto" stays fp32: CPU bf16 autocast is slower than fp32 on most CPUs and changes numerics for no gain.
+    """
+    if precision not in {"auto", "fp32", "bf16"}:
+        raise ValueError(f"train.precision must be auto, fp32 or bf16, not {precision!r}")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not use_bf16:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

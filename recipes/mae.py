@@ -174,9 +174,14 @@ def run_mae(cfg: Config, runtime: Runtime | None = None) -> MaeResult:
             modalities = build_modalities(cfg.modalities)
         plugin = modalities[cfg.modality]
         model = build_masked_autoencoder(plugin, cfg.mae, seed=cfg.train.seed)
-        manifest = read_manifest(cfg.data.manifest, list(modalities), root=cfg.data.root or None)
+        manifest = read_manifest(
+            cfg.data.manifest,
+            list(modalities),
+            root=cfg.data.root or None,
+            normalize_patient_ids=cfg.data.normalize_patient_ids,
+        )
         splits = cfg.data.assign(manifest)
-        datasets, summary = prepare_datasets(manifest, modalities, splits, fit=resume is None)
+        datasets, summary = prepare_datasets(manifest, modalities, splits, resume is None, cfg.data.confine_paths)
         check_skip_fraction(summary, manifest.total_rows, cfg.data.max_skip_fraction)
         trainer = Trainer(
             model_card(cfg),
@@ -190,7 +195,9 @@ def run_mae(cfg: Config, runtime: Runtime | None = None) -> MaeResult:
             train_config=cfg.train,
             num_workers=cfg.data.num_workers,
             worker_kind=cfg.data.worker_kind,
-            on_skipped=summary.add_markers,
+            summary=summary,
+            max_skip_fraction=cfg.data.max_skip_fraction,
+            total_rows=manifest.total_rows,
             provenance=data_provenance(manifest, datasets),
         )
         if resume is not None:

@@ -27,6 +27,7 @@ from medclip.config import ConfigError
 from medclip.data import SplitConfig, check_skip_fraction, collate_samples, read_manifest
 from medclip.data.loader import WORKER_KINDS
 from medclip.data.prepare import data_provenance, evaluation_transforms, prepare_datasets
+from medclip.eval.validation import Validator
 from medclip.factory import ModelConfig, build_modalities, build_model
 from medclip.losses import build_loss
 from medclip.train import TrainConfig, Trainer
@@ -162,8 +163,7 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             max_skip_fraction=cfg.data.max_skip_fraction,
             total_rows=manifest.total_rows,
             provenance=data_provenance(manifest, datasets),
-            val_dataset=datasets["val"],
-            train_eval_dataset=datasets["train"].with_transforms(evaluation_transforms(modalities)),
+            make_validator=validation_for(cfg, datasets, modalities, runtime),
         )
         if resume is not None:
             trainer.resume(resume)
@@ -185,6 +185,23 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
     finally:
         if own_runtime:
             teardown_runtime(runtime)
+
+
+def validation_for(cfg: Config, datasets: dict, modalities: dict, runtime: Runtime):
+    """The validator factory the trainer calls with its (wrapped) model; None without validation rows."""
+    if len(datasets["val"]) == 0:
+        log.warning("no validation rows: nothing will show whether the model generalises to new patients")
+        return None
+    train_as_evaluated = datasets["train"].with_transforms(evaluation_transforms(modalities))
+    collate = partial(collate_samples, modalities=modalities)
+
+    def make(model, criterion) -> Validator:
+        return Validator(
+            model, criterion, datasets["val"], train_as_evaluated, collate, cfg.train.batch_size, runtime,
+            cfg.train.precision, cfg.data.num_workers, cfg.data.worker_kind, cfg.train.seed,
+        )  # fmt: skip
+
+    return make
 
 
 def write_training_curve(out: Path) -> Path | None:

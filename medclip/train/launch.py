@@ -7,11 +7,12 @@ from it (NCCL on GPUs, gloo on CPU). A plain ``python``/``medclip`` call is a si
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..device import autocast_context  # noqa: F401  (re-exported: the training loop's precision)
 
 
 @dataclass
@@ -50,14 +51,3 @@ def teardown_runtime(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def autocast_context(precision: str, device: torch.device):
-    """bf16 autocast where asked for (or, with "auto", on GPUs that support it); fp32 otherwise.
-
-    On CPU "auto" stays fp32: CPU bf16 autocast is slower than fp32 on most CPUs and changes numerics for no gain.
-    """
-    if precision not in {"auto", "fp32", "bf16"}:
-        raise ValueError(f"train.precision must be auto, fp32 or bf16, not {precision!r}")
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if not use_bf16:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

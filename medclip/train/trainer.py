@@ -32,7 +32,6 @@ from .parallel import build_parallel, prepare_model, to_channels_last
 from .resilience import NonFiniteGuard, PreemptionFlag
 from .sampler import ResumableBatchSampler
 from .state import load_trainer_state, trainer_files
-from .validation import Validator
 
 
 class _BatchesFrom:
@@ -70,11 +69,10 @@ class Trainer:
         max_skip_fraction: see ``summary``.
         total_rows: the manifest's row count, the base of ``max_skip_fraction`` (default: the training rows).
         provenance: JSON-able description of the training data, saved with every checkpoint.
-        val_dataset: the validation rows (evaluation transforms), validated every ``train.val_every`` steps and at
-            the end (``validation.Validator``); the best model by ``train.best_metric`` is saved to
-            ``out_dir / "best"``, and ``train.early_stopping_patience`` validations without improvement end the run.
-            None or empty: no validation.
-        train_eval_dataset: the training rows with evaluation transforms, whose subset is compared with validation.
+        make_validator: ``(model as wrapped for training, criterion) -> validate()``, where ``validate()`` returns a
+            dict of metrics (``medclip.eval.validation.Validator``); run every ``train.val_every`` steps and at the
+            end. The best model by ``train.best_metric`` is saved to ``out_dir / "best"``, and
+            ``train.early_stopping_patience`` validations without improvement end the run. None: no validation.
     """
 
     def __init__(
@@ -94,8 +92,7 @@ class Trainer:
         max_skip_fraction: float = 1.0,
         total_rows: int | None = None,
         provenance: Mapping[str, Any] | None = None,
-        val_dataset: Dataset | None = None,
-        train_eval_dataset: Dataset | None = None,
+        make_validator: Callable[[nn.Module, nn.Module], Callable[[], dict[str, float]]] | None = None,
     ) -> None:
         self.card, self.train_config = card, train_config
         self.num_workers, self.worker_kind = num_workers, worker_kind
@@ -109,7 +106,7 @@ class Trainer:
         self.max_skip_fraction = max_skip_fraction
         self.total_rows = total_rows if total_rows is not None else len(train_dataset)
         self.provenance = dict(provenance or {})
-        self.validator: Validator | None = None
+        self.validator: Callable[[], dict[str, float]] | None = None
         self.validation: dict[str, float] = {}  # the last validation's metrics
         self.best: dict[str, Any] = {}  # {"metric", "value", "step"} of the best validation so far
         self.stale_validations = 0  # validations since best_metric last improved
@@ -121,20 +118,8 @@ class Trainer:
         self.wrapped = self.parallel.wrap(self.model)
         if runtime.distributed:
             self._broadcast_loss_state()
-        if val_dataset is not None and len(val_dataset) > 0:
-            self.validator = Validator(
-                self.wrapped,
-                self.criterion,
-                val_dataset,
-                train_eval_dataset if train_eval_dataset is not None else train_dataset,
-                collate,
-                self.train_config.batch_size,
-                runtime,
-                self.train_config.precision,
-                num_workers,
-                worker_kind,
-                self.train_config.seed,
-            )
+        if make_validator is not None:
+            self.validator = make_validator(self.wrapped, self.criterion)
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         self.step = 0
@@ -341,7 +326,7 @@ class Trainer:
 
         saved = rng_state()
         try:
-            metrics = self.validator.run()
+            metrics = self.validator()
         finally:
             restore_rng_state(saved)
         self.validation = metrics

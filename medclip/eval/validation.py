@@ -11,7 +11,8 @@ comparison, an equally large fixed subset of training rows) and reports:
 - ``val/health/...``: the embedding-health scalars (modality gap, uniformity, effective rank; ``eval.diagnostics``).
 
 Every process embeds its share of the rows; the features are gathered so all processes compute the same metrics
-(early stopping must be decided alike everywhere).
+(early stopping must be decided alike everywhere). The training loop knows none of this: the recipe hands it a
+``make_validator(model, criterion)`` factory (``medclip/train`` and ``medclip/eval`` never import each other).
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from torch.utils.data import Dataset, Subset
 
 from ..data import is_empty_batch
 from ..data.loader import make_loader
-from ..device import move_to_device, outputs_to_float32
-from ..eval.retrieval import recall_at_k
-from .launch import Runtime, autocast_context
+from ..device import autocast_context, move_to_device, outputs_to_float32
+from .retrieval import recall_at_k
 
 RECALL_KS = (1, 5)
 MAX_TRAIN_ROWS = 2048  # the training subset compared with validation is capped (memorisation shows long before)
@@ -47,7 +47,7 @@ class Validator:
             Training transforms are left as they are: augmentation makes this subset a little harder than training.
         collate: samples -> batch.
         batch_size: rows per batch (the training batch size, so ``val/loss`` compares with the training loss).
-        runtime: process layout.
+        runtime: process layout (anything with ``rank``, ``world_size``, ``distributed`` and ``device``).
         precision: autocast precision ("auto" | "fp32" | "bf16").
         num_workers: loader workers.
         worker_kind: "process" or "thread".
@@ -62,7 +62,7 @@ class Validator:
         train_dataset: Dataset,
         collate: Callable[[list], dict[str, Any]],
         batch_size: int,
-        runtime: Runtime,
+        runtime: Any,
         precision: str = "auto",
         num_workers: int = 0,
         worker_kind: str = "process",
@@ -77,7 +77,7 @@ class Validator:
         self.train_subset = Subset(train_dataset, sorted(int(index) for index in chosen))
 
     @torch.no_grad()
-    def run(self) -> dict[str, float]:
+    def __call__(self) -> dict[str, float]:
         """One validation pass; returns the flat metrics (identical on every process)."""
         was_training = self.model.training
         self.model.eval()
@@ -148,7 +148,7 @@ class Validator:
             return self.model(batch)
 
 
-def _gather(local: Any, runtime: Runtime) -> list[Any]:
+def _gather(local: Any, runtime: Any) -> list[Any]:
     """Every process's ``local`` (small numpy data), in rank order; just ``[local]`` in a single process."""
     if not runtime.distributed:
         return [local]
@@ -195,7 +195,7 @@ def pair_recalls(
 
 def _health(features: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Embedding-health scalars of the validation embeddings (modality gap, uniformity, effective rank)."""
-    from ..eval.diagnostics import embedding_health, health_scalars
+    from .diagnostics import embedding_health, health_scalars
 
     if not features or _rows(masks) < 2:
         return {}

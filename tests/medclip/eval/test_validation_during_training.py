@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import medclip
 from medclip.data import read_manifest
-from medclip.train.validation import pair_recalls
+from medclip.eval.validation import pair_recalls
 from recipes.pretrain import main, pretrain
 
 
