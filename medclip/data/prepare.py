@@ -7,7 +7,7 @@ is built here too: enough for evaluation to refuse patients the model was traine
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..types import Modality
@@ -17,7 +17,7 @@ from .summary import SkipSummary
 
 
 def prepare_datasets(
-    manifest: Manifest, modalities: Mapping[str, Modality], splits: Mapping[int, str], fit: bool
+    manifest: Manifest, modalities: Mapping[str, Modality], splits: Mapping[int, str], fit: bool | Collection[str]
 ) -> tuple[dict[str, ManifestDataset], SkipSummary]:
     """One dataset per split (training transforms for "train"), fitting data-dependent preprocessing when ``fit``.
 
@@ -25,7 +25,8 @@ def prepare_datasets(
         manifest: the pseudonymised manifest.
         modalities: name -> plugin; those with ``fits_on_data`` are fitted on the training rows when ``fit``.
         splits: row number -> split.
-        fit: False when the plugins were restored from a checkpoint (resume) and must keep their state.
+        fit: False when the plugins were restored from a checkpoint (resume) and must keep their state; or the names
+            of the plugins to fit (the others were restored, e.g. towers taken from ``train.init_from``).
 
     Returns:
         split name -> dataset, and the summary of every row skipped so far (and why).
@@ -37,7 +38,7 @@ def prepare_datasets(
         summary.merge(datasets[split].summary)
     if fit:
         for name, plugin in modalities.items():
-            if plugin.fits_on_data:
+            if plugin.fits_on_data and (fit is True or name in fit):
                 plugin.fit(datasets["train"].load_raw(name))
     for dataset in datasets.values():
         dataset.set_transforms({name: p.transforms(train=dataset.train) for name, p in modalities.items()})

@@ -5,7 +5,7 @@ The loop reads nothing else from a recipe's config: data, model and loss are han
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -32,3 +32,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
     channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
     grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
+    # Warm start of a NEW run (ignored on resume): a medclip checkpoint directory whose towers (encoder + head, and the
+    # learned tokenizer / gene vocabulary) the run starts from; docs/warm_start.md. Foreign weights: `weights:`.
+    init_from: str = ""
+    init_modalities: list[str] = field(default_factory=list)  # towers taken from init_from; empty = all shared ones
+    init_heads: bool = True  # also take each tower's projection head when the checkpoint has one
+    init_logit_scale: bool = False  # also take the learned temperature
