@@ -111,7 +111,10 @@ def test_a_masked_modelling_checkpoint_gives_its_encoder_and_keeps_the_new_head(
 
     wider = medclip.create_model({"ct": {**CT, "width": 32, "heads": 2}}, {"embed_dim": 8})
     before = {k: v.clone() for k, v in wider.state_dict().items()}
-    with pytest.raises(WeightsError, match=r"ct encoder: 33 of another shape \(blocks.0.attn.out_proj.bias: file \[64\] vs encoder \[32\]"):
+    with pytest.raises(
+        WeightsError,
+        match=r"ct encoder: 33 of another shape \(blocks.0.attn.out_proj.bias: file \[64\] vs encoder \[32\]",
+    ):
         init_from_checkpoint(wider, source)
     assert all(torch.equal(v, before[k]) for k, v in wider.state_dict().items())  # nothing half-loaded
 
