@@ -8,6 +8,7 @@ import timm
 import torch
 
 import medclip
+from medclip.checkpoint import CheckpointError
 from medclip.weights.importers import ImportOptions, convert_foreign, register_builtin_importers
 from medclip.weights.strict import WeightsError
 
@@ -56,11 +57,17 @@ def test_a_timm_release_needs_its_architecture_and_must_fit_it(release, tmp_path
     with pytest.raises(WeightsError, match="--from timm needs --arch NAME"):
         convert_foreign(path, tmp_path / "a.safetensors", "timm", "wsi", ImportOptions(trust_pickle=True))
     with pytest.raises(WeightsError, match="unknown timm model 'test_vti'; close names: test_vit"):
-        convert_foreign(path, tmp_path / "a.safetensors", "timm", "wsi", ImportOptions(trust_pickle=True, arch="test_vti"))
+        convert_foreign(
+            path, tmp_path / "a.safetensors", "timm", "wsi", ImportOptions(trust_pickle=True, arch="test_vti")
+        )
     with pytest.raises(WeightsError, match=r"timm weights for test_vit2 do not fit; nothing was loaded: .*missing"):
-        convert_foreign(path, tmp_path / "a.safetensors", "timm", "wsi", ImportOptions(trust_pickle=True, arch="test_vit2"))
-    with pytest.raises(WeightsError, match="is a pickle-based file"):
+        convert_foreign(
+            path, tmp_path / "a.safetensors", "timm", "wsi", ImportOptions(trust_pickle=True, arch="test_vit2")
+        )
+    with pytest.raises(CheckpointError, match="is a pickle-based file"):
         convert_foreign(path, tmp_path / "a.safetensors", "timm", "wsi", ImportOptions(arch="test_vit"))
     with pytest.raises(WeightsError, match="--to report: the report encoder holds none of what --from timm converts"):
-        convert_foreign(path, tmp_path / "a.safetensors", "timm", "report", ImportOptions(trust_pickle=True, arch="test_vit"))
+        convert_foreign(
+            path, tmp_path / "a.safetensors", "timm", "report", ImportOptions(trust_pickle=True, arch="test_vit")
+        )
     assert not (tmp_path / "a.safetensors").exists()
