@@ -110,6 +110,21 @@ def test_pickle_weights_are_refused_unopened_naming_convert_weights(tmp_path):
     assert not marker.exists()
 
 
+def test_a_torchscript_archive_is_refused_without_being_loaded(tmp_path, monkeypatch):
+    from medclip.checkpoint import CheckpointError
+    from medclip.weights import convert_weights
+
+    archive = tmp_path / "ViT-B-32.pt"  # OpenAI's original CLIP releases are TorchScript archives
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(archive))
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was called on a TorchScript archive")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(CheckpointError, match="TorchScript archive .* holds code"):
+        convert_weights(archive, tmp_path / "out.safetensors", trust_pickle=True)
+
+
 def test_a_loaded_checkpoint_keeps_its_own_weights_and_never_reads_the_file(source_encoders, tmp_path):
     file = tmp_path / "ct.safetensors"
     _save(source_encoders["ct"], file)
