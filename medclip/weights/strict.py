@@ -8,7 +8,7 @@ and non-finite tensors) and only then assigns, so a refused file never leaves an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -104,7 +104,3 @@ def require_fit(check: KeyCheck, what: str, hint: str = "") -> None:
     """Raise ``WeightsError`` naming the keys when ``check`` found a problem."""
     if not check.ok:
         raise WeightsError(f"{what} do not fit; nothing was loaded: {check.describe()}{hint}")
-
-
-def shapes(tensors: Iterable[tuple[str, Tensor]]) -> dict[str, tuple[int, ...]]:
-    return {key: tuple(value.shape) for key, value in tensors}
