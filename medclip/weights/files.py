@@ -70,7 +70,9 @@ class WeightsSource:
 
     @property
     def name(self) -> str:
-        return self.files[0].name if len(self.files) == 1 else f"{self.files[0].parent.name}/ ({len(self.files)})"
+        if len(self.files) == 1:
+            return self.files[0].name
+        return f"{self.files[0].parent.name}/ ({len(self.files)} files)"
 
     @property
     def scope(self) -> str:

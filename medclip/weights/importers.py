@@ -140,10 +140,13 @@ def convert_foreign(
         WeightsError: an unknown importer or modality, a modality without a place for the importer's part, a refused
             or unreadable source, weights that do not fit the target architecture (naming the keys).
     """
+    register_builtin_importers()
     options = options or ImportOptions()
     chosen = IMPORTERS.get(importer)
     destination = Path(destination)
     if chosen.convert_folder is not None:
+        if modality not in ("", "report"):  # a Hugging Face text model folder is the report's hf_model
+            raise WeightsError(f"--from {importer} writes a model folder for the report modality, not for {modality}")
         return chosen.convert_folder(Path(source), destination, options)
     if not modality:
         raise WeightsError(f"--from {importer} needs --to MODALITY: the modality whose encoder takes the weights")

@@ -114,11 +114,17 @@ def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict
     return features.astype(np.float32), coords.astype(np.int64), record
 
 
+def patch_weights_file(cfg: WSIConfig) -> str:
+    """The weights the cache embeds patches with: ``patch_weights``, else a ``weights:`` file (a converted patch
+    backbone, ``medclip convert-weights --to wsi``), so cached features come from the encoder training would build."""
+    return cfg.patch_weights or cfg.weights
+
+
 def cache_record(cfg: WSIConfig, extent: float, normalisation: PixelNormalisation) -> dict[str, Any]:
     """What a cache entry records about how its features were made (checked against the training config)."""
     return {
         "patch_encoder": cfg.patch_encoder,
-        "patch_weights": weights_fingerprint(cfg.patch_weights),
+        "patch_weights": weights_fingerprint(patch_weights_file(cfg)),
         "pixel_mean": list(normalisation.mean),
         "pixel_std": list(normalisation.std),
         "mpp": cfg.mpp,
@@ -152,7 +158,7 @@ def build_feature_cache(
         ``{"written": n, "reused": n, "skipped": {reason: count}, "feature_dim": F}``.
     """
     torch.manual_seed(seed)
-    encoder = TimmPatchEncoder(cfg.patch_encoder, cfg.patch_weights).to(device).eval()
+    encoder = TimmPatchEncoder(cfg.patch_encoder, patch_weights_file(cfg)).to(device).eval()
     pixels = resolve_normalisation(cfg)  # the statistics the backbone's weights were trained with
     written, reused, skipped = 0, 0, Counter()
     for index, path in enumerate(slides):
