@@ -133,3 +133,24 @@ def test_bad_init_from_is_refused_by_name(first_run, small_experiment, tmp_path)
     with pytest.raises(WeightsError, match="report name weights: and are also taken from train.init_from"):
         pretrain(small_experiment(f"train.init_from={first_run}", f"modalities.report.weights={weights}"))
     assert not (tmp_path / "run").exists()  # refused before any data was read or written
+
+
+def test_the_command_line_runs_a_warm_start_and_names_refused_weights(first_run, pbmc_manifest, tmp_path, capsys):
+    from medclip.cli import main as cli_main
+    from tests.conftest import SMALL_EXPERIMENT
+
+    config = tmp_path / "pretrain.yaml"
+    config.write_text("modalities:\n  expression: {}\n  report: {}\n")
+    common = ["pretrain", "--config", str(config), *SMALL_EXPERIMENT, f"data.manifest={pbmc_manifest}"]
+    code = cli_main([*common, "train.steps=1", f"train.init_from={first_run}", "--out", str(tmp_path / "warm")])
+    assert code == 0
+    assert set(read_card(tmp_path / "warm" / "checkpoint").training["init_from"]["towers"]) == {"expression", "report"}
+
+    pickled = tmp_path / "report_encoder.pt"
+    torch.save({"token_embedding.weight": torch.zeros(200, 32)}, pickled)
+    capsys.readouterr()
+    code = cli_main([*common, f"modalities.report.weights={pickled}", "--out", str(tmp_path / "refused")])
+    error = capsys.readouterr().err
+    assert code == 2 and "modalities.report.weights: report_encoder.pt is a pickle-based file" in error
+    assert "medclip convert-weights" in error and "Traceback" not in error
+    assert not (tmp_path / "refused").exists()
