@@ -16,6 +16,7 @@ from medclip.checkpoint import CheckpointError, ModelCard, read_card, save_model
 from medclip.embedding import embed
 from medclip.factory import ModelConfig, build_modalities, build_model
 from medclip.weights.importers import ImportOptions, convert_foreign, register_builtin_importers
+from medclip.weights.init_from import init_from_checkpoint, open_init_source, restore_learned_preprocessing
 from modalities.report import OfflineModelError
 
 transformers = pytest.importorskip("transformers")
@@ -73,6 +74,14 @@ def test_a_checkpoint_carries_the_hf_model_files_and_loads_after_both_folders_mo
     torch.testing.assert_close(embed(loaded, "report", TEXTS), expected)
     saved = load_file(str(tmp_path / "moved_run" / "checkpoint" / "model.safetensors"))
     assert all(torch.equal(value, saved[f"model.{key}"]) for key, value in loaded.state_dict().items())
+
+    # a new run can take the tower from the moved checkpoint too (train.init_from): the model folder is not needed
+    new_run = build_modalities({"report": {"encoder": "hf", "hf_model": str(tmp_path / "bert"), "max_tokens": 32}})
+    source = open_init_source(tmp_path / "moved_run" / "checkpoint", ["report"], [])
+    assert restore_learned_preprocessing(source, new_run) == ["report"]
+    warm = build_model(ModelConfig(embed_dim=8), new_run, apply_weights=True).eval()
+    init_from_checkpoint(warm, source)
+    torch.testing.assert_close(embed(warm, "report", TEXTS), expected)
 
     # a card naming a folder outside its checkpoint is refused
     config = tmp_path / "moved_run" / "checkpoint" / "config.yaml"
