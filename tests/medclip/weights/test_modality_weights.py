@@ -110,6 +110,7 @@ def test_pickle_weights_are_refused_unopened_naming_convert_weights(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated, and still what releases hold
 def test_a_torchscript_archive_is_refused_without_being_loaded(tmp_path, monkeypatch):
     from medclip.checkpoint import CheckpointError
     from medclip.weights import convert_weights
