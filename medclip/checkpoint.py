@@ -4,6 +4,9 @@
     config.yaml          the model card: modalities and their options, embedding settings, training provenance
     preprocess.json      each modality's preprocessing fingerprint and learned state (tokenizer, gene vocabulary)
     README.md            the model card for people and the Hugging Face hub (``medclip.model_card``; counts only)
+    files/<modality>/    optional: files a plugin needs beyond preprocess.json (a Hugging Face model's config and
+                         tokenizer), so the checkpoint never depends on a folder elsewhere; the card names each folder
+                         relative to the checkpoint (``files``)
     data_provenance.json optional: manifest hash, pseudonym-key fingerprint, the pseudonymised patients of each split
     (+ files a writer adds, e.g. the trainer's ``trainer_state.json`` and ``optimizer.safetensors`` for resume)
 
@@ -22,7 +25,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from .types import Modality
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 PREPROCESS_FILE = "preprocess.json"
+FILES_DIR = "files"  # files/<modality>/: what a plugin's save_files wrote
 DATA_FILE = "data_provenance.json"  # manifest hash, pseudonym-key fingerprint, the patients (pseudonyms) of each split
 CARD_FORMAT = "medclip.model/2"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
@@ -59,12 +63,16 @@ class ModelCard(ModelSpec):
         modalities: modality name -> the plugin's options (as ``ModelSpec``).
         model: embedding settings (as ``ModelSpec``).
         training: provenance metadata, never needed to build the model: ``recipe``, ``loss``, ``split``
-            (``val_fraction``, ``test_fraction``, ``split_seed``: how pretraining split patients), ``steps``, ...
+            (``val_fraction``, ``test_fraction``, ``split_seed``: how pretraining split patients), ``steps``,
+            ``warm_start`` / ``init_from`` (what the encoders started from, by fingerprint, never by path), ...
+        files: modality -> the folder of its plugin's files, relative to the checkpoint (``files/report``); filled
+            when the checkpoint is saved.
         format: the card format, for readers of older or newer checkpoints.
         medclip_version: the version that wrote it.
     """
 
     training: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     format: str = CARD_FORMAT
     medclip_version: str = __version__
 
@@ -153,7 +161,9 @@ def save_model(
     try:
         metadata = {"format": "pt", "medclip_version": __version__}
         write_atomic(staging / MODEL_FILE, lambda temp: save_file(weights, str(temp), metadata))
-        write_text_atomic(staging / CONFIG_FILE, _yaml(to_dict(card)))
+        files = {name: f"{FILES_DIR}/{name}" for name, plugin in modalities.items()
+                 if plugin.save_files(staging / FILES_DIR / name)}  # fmt: skip
+        write_text_atomic(staging / CONFIG_FILE, _yaml(to_dict(replace(card, files=files))))
         preprocess = {
             "medclip_version": __version__,
             "modalities": {name: plugin.preprocess_state() for name, plugin in modalities.items()},
@@ -208,13 +218,29 @@ def read_data_provenance(path: str | Path) -> dict[str, Any] | None:
     return json.loads(file.read_text()) if file.is_file() else None
 
 
+def checkpoint_folder(checkpoint: str | Path, relative: str) -> Path:
+    """A folder a model card names relative to its checkpoint; one outside the checkpoint (``..``, an absolute
+    path, a link out) is refused, so a crafted card cannot make a plugin read files elsewhere."""
+    root = Path(checkpoint).resolve()
+    folder = (root / relative).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir():
+        raise CheckpointError(f"the model card names a file folder that is not inside the checkpoint: {relative!r}")
+    return folder
+
+
 def restore_modalities(path: str | Path, card: ModelCard) -> dict[str, Modality]:
-    """Rebuild each modality plugin with its saved options and learned preprocessing state."""
+    """Rebuild each modality plugin with its saved options, the files the checkpoint carries for it (``files/``)
+    and its learned preprocessing state."""
     saved = json.loads((Path(path) / PREPROCESS_FILE).read_text())["modalities"]
     modalities = build_modalities(card.modalities)
+    unknown = sorted(set(card.files) - set(modalities))
+    if unknown:
+        raise CheckpointError(f"the model card lists files for modalities it does not have: {', '.join(unknown)}")
     for name, plugin in modalities.items():
         if name not in saved:
             raise CheckpointError(f"{PREPROCESS_FILE} has no preprocessing state for modality {name!r}")
+        if name in card.files:
+            plugin.attach_files(checkpoint_folder(path, card.files[name]))
         plugin.load_preprocess_state(saved[name])
     return modalities
 

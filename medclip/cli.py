@@ -4,7 +4,7 @@ medclip quickstart --out DIR
 medclip pretrain --config recipes/configs/pretrain_example.yaml train.steps=100 --out runs/x
 medclip inspect PATH [--modality NAME]
 medclip recipes list | medclip recipes copy pretrain my.yaml [--file ct_report_pretrain.yaml]
-medclip convert-weights IN.pt OUT.safetensors [--trust-pickle]
+medclip convert-weights IN.pt OUT.safetensors [--trust-pickle] [--from FORMAT --to MODALITY]
 medclip export CHECKPOINT --format onnx --modality report --out DIR
 medclip export-card CHECKPOINT
 
@@ -121,12 +121,52 @@ def _convert_weights(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .weights import convert_weights
 
+    if args.importer:
+        return _import_weights(args)
+    if args.to:
+        print("medclip: error: --to needs --from FORMAT (which release the weights come from)", file=sys.stderr)
+        return 2
     try:
         path = convert_weights(args.source, args.destination, trust_pickle=args.trust_pickle)
     except CheckpointError as error:
         print(f"medclip: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    return 0
+
+
+def _import_weights(args: argparse.Namespace) -> int:
+    """``convert-weights --from FORMAT --to MODALITY``: a key-mapped file, and the options the user should set."""
+    import yaml
+
+    from .checkpoint import CheckpointError
+    from .weights.importers import ImportOptions, convert_foreign, register_builtin_importers
+
+    register_builtin_importers()
+    options = ImportOptions(
+        trust_pickle=args.trust_pickle,
+        arch=args.arch or "",
+        quickgelu=args.quickgelu,
+        in_channels=args.in_channels or 0,
+        vocab=args.vocab or "",
+        heads=args.heads or 0,
+        pixel_mean=args.pixel_mean,
+        pixel_std=args.pixel_std,
+    )
+    try:
+        result = convert_foreign(args.source, args.destination, args.importer, args.to or "", options)
+    except CheckpointError as error:
+        print(f"medclip: error: {error}", file=sys.stderr)
+        return 2
+    where = f" into `{result.scope}`" if result.scope else ""
+    print(f"wrote {result.destination} ({result.tensors} tensors for the {result.modality} encoder{where})")
+    for note in result.notes:
+        print(f"  - {note}")
+    options_block = dict(result.settings)
+    if "hf_model" not in options_block:  # a weights file (hf_text writes a model folder, named by hf_model)
+        options_block["weights"] = str(result.destination)
+    print("set in your config:")
+    print(yaml.safe_dump({"modalities": {result.modality: options_block}}, sort_keys=False).rstrip())
     return 0
 
 
@@ -205,15 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.set_defaults(handler=_recipes)
     convert = subparsers.add_parser(
         "convert-weights",
-        help="convert user-supplied PyTorch weights (.pt/.pth/.bin/.ckpt) to safetensors, never running pickled code",
+        help="convert foreign weights to safetensors, never running pickled code; with --from/--to, map a release "
+        "(open_clip, timm, MONAI, MedicalNet, Hugging Face text) onto a modality's encoder",
+        description="Without --from: a plain copy of the tensors into safetensors. With --from FORMAT --to MODALITY: "
+        "the release's keys are mapped onto the modality's encoder and checked; the file then goes into the "
+        "modality's weights: option (printed). See docs/warm_start.md.",
     )
-    convert.add_argument("source", help="the weights file (.safetensors, or a pickle-based PyTorch file)")
-    convert.add_argument("destination", help="the .safetensors file to write")
+    convert.add_argument("source", help="the weights: a .safetensors file or folder, or a pickle-based PyTorch file")
+    convert.add_argument("destination", help="the .safetensors file to write (a folder for --from hf_text)")
     convert.add_argument(
         "--trust-pickle",
         action="store_true",
         help="allow a pickle-based file; it is read with torch.load(weights_only=True), which accepts tensors only",
     )
+    convert.add_argument(
+        "--from",
+        dest="importer",
+        metavar="FORMAT",
+        help="the release's format: open_clip, timm, monai_resnet, medicalnet, hf_text",
+    )
+    convert.add_argument(
+        "--to", metavar="MODALITY", help="the modality whose encoder takes the weights (wsi, report, ct)"
+    )
+    convert.add_argument("--arch", help="the target timm model (--from timm; open_clip towers built on timm)")
+    convert.add_argument("--quickgelu", action="store_true", help="open_clip weights trained with QuickGELU (OpenAI's)")
+    convert.add_argument("--in-channels", type=int, help="3-D ResNets: input channels of the encoder (ct: HU windows)")
+    convert.add_argument("--vocab", help="open_clip text: CLIP's merges file (default: the installed open_clip's)")
+    convert.add_argument("--heads", type=int, help="open_clip text: attention heads (default: width / 64)")
+    convert.add_argument("--pixel-mean", type=float, nargs=3, help="image towers: the mean the weights expect (R G B)")
+    convert.add_argument("--pixel-std", type=float, nargs=3, help="image towers: the std the weights expect (R G B)")
     convert.set_defaults(handler=_convert_weights)
     _add_export_commands(subparsers)
     return parser

@@ -45,12 +45,27 @@ def build_modalities(modalities: Mapping[str, Mapping[str, Any] | None]) -> dict
     return {name: get_modality(name, dict(options or {})) for name, options in modalities.items()}
 
 
-def build_model(model_config: ModelConfig, modalities: Mapping[str, Modality]) -> ContrastiveModel:
+def build_model(
+    model_config: ModelConfig, modalities: Mapping[str, Modality], apply_weights: bool = False
+) -> ContrastiveModel:
     """Encoders from each plugin + a projection head each onto ``model_config.embed_dim``.
 
-    The model carries ``preprocess``: the evaluation-time preprocessing of the same plugins.
+    Args:
+        model_config: the embedding settings.
+        modalities: the configured plugins.
+        apply_weights: a NEW model for training: each modality's ``weights:`` file fills its encoder (checked
+            strictly, all or nothing; see ``medclip.weights.warm_start``). Loading a checkpoint leaves it False: the
+            checkpoint's weights win and the file need not exist where the checkpoint is loaded.
+
+    The model carries ``preprocess``: the evaluation-time preprocessing of the same plugins, and ``warm_start``:
+    modality -> what its encoder was loaded from (empty when nothing was).
     """
     encoders = {name: plugin.build_encoder() for name, plugin in modalities.items()}
+    warm_start = {}
+    if apply_weights:
+        from .weights.warm_start import apply_modality_weights  # lazy: medclip.weights imports the checkpoint module
+
+        warm_start = apply_modality_weights(encoders, modalities)
     heads = {
         name: ProjectionHead(encoder.output_dim, model_config.embed_dim, model_config.head_hidden_dim)
         for name, encoder in encoders.items()
@@ -62,6 +77,7 @@ def build_model(model_config: ModelConfig, modalities: Mapping[str, Modality]) -
         max_logit_scale=model_config.max_logit_scale,
     )
     model.preprocess = Preprocess(modalities)
+    model.warm_start = warm_start
     return model
 
 
@@ -86,6 +102,7 @@ def create_model(
     Returns:
         The ``ContrastiveModel``; ``model.preprocess`` prepares inputs for it. Plugins that learn preprocessing from
         data (a tokenizer, a gene vocabulary) must be fitted before their transforms are used: pretraining does it.
+        Each modality's ``weights:`` file (if any) fills its encoder; ``model.warm_start`` says what was loaded.
     """
     if isinstance(modalities, ModelSpec):
         spec = modalities
@@ -93,5 +110,5 @@ def create_model(
         spec = model_spec({"modalities": {name: dict(options or {}) for name, options in modalities.items()}})
         if model is not None:
             spec.model = model if isinstance(model, ModelConfig) else build(ModelConfig, model, _path="model")
-    built = build_model(spec.model, build_modalities(spec.modalities))
+    built = build_model(spec.model, build_modalities(spec.modalities), apply_weights=True)
     return built.to(device)

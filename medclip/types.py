@@ -67,11 +67,17 @@ class ModalityConfig:
         width: hidden size of the encoder; its pooled output has this many features.
         max_decoded_mb: the most memory one input may take once decoded (checked from its header before decoding
             or resampling, see ``medclip.data.safe_io``): a small crafted file must not allocate gigabytes.
+        weights: a local ``.safetensors`` file (or a directory of them) the encoder starts from when a NEW model is
+            built for training, checked strictly (every tensor present with its shape, nothing extra; nothing is
+            loaded unless everything fits). Foreign formats (open_clip, timm, MONAI, MedicalNet) are mapped onto the
+            encoder once with ``medclip convert-weights``. Never applied when a checkpoint is loaded: the
+            checkpoint's own weights win, and the file need not exist there. See docs/warm_start.md.
     """
 
     encoder: str = "default"
     width: int = 256
     max_decoded_mb: float = 2048.0
+    weights: str = ""
 
 
 class ModalityError(ValueError):
@@ -106,6 +112,9 @@ class Modality:
     # input key (or the modality's name for a tensor input) -> {axis: dimension name}; exported towers keep them
     # dynamic (medclip.export also detects axes that vary across the plugin's synthetic samples).
     export_dynamic_axes: ClassVar[Mapping[str, Mapping[int, str]]] = {}
+    # Where foreign encoder parts fit inside this plugin's encoder: part kind -> module path ("" = the whole encoder).
+    # `medclip convert-weights --to NAME` writes an importer's output under that path (see medclip/weights/).
+    weight_slots: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -163,6 +172,21 @@ class Modality:
 
     def check_compatible(self, sample_meta: Mapping[str, Any]) -> None:
         """Raise ModalityError if an input's metadata disagrees with this model's preprocessing fingerprint."""
+
+    # --- files a checkpoint carries for the plugin -----------------------------------------------------------------
+    def save_files(self, folder: Path) -> bool:
+        """Write the files the restored plugin needs beyond ``preprocess.json`` into ``folder`` (created by the
+        plugin); return whether it wrote any.
+
+        A checkpoint must not depend on a folder elsewhere on the machine that trained it (a Hugging Face model's
+        config and tokenizer): what the plugin writes here travels with the checkpoint, and ``attach_files`` reads it.
+        """
+        return False
+
+    def attach_files(self, folder: Path) -> None:
+        """Use the files a checkpoint carries for this plugin (written by ``save_files``) instead of the paths in its
+        options; called before ``load_preprocess_state``."""
+        raise ValueError(f"modality {self.name!r} keeps no files in checkpoints, but the checkpoint lists some for it")
 
 
 def present_rows(mask: Tensor) -> Tensor:

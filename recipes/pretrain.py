@@ -7,6 +7,8 @@ at your CSV/Parquet manifest, name the modalities and their options, and run. Ou
 
 The recipe composes library pieces: the manifest and its patient split (``medclip.data``), the model from its
 description (``medclip.factory``), the loss registry (``medclip.losses``) and the training loop (``medclip.train``).
+A new run's encoders can start from weights (each modality's ``weights:``, and ``train.init_from``: a medclip
+checkpoint's towers; ``medclip.weights``, docs/warm_start.md); a resumed run continues from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ from medclip.losses import build_loss
 from medclip.train import TrainConfig, Trainer
 from medclip.train.launch import Runtime, setup_runtime, teardown_runtime
 from medclip.train.resilience import resolve_resume
+from medclip.types import Modality
+from medclip.weights.init_from import (
+    InitSource,
+    init_from_checkpoint,
+    open_init_source,
+    restore_learned_preprocessing,
+)
+from medclip.weights.warm_start import check_no_overlap, weights_sources
 
 COMMAND = "pretrain"
 HELP = "contrastive pretraining on a manifest of institutional data (DDP under torchrun)"
@@ -102,6 +112,23 @@ def model_card(cfg: Config) -> ModelCard:
     return ModelCard(modalities=cfg.modalities, model=cfg.model, training=training)
 
 
+def open_warm_starts(train: TrainConfig, modalities: dict[str, Modality]) -> tuple[InitSource | None, list[str]]:
+    """Check a new run's warm starts before any data is read: every ``weights:`` file, and ``train.init_from``.
+
+    Returns:
+        The opened init_from checkpoint (None without one), and the towers whose learned preprocessing (tokenizer,
+        gene vocabulary) it restored, which must not be fitted again.
+    """
+    weights_sources(modalities)  # missing, pickle-based or unreadable files are refused now, by option name
+    if not train.init_from:
+        if train.init_modalities:
+            raise ConfigError("train.init_modalities picks towers of train.init_from, which is empty")
+        return None, []
+    source = open_init_source(train.init_from, list(modalities), train.init_modalities)
+    check_no_overlap(modalities, source.towers)
+    return source, restore_learned_preprocessing(source, modalities)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -123,13 +150,20 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
     try:
         seed_everything(cfg.train.seed + runtime.rank)
         card = model_card(cfg)
+        init_source = None
         if resume is not None:
             saved = read_card(resume)
             if saved.modalities != cfg.modalities or saved.training.get("loss") != cfg.loss:
                 raise ValueError("train.resume: the checkpoint's modality or loss settings differ from this config's")
             modalities = restore_modalities(resume, saved)
+            fit: bool | set[str] = False
+            for key in ("warm_start", "init_from"):  # what the run started from stays on its later checkpoints
+                if key in saved.training:
+                    card.training[key] = saved.training[key]
         else:
             modalities = build_modalities(cfg.modalities)
+            init_source, restored = open_warm_starts(cfg.train, modalities)  # before reading data: fail fast
+            fit = set(modalities) - set(restored)
         manifest = read_manifest(
             cfg.data.manifest,
             list(modalities),
@@ -145,12 +179,19 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
             "split_seed": split_config.split_seed,
         }  # the fractions actually used: evaluation must find the same held-out patients
         splits = split_config.assign(manifest)
-        datasets, summary = prepare_datasets(manifest, modalities, splits, resume is None, cfg.data.confine_paths)
+        datasets, summary = prepare_datasets(manifest, modalities, splits, fit, cfg.data.confine_paths)
         check_skip_fraction(summary, manifest.total_rows, cfg.data.max_skip_fraction)
+        model = build_model(cfg.model, modalities, apply_weights=resume is None)
+        if model.warm_start:
+            card.training["warm_start"] = model.warm_start
+        if init_source is not None:
+            card.training["init_from"] = init_from_checkpoint(
+                model, init_source, heads=cfg.train.init_heads, logit_scale=cfg.train.init_logit_scale
+            )
         trainer = Trainer(
             card,
             modalities,
-            build_model(cfg.model, modalities),
+            model,
             build_loss(cfg.loss),
             datasets["train"],
             collate=partial(collate_samples, modalities=modalities),

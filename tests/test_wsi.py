@@ -285,13 +285,16 @@ def test_feature_cache_trains_without_the_slide(tmp_path, slide_path):
     assert features.shape == (len(coords), summary["feature_dim"]) and record["patch_weights"] == "random-init"
 
     torch.manual_seed(0)  # the cache builder's seed: the same random-init encoder
+    from modalities.wsi.normalisation import resolve_normalisation
     from modalities.wsi.patch_encoder import TimmPatchEncoder
     from modalities.wsi.transforms import to_tensor
 
     encoder = TimmPatchEncoder("test_resnet").eval()
     pixels = Slide(copy, "tiffslide").read_patches(coords[:4], 128, 1.0)
+    statistics = resolve_normalisation(cfg)  # the backbone's own (timm's test_resnet: 0.5 / 0.5)
+    assert record["pixel_mean"] == list(statistics.mean) == [0.5, 0.5, 0.5]
     with torch.no_grad():
-        recomputed = encoder(to_tensor(pixels)).numpy()
+        recomputed = encoder(to_tensor(pixels, statistics.mean, statistics.std)).numpy()
     np.testing.assert_allclose(features[:4], recomputed, rtol=1e-2, atol=1e-2)  # stored as float16
 
     feature_cfg = WSIConfig(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from ..types import Modality
@@ -24,7 +24,7 @@ def prepare_datasets(
     manifest: Manifest,
     modalities: Mapping[str, Modality],
     splits: Mapping[int, str],
-    fit: bool,
+    fit: bool | Collection[str],
     confine_paths: bool = False,
 ) -> tuple[dict[str, ManifestDataset], SkipSummary]:
     """One dataset per split (training transforms for "train"), fitting data-dependent preprocessing when ``fit``.
@@ -33,7 +33,8 @@ def prepare_datasets(
         manifest: the pseudonymised manifest.
         modalities: name -> plugin; those with ``fits_on_data`` are fitted on the training rows when ``fit``.
         splits: row number -> split.
-        fit: False when the plugins were restored from a checkpoint (resume) and must keep their state.
+        fit: False when the plugins were restored from a checkpoint (resume) and must keep their state; or the names
+            of the plugins to fit (the others were restored, e.g. towers taken from ``train.init_from``).
         confine_paths: refuse cells whose path leaves the manifest's folder (``ManifestDataset``).
 
     Returns:
@@ -49,7 +50,7 @@ def prepare_datasets(
     flag_files_of_several_patients(datasets.values())
     if fit:
         for name, plugin in modalities.items():
-            if plugin.fits_on_data:
+            if plugin.fits_on_data and (fit is True or name in fit):
                 plugin.fit(datasets["train"].load_raw(name))
     for dataset in datasets.values():
         dataset.set_transforms({name: p.transforms(train=dataset.train) for name, p in modalities.items()})

@@ -35,10 +35,16 @@ class TrainConfig:
     # experiment trackers (medclip/train/logger.py): jsonl | tensorboard | wandb | mlflow (the last two offline by
     # default, extra medclip[tracking]); the training curve is drawn from jsonl
     loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
-    # --- validation on held-out patients (medclip/train/validation.py): the only sign of memorisation ---
+    # --- validation on held-out patients (medclip/eval/validation.py): the only sign of memorisation ---
     val_every: int = 100  # validate every N steps (and always at the end); 0 = only at the end
     best_metric: str = "val/mean_R@1"  # the validation metric that picks the best/ checkpoint (higher is better)
     early_stopping_patience: int = 0  # stop after this many validations without improving best_metric; 0 = never
+    # Warm start of a NEW run (ignored on resume): a medclip checkpoint directory whose towers (encoder + head, and the
+    # learned tokenizer / gene vocabulary) the run starts from; docs/warm_start.md. Foreign weights: `weights:`.
+    init_from: str = ""
+    init_modalities: list[str] = field(default_factory=list)  # towers taken from init_from; empty = all shared ones
+    init_heads: bool = True  # also take each tower's projection head when the checkpoint has one
+    init_logit_scale: bool = False  # also take the learned temperature
 
     def __post_init__(self) -> None:
         from ..config import ConfigError

@@ -40,6 +40,19 @@ def is_pickle_file(path: Path) -> bool:
     return head.startswith(_ZIP_MAGIC) or (len(head) > 0 and head[0] == _PICKLE_PROTOCOL_MARK)
 
 
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with serialized code), read from its member names only."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(
+                name.split("/", 2)[1:2] == ["code"] or name.endswith("/constants.pkl") for name in archive.namelist()
+            )
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def _flatten(state: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     """Nested dicts of tensors -> one flat ``{"a.b.c": tensor}``; anything that is not a tensor is an error."""
     if isinstance(state, torch.Tensor):
@@ -92,6 +105,12 @@ def import_torch_weights(path: str | Path, trust_pickle: bool = False) -> dict[s
             "trust its source, pass --trust-pickle (trust_pickle=True): it is then read with "
             "torch.load(weights_only=True), which accepts tensors only, and can be converted to safetensors once "
             "with `medclip convert-weights`."
+        )
+    if is_torchscript(path):
+        raise CheckpointError(
+            f"{path.name} is a TorchScript archive (as OpenAI's original CLIP .pt files are): it holds code, which "
+            "medclip never loads. Load it once where you trust it (open_clip.create_model(NAME, pretrained=FILE)), "
+            "save model.state_dict() with safetensors.torch.save_file, and convert that file."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

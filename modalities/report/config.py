@@ -17,7 +17,9 @@ class ReportConfig(ModalityConfig):
 
     Attributes:
         encoder: "transformer" (a small text transformer trained from scratch, with a BPE tokenizer fitted on
-            the training reports) or "hf" (a pretrained Hugging Face model and its own tokenizer, from local files).
+            the training reports), "hf" (a pretrained Hugging Face model and its own tokenizer, from local files), or
+            "clip_text" / "clip_text_quickgelu" (a CLIP text tower and its vocabulary, from ``weights``: a file
+            written by ``medclip convert-weights --from open_clip --to report``, which prints the options to set).
         hf_model: local directory (or name already in the local Hugging Face cache) of the "hf" model; never
             downloaded.
         width: hidden size of the "transformer" encoder; the "hf" encoder uses the model's own hidden size.
@@ -71,7 +73,7 @@ class ReportConfig(ModalityConfig):
             raise ValueError("report.max_tokens must be at least 3 ([CLS], one token, [SEP])")
         if self.max_sentences < 1:
             raise ValueError("report.max_sentences must be at least 1")
-        if self.encoder == "transformer" and self.width % self.heads != 0:
+        if self.encoder in ("transformer", "clip_text", "clip_text_quickgelu") and self.width % self.heads != 0:
             raise ValueError(f"report.heads ({self.heads}) must divide report.width ({self.width})")
         if self.pooling not in POOLINGS:
             raise ValueError(f"report.pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")

@@ -13,6 +13,8 @@ better sentence similarity (the sentence-transformers finding). Using one rule f
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
@@ -20,7 +22,7 @@ from medclip.nn import pre_norm_encoder
 from medclip.types import EncoderOutput
 
 from .config import ReportConfig
-from .hf_local import load_local, transformers_module
+from .hf_local import load_pretrained_model, model_from_files
 from .pooling import masked_mean, sentence_means
 
 
@@ -48,7 +50,7 @@ class TransformerReportEncoder(nn.Module):
     LayerNorm normalises the output of the last residual stream.
     """
 
-    def __init__(self, cfg: ReportConfig) -> None:
+    def __init__(self, cfg: ReportConfig, files: Path | None = None) -> None:
         super().__init__()
         self.output_dim = cfg.width
         self.max_tokens = cfg.max_tokens
@@ -78,12 +80,16 @@ class HFReportEncoder(nn.Module):
     """A pretrained Hugging Face encoder (BERT, RoBERTa, BiomedBERT, CXR-BERT ...) loaded from local files.
 
     Its width is the model's hidden size; ``cfg.width``, ``layers``, ``heads`` and ``dropout`` do not apply.
+
+    Args:
+        cfg: the report options (``hf_model``: the local folder of a new model).
+        files: the model files a checkpoint carries; the model is then built from their config, untrained, and the
+            checkpoint's weights fill it (``hf_model`` is not read).
     """
 
-    def __init__(self, cfg: ReportConfig) -> None:
+    def __init__(self, cfg: ReportConfig, files: Path | None = None) -> None:
         super().__init__()
-        transformers = transformers_module()
-        self.model = load_local(transformers.AutoModel.from_pretrained, cfg.hf_model, "model")
+        self.model = model_from_files(files) if files is not None else load_pretrained_model(cfg.hf_model)
         self.output_dim = int(self.model.config.hidden_size)
         self.max_sentences = cfg.max_sentences
         self.pooling = cfg.pooling

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from medclip.types import Modality, ModalityError, Sample
 from .backends import REPORT_ENCODERS, ReportBackend
 from .cleaning import clean_report_text
 from .config import ReportConfig
+from .hf_local import save_model_files
 from .reading import read_report, resolve_cell
 from .sections import extract_sections
 from .sentences import split_sentences
@@ -43,11 +45,14 @@ class ReportModality(Modality):
     file_suffixes = (".txt", ".md")
     text_input = True  # model.tokenizer(texts) -> the report batch
     export_dynamic_axes = {key: {1: "tokens"} for key in ("input_ids", "attention_mask", "sentence_ids")}
+    # open_clip / OpenAI-CLIP text towers fill the whole "clip_text" encoder
+    weight_slots = {"clip_text": ""}
 
     def __init__(self, config: ReportConfig | None = None) -> None:
         super().__init__(config)
         REPORT_ENCODERS.get(self.config.encoder)  # fail early, listing the available encoders
         self._tokenizer: ReportTokenizer | None = None
+        self._files: Path | None = None  # the model files a checkpoint carries ("hf"), once attached
 
     # --- manifest cell -> reference -> sample ----------------------------------------------------------------------
     def resolve(self, value: str, root: str | os.PathLike) -> str | os.PathLike | Mapping[str, Any]:
@@ -124,7 +129,23 @@ class ReportModality(Modality):
             raise ValueError(f"report preprocess state has format {found!r}, expected {PREPROCESS_FORMAT}")
         if "tokenizer" not in state:
             raise ValueError("report preprocess state holds no tokenizer")
-        self._tokenizer = self._backend(self.config).tokenizer.from_state(state["tokenizer"], self.config)
+        self._tokenizer = self._backend(self.config).tokenizer.from_state(state["tokenizer"], self.config, self._files)
+
+    # --- files a checkpoint carries ----------------------------------------------------------------------------------
+    def save_files(self, folder: Path) -> bool:
+        """The "hf" encoder's config and tokenizer files, so the checkpoint never needs ``hf_model`` again."""
+        cfg = self.config
+        if not self._backend(cfg).carries_files:
+            return False
+        source = str(self._files) if self._files is not None else cfg.hf_model
+        save_model_files(source, self._require_tokenizer(cfg), folder)
+        return True
+
+    def attach_files(self, folder: Path) -> None:
+        """Build the encoder and read the tokenizer from a checkpoint's files instead of ``hf_model``."""
+        if not self._backend(self.config).carries_files:
+            super().attach_files(folder)
+        self._files = Path(folder)
 
     # --- the five methods of DESIGN.md -----------------------------------------------------------------------------
     def transforms(self, train: bool) -> Callable[[Sample], Sample]:
@@ -135,7 +156,7 @@ class ReportModality(Modality):
     def build_encoder(self) -> nn.Module:
         """The encoder ``cfg.encoder`` names: batch["report"] -> pooled (B, D), sentence tokens (B, S, D)."""
         cfg = self.config
-        return self._backend(cfg).encoder(cfg)
+        return self._backend(cfg).encoder(cfg, self._files)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Pad to the longest report: input_ids (B, T) long, attention_mask (B, T) bool, sentence_ids (B, T) long.

@@ -11,6 +11,7 @@ thread pool, which then deadlocks or warns in forked DataLoader workers, and rep
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -94,7 +95,7 @@ class BPEReportTokenizer:
         return None
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig) -> BPEReportTokenizer:
+    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig, files: Path | None = None) -> BPEReportTokenizer:
         from tokenizers import Tokenizer
 
         _check_kind(state, cls.kind)
@@ -138,11 +139,14 @@ class HFReportTokenizer:
         return cls.from_config(cfg)
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig) -> HFReportTokenizer:
+    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig, files: Path | None = None) -> HFReportTokenizer:
+        """The tokenizer of the saved state: from the files a checkpoint carries (``files``), else from the model
+        folder the state names (``hf_model``, kept as the tokenizer's provenance either way)."""
         _check_kind(state, cls.kind)
         transformers = transformers_module()
         hf_model = str(state["hf_model"])
-        tokenizer = cls(load_local(transformers.AutoTokenizer.from_pretrained, hf_model, "tokenizer"), hf_model)
+        source = str(files) if files is not None else hf_model
+        tokenizer = cls(load_local(transformers.AutoTokenizer.from_pretrained, source, "tokenizer"), hf_model)
         if tokenizer.vocab_size != state["vocab_size"]:
             raise ValueError(
                 f"report tokenizer of hf_model={hf_model!r} has {tokenizer.vocab_size} tokens but the checkpoint was "
@@ -159,6 +163,10 @@ class HFReportTokenizer:
 
     def state(self) -> dict[str, Any]:
         return {"kind": self.kind, "hf_model": self.hf_model, "vocab_size": self.vocab_size}
+
+    def save(self, folder: Path) -> None:
+        """Write the tokenizer's files (JSON / text, never a pickle) into ``folder``."""
+        self._tokenizer.save_pretrained(str(folder))
 
 
 def _check_kind(state: Mapping[str, Any], kind: str) -> None:

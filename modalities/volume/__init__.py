@@ -8,11 +8,13 @@ from .geometry import LPS_TO_RAS, check_affine, orientation_code, reorient, spac
 from .limits import VolumeLimits
 from .modality import VolumeModality
 from .preprocess import GeometrySpec, apply_geometry
+from .resnet3d import VARIANTS as RESNET3D_VARIANTS  # registers the MONAI / MedicalNet ResNets
 from .volume import Volume
 
 __all__ = [
     "LPS_TO_RAS",
     "PRESETS",
+    "RESNET3D_VARIANTS",
     "VOLUME_ENCODERS",
     "GeometrySpec",
     "Volume",

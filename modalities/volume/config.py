@@ -15,7 +15,9 @@ class VolumeEncoderConfig(ModalityConfig):
     """Encoder options of a volume plugin; subclasses add their preprocessing fields after these.
 
     Attributes:
-        encoder: "vit" (3D ViT, patch tokens) or "resnet" (3D ResNet, feature-map tokens).
+        encoder: "vit" (3D ViT, patch tokens) or "resnet" (3D ResNet, feature-map tokens), or a ResNet laid out as
+            MONAI's for pretrained weights: "monai_resnet{10,18,34,50}" / "medicalnet_resnet{10,18,34,50}"
+            (``resnet3d.py``; width and layers are fixed by the name, ``weights:`` from ``medclip convert-weights``).
         preset: "tiny" (CPU tests and demos) or "base" (GPUs); width/layers/heads/patch_size override it when set.
         width: encoder hidden size; 0 = the preset's.
         layers: ViT blocks / ResNet blocks per stage; 0 = the preset's.

@@ -63,6 +63,10 @@ PRESETS: dict[str, dict[str, dict[str, object]]] = {
     },
 }
 
+# Encoders whose architecture is fixed by their name (the MONAI / MedicalNet ResNets of resnet3d.py) take no preset
+# values: a width or layer count set in the config is refused by the encoder.
+FIXED_ARCHITECTURE: dict[str, object] = {"width": 0, "layers": 0, "heads": 1, "patch_size": (1, 1, 1)}
+
 VOLUME_ENCODERS: Registry[Callable[[VolumeEncoderSpec], nn.Module]] = Registry("volume encoder")
 
 
@@ -87,7 +91,7 @@ def resolve_spec(
     VOLUME_ENCODERS.get(encoder)  # unknown names list the registered ones
     if preset not in PRESETS:
         raise ValueError(f"unknown volume encoder preset {preset!r}; known: {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset][encoder])
+    values = dict(PRESETS[preset].get(encoder, FIXED_ARCHITECTURE))
     patch = tuple(int(size) for size in (patch_size or values["patch_size"]))
     if len(patch) == 1:
         patch = patch * 3

@@ -41,6 +41,8 @@ class VolumeModality(Modality):
     """
 
     state_format = ""
+    # MONAI / MedicalNet 3-D ResNet weights fill the whole encoder (encoder: monai_resnet18, medicalnet_resnet10, ...)
+    weight_slots = {"resnet3d": ""}
 
     def __init__(self, config: VolumeEncoderConfig | None = None) -> None:
         super().__init__(config)

@@ -30,6 +30,7 @@ from medclip.types import ModalityError
 
 from .config import WSIConfig
 from .grid import tissue_grid
+from .normalisation import PixelNormalisation, resolve_normalisation
 from .patch_encoder import TimmPatchEncoder
 from .slide import open_slide
 from .transforms import to_tensor
@@ -120,11 +121,19 @@ def read_features(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict
     return features.astype(np.float32), coords.astype(np.int64), record
 
 
-def cache_record(cfg: WSIConfig, extent: float) -> dict[str, Any]:
+def patch_weights_file(cfg: WSIConfig) -> str:
+    """The weights the cache embeds patches with: ``patch_weights``, else a ``weights:`` file (a converted patch
+    backbone, ``medclip convert-weights --to wsi``), so cached features come from the encoder training would build."""
+    return cfg.patch_weights or cfg.weights
+
+
+def cache_record(cfg: WSIConfig, extent: float, normalisation: PixelNormalisation) -> dict[str, Any]:
     """What a cache entry records about how its features were made (checked against the training config)."""
     return {
         "patch_encoder": cfg.patch_encoder,
-        "patch_weights": weights_fingerprint(cfg.patch_weights),
+        "patch_weights": weights_fingerprint(patch_weights_file(cfg)),
+        "pixel_mean": list(normalisation.mean),
+        "pixel_std": list(normalisation.std),
         "mpp": cfg.mpp,
         "patch_size": cfg.patch_size,
         "stride": cfg.grid_stride,
@@ -156,7 +165,8 @@ def build_feature_cache(
         ``{"written": n, "reused": n, "skipped": {reason: count}, "feature_dim": F}``.
     """
     torch.manual_seed(seed)
-    encoder = TimmPatchEncoder(cfg.patch_encoder, cfg.patch_weights).to(device).eval()
+    encoder = TimmPatchEncoder(cfg.patch_encoder, patch_weights_file(cfg)).to(device).eval()
+    pixels = resolve_normalisation(cfg)  # the statistics the backbone's weights were trained with
     written, reused, skipped = 0, 0, Counter()
     for index, path in enumerate(slides):
         try:
@@ -185,12 +195,13 @@ def build_feature_cache(
             for start in range(0, len(grid), batch_size):
                 coords = grid.coordinates[start : start + batch_size]
                 patches = slide.read_patches(coords, cfg.patch_size, cfg.mpp, cfg.threads)  # (b, S, S, 3)
-                chunks.append(encoder(to_tensor(patches).to(device)).float().cpu().numpy())  # (b, F)
+                normalised = to_tensor(patches, pixels.mean, pixels.std).to(device)  # (b, 3, S, S)
+                chunks.append(encoder(normalised).float().cpu().numpy())  # (b, F)
         except ModalityError as error:
             skipped[error.reason] += 1
             logger.warning("slide %d: skipped [%s] %s", index + 1, error.reason, error)
             continue
-        write_features(folder, key, np.concatenate(chunks), grid.coordinates, cache_record(cfg, grid.extent))
+        write_features(folder, key, np.concatenate(chunks), grid.coordinates, cache_record(cfg, grid.extent, pixels))
         written += 1
     return {"written": written, "reused": reused, "skipped": dict(skipped), "feature_dim": encoder.output_dim}
 

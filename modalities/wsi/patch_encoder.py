@@ -28,30 +28,33 @@ def create_timm_backbone(name: str) -> nn.Module:
 
 
 def load_local_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load a local ``.safetensors`` state dict into ``model`` (classifier weights in the file are ignored).
+    """Load a local ``.safetensors`` file into the timm ``model`` strictly (classifier weights in the file are ignored).
+
+    The file holds the backbone's own keys (a timm release), or is a file ``medclip convert-weights --to wsi`` wrote
+    (keys under ``patch_encoder.model.``, which are taken off).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: not a .safetensors file, or its tensors do not fit the model (counts of missing / unexpected).
+        ValueError: not a .safetensors file, or its tensors do not fit the model (the error names the keys).
     """
-    from safetensors.torch import load_file
+    from medclip.weights.files import SCOPE, open_weights
+    from medclip.weights.strict import assign, check_tensors, require_fit
 
     path = Path(path).expanduser()
     if path.suffix != ".safetensors":
         raise ValueError("wsi patch weights must be a .safetensors file (pickled checkpoints are never loaded)")
     if not path.is_file():
         raise FileNotFoundError(f"wsi patch weights file not found: {path}")
-    state = load_file(str(path))
+    source = open_weights(path, "wsi patch_weights")
+    state = source.tensors()
+    prefix = f"{source.metadata[SCOPE]}." if source.metadata.get(SCOPE) else ""
+    state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ""
-    if classifier:
-        state = {key: value for key, value in state.items() if not key.startswith(f"{classifier}.")}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"wsi patch weights do not fit the model: {len(result.missing_keys)} missing tensors "
-            f"(first: {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected "
-            f"(first: {result.unexpected_keys[:3]})"
-        )
+    for head in (classifier,) if isinstance(classifier, str) else tuple(classifier):
+        if head:
+            state = {key: value for key, value in state.items() if not key.startswith(f"{head}.")}
+    require_fit(check_tensors(model.state_dict(), state), "wsi patch weights")
+    assign(model, state)
 
 
 class TimmPatchEncoder(nn.Module):

@@ -26,10 +26,11 @@ from medclip.types import Modality, ModalityError, Sample
 from .config import WSIConfig
 from .encoder import WSIEncoder
 from .grid import PatchGrid, tissue_grid
+from .normalisation import PixelNormalisation, from_fingerprint, resolve_normalisation
 from .reference import PatchSpec, SlideReference, parse_reference
 from .slide import Slide, open_slide
 from .spacing import check_mpp
-from .transforms import PIXEL_MEAN, PIXEL_STD, WSITransform
+from .transforms import WSITransform
 
 STATE_FORMAT = "medclip.wsi/1"
 MPP_MISMATCH = 0.05  # inputs more than 5% off the training MPP show tissue at another scale: refused
@@ -42,11 +43,21 @@ class WSIModality(Modality):
     name = "wsi"
     config_class = WSIConfig
     file_suffixes = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".mrxs", ".bif", ".vms", ".svslide")
+    # timm backbones (converted open_clip visual towers, timm checkpoints) fill the patch encoder's model
+    weight_slots = {"timm_backbone": "patch_encoder.model"}
 
     def __init__(self, config: WSIConfig | None = None) -> None:
         super().__init__(config)
         self.config: WSIConfig
         self._grids: OrderedDict[tuple, PatchGrid] = OrderedDict()
+        self._normalisation: PixelNormalisation | None = None  # resolved on first use, or restored from a checkpoint
+
+    @property
+    def normalisation(self) -> PixelNormalisation:
+        """The pixel statistics of the patch encoder's weights (``normalisation.py``)."""
+        if self._normalisation is None:
+            self._normalisation = resolve_normalisation(self.config)
+        return self._normalisation
 
     # --- manifest cell -> reference -> sample ------------------------------------------------------------------------
     def resolve(self, value: str, root: str | os.PathLike) -> Path | Mapping[str, Any]:
@@ -207,7 +218,10 @@ class WSIModality(Modality):
     def transforms(self, train: bool) -> Callable[[Sample], Sample]:
         """Patches -> normalised (N, 3, S, S) tensors (dihedral turns in training); features -> (N, F) tensors."""
         cfg = self.config
-        return WSITransform(self.name, train, cfg.augment, cfg.max_patches)
+        if cfg.source == "features":  # cached features are already embedded: no pixel statistics needed
+            return WSITransform(self.name, train, cfg.augment, cfg.max_patches)
+        pixels = self.normalisation
+        return WSITransform(self.name, train, cfg.augment, cfg.max_patches, pixels.mean, pixels.std)
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Pad bags to the batch's largest: ``{"wsi": {"pixels" (B, N, 3, S, S) | "features" (B, N, F),
@@ -278,17 +292,22 @@ class WSIModality(Modality):
                 "mpp": cfg.mpp,
                 "patch_size": cfg.patch_size,
                 "stride": cfg.grid_stride,
-                "pixel_mean": list(PIXEL_MEAN),
-                "pixel_std": list(PIXEL_STD),
+                "pixel_mean": list(self.normalisation.mean),
+                "pixel_std": list(self.normalisation.std),
+                "pixel_source": self.normalisation.source,
                 "patch_encoder": cfg.patch_encoder,
                 "feature_dim": cfg.feature_dim,
             },
         }
 
     def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
-        """Check the saved state is this plugin's (all of it lives in the config, which the caller restores)."""
+        """Check the saved state is this plugin's and keep the pixel statistics it was trained with (the rest lives in
+        the config, which the caller restores)."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"wsi preprocess state has format {state.get('format')!r}, expected {STATE_FORMAT}")
+        saved = from_fingerprint(dict(state.get("fingerprint") or {}))
+        if saved is not None:
+            self._normalisation = saved
 
     def check_compatible(self, sample_meta: Mapping[str, Any]) -> None:
         """Refuse patches at another scale than training (``mpp_mismatch``) or features of another encoder."""

@@ -7,24 +7,28 @@ features are randomly subsampled to ``max_patches`` in training, the feature-spa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from medclip.types import Sample
 
-# ImageNet statistics: what timm backbones (and most pathology encoders built on them) expect.
-PIXEL_MEAN = (0.485, 0.456, 0.406)
-PIXEL_STD = (0.229, 0.224, 0.225)
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD
+
+# ImageNet statistics: the default when the backbone's own are unknown (normalisation.py picks the backbone's).
+PIXEL_MEAN = IMAGENET_MEAN
+PIXEL_STD = IMAGENET_STD
 
 
-def to_tensor(patches: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 normalised with ``PIXEL_MEAN`` / ``PIXEL_STD``."""
+def to_tensor(
+    patches: np.ndarray, mean: Sequence[float] = PIXEL_MEAN, std: Sequence[float] = PIXEL_STD
+) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 normalised with the patch encoder's ``mean`` / ``std``."""
     pixels = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, S, S)
-    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+    mean_ = torch.tensor(tuple(mean), dtype=torch.float32).view(1, 3, 1, 1)
+    std_ = torch.tensor(tuple(std), dtype=torch.float32).view(1, 3, 1, 1)
+    return (pixels - mean_) / std_
 
 
 def dihedral(pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -47,13 +51,25 @@ class WSITransform:
         train: augment (dihedral turns; random feature subsets).
         augment: whether dihedral turns are on in training.
         max_patches: patches kept per cached-feature bag in training (0 = all).
+        mean: per-channel mean of the patch encoder's training pixels (``normalisation.py``).
+        std: per-channel standard deviation of the same.
     """
 
-    def __init__(self, name: str, train: bool, augment: bool, max_patches: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        train: bool,
+        augment: bool,
+        max_patches: int,
+        mean: Sequence[float] = PIXEL_MEAN,
+        std: Sequence[float] = PIXEL_STD,
+    ) -> None:
         self.name = name
         self.train = train
         self.augment = augment
         self.max_patches = max_patches
+        self.mean = tuple(mean)
+        self.std = tuple(std)
 
     def __call__(self, sample: Sample) -> Sample:
         if self.name not in sample:
@@ -69,7 +85,7 @@ class WSITransform:
             return {**sample, self.name: features, f"{self.name}_coords": coords}
         if isinstance(data, torch.Tensor) and data.is_floating_point():
             return sample  # already transformed
-        pixels = to_tensor(np.asarray(data))  # (N, 3, S, S)
+        pixels = to_tensor(np.asarray(data), self.mean, self.std)  # (N, 3, S, S)
         if self.train and self.augment:
             pixels = dihedral(pixels)
         return {**sample, self.name: pixels, f"{self.name}_coords": coords}
