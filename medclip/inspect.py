@@ -22,7 +22,7 @@ def guess_modality(path: str) -> str:
     """
     name = path.split("#", 1)[0].lower()
     if Path(path.split("#", 1)[0]).is_dir():  # a folder (a DICOM series): plugins that read folders claim it
-        matches = [modality for modality, cls in MODALITIES.items() if getattr(cls, "reads_directories", False)]
+        matches = [modality for modality, cls in MODALITIES.items() if cls.reads_directories]
     else:
         matches = [
             modality

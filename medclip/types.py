@@ -106,6 +106,11 @@ class Modality:
     fits_on_data: ClassVar[bool] = False
     # File name endings this plugin reads, so `medclip inspect PATH` can pick the plugin without being told.
     file_suffixes: ClassVar[tuple[str, ...]] = ()
+    # A folder can be one input (a DICOM series): `medclip inspect FOLDER` then offers this plugin.
+    reads_directories: ClassVar[bool] = False
+    # One file holds the inputs of many patients (an .h5ad of cells): references name a part of it (a row), and the
+    # check for one file under two patient ids compares those parts, not the file.
+    files_hold_many_patients: ClassVar[bool] = False
     # Inputs are free text: ``model.tokenizer`` (this plugin's preprocessing) turns texts into its batch input.
     text_input: ClassVar[bool] = False
     # Axes of ``batch[name]`` beyond the batch whose size varies from batch to batch (a report's token count), by

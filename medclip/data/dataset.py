@@ -169,13 +169,22 @@ class ManifestDataset(Dataset):
         """The usable manifest rows (pseudonymised), in dataset order."""
         return [row for row, _ in self._items]
 
-    def file_references(self) -> Iterator[tuple[ManifestRow, Path]]:
-        """(row, path) for every cell of the usable rows that names a file or folder."""
+    def file_references(self) -> Iterator[tuple[ManifestRow, str]]:
+        """(row, identity) for every cell of the usable rows that names a file or folder.
+
+        The identity is the file's real path, followed by the part of the file the cell names (``#row=3``) for
+        plugins whose files hold many patients (``Modality.files_hold_many_patients``).
+        """
         for row, references in self._items:
-            for reference in references.values():
+            for name, reference in references.items():
                 path = _reference_path(reference)
-                if path is not None:
-                    yield row, path
+                if path is None:
+                    continue
+                identity = os.path.realpath(path)
+                if self.modalities[name].files_hold_many_patients and isinstance(reference, Mapping):
+                    part = sorted((str(key), str(value)) for key, value in reference.items() if key != "path")
+                    identity += "#" + "&".join(f"{key}={value}" for key, value in part)
+                yield row, identity
 
     def row_numbers(self) -> list[int]:
         """Manifest row numbers of the usable rows, in dataset order."""

@@ -8,7 +8,6 @@ is built here too: enough for evaluation to refuse patients the model was traine
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -68,8 +67,7 @@ def flag_files_of_several_patients(datasets: Iterable[ManifestDataset]) -> int:
     patients: dict[str, set[str]] = {}
     rows: dict[str, list[int]] = {}
     for dataset in datasets:
-        for row, path in dataset.file_references():
-            key = os.path.realpath(path)
+        for row, key in dataset.file_references():
             patients.setdefault(key, set()).add(row.patient)
             rows.setdefault(key, []).append(row.row_number)
     shared = [key for key, owners in patients.items() if len(owners) > 1]

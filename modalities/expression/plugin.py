@@ -83,6 +83,7 @@ class ExpressionModality(Modality):
     name = "expression"
     config_class = ExpressionConfig
     fits_on_data = True
+    files_hold_many_patients = True  # one .h5ad holds the cells of many donors: rows name their part
     file_suffixes = (".h5ad",)
 
     def __init__(self, config: ExpressionConfig | None = None) -> None:

@@ -63,3 +63,24 @@ def test_one_file_under_two_patient_ids_is_flagged(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="medclip.data"):
         assert flag_files_of_several_patients([dataset]) == 1
     assert "referenced by rows of 2 different patients (rows 1, 2)" in caplog.text and "scan" not in caplog.text
+
+
+def test_cells_of_one_h5ad_file_may_belong_to_many_patients(pbmc_manifest, caplog):
+    """An .h5ad holds many donors' cells: rows naming different cells of it are not a mix-up; one cell named under
+    two patient ids is."""
+    manifest = read_manifest(pbmc_manifest, ["expression"])
+    dataset = ManifestDataset(manifest, {"expression": medclip.get_modality("expression")}, transforms={})
+    with caplog.at_level(logging.WARNING, logger="medclip.data"):
+        assert flag_files_of_several_patients([dataset]) == 0
+    assert "different patients" not in caplog.text
+    table = pd.read_csv(pbmc_manifest)
+    first = table.iloc[0]
+    twin = first.copy()
+    twin["patient_id"] = "someone-else"
+    copied = pbmc_manifest.parent / "twin.csv"
+    pd.concat([table.iloc[:5], twin.to_frame().T]).to_csv(copied, index=False)
+    twinned = ManifestDataset(
+        read_manifest(copied, ["expression"]), {"expression": medclip.get_modality("expression")}, transforms={}
+    )
+    with caplog.at_level(logging.WARNING, logger="medclip.data"):
+        assert flag_files_of_several_patients([twinned]) == 1

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from medclip.config import ConfigError
 from medclip.eval.diagnostics import uniformity as diagnostic_uniformity
 from medclip.losses import UniformityLoss, UniformityLossConfig, build_loss, uniformity_loss
+from tests.helpers import unit_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread", "float64_default")
 
@@ -19,10 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_thread", "float64_default")
 def wang_isola(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     """Wang & Isola's reference (their paper, Fig. 5): mean over the pairs i < j of the Gaussian potential."""
     return torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()
-
-
-def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
 @pytest.mark.parametrize("t", [2.0, 0.7, 40.0])

@@ -78,7 +78,9 @@ def test_a_run_without_the_bar_prints_a_line_per_logged_step(small_experiment, c
     config = small_experiment("train.steps=4", "train.log_every=2", "train.loggers=[jsonl]")
     assert not config.train.progress
     result = pretrain(config)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    printed = capsys.readouterr().out.splitlines()
+    lines = [line for line in printed if line.startswith("step ") and "validation" not in line]
     assert [line.split("  ")[0] for line in lines] == ["step 2/4", "step 4/4"]
     assert all("loss " in line and "lr " in line and "samples/s " in line for line in lines)
+    assert [line.split("  ")[0] for line in printed if "  validation  " in line] == ["step 4/4"]  # once, at the end
     assert not (result.checkpoint.parent / "tensorboard").exists()

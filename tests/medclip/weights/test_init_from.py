@@ -7,19 +7,16 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import medclip
 from medclip.checkpoint import MODEL_FILE, PREPROCESS_FILE, read_card
 from medclip.weights.init_from import init_from_checkpoint, open_init_source
 from medclip.weights.strict import WeightsError
 from recipes.pretrain import pretrain
+from tests.helpers import checkpoint_weights
 
 CT = {"size": [32, 32, 32], "hu_windows": ["lung"]}
-
-
-def _weights(checkpoint) -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint / MODEL_FILE))
 
 
 def _preprocess(checkpoint) -> dict:
@@ -47,7 +44,7 @@ def test_every_shared_tower_starts_from_the_checkpoint_with_its_vocabulary(first
             f"train.init_from={first_run}", "train.lr=0", "train.steps=1", "modalities.report.lowercase=false"
         )
     )
-    start, ours = _weights(first_run), _weights(run.checkpoint)
+    start, ours = checkpoint_weights(first_run), checkpoint_weights(run.checkpoint)
     towers = [key for key in start if key.startswith(("model.encoders.", "model.heads."))]
     assert towers and all(torch.equal(start[key], ours[key]) for key in towers)
     assert not torch.equal(start["model.log_logit_scale"], ours["model.log_logit_scale"])  # not asked for
@@ -68,7 +65,7 @@ def test_every_shared_tower_starts_from_the_checkpoint_with_its_vocabulary(first
             out=tmp_path / "only",
         )
     )
-    picked = _weights(only.checkpoint)
+    picked = checkpoint_weights(only.checkpoint)
     assert all(torch.equal(start[k], picked[k]) for k in start if k.startswith("model.encoders.expression."))
     assert not torch.equal(start["model.heads.expression.net.weight"], picked["model.heads.expression.net.weight"])
     assert not torch.equal(

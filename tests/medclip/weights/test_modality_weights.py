@@ -14,7 +14,7 @@ from medclip.checkpoint import save_model
 from medclip.factory import build_modalities, build_model
 from medclip.weights.strict import WeightsError
 from medclip.weights.warm_start import apply_modality_weights
-from tests.test_safe_loading import malicious_files
+from tests.medclip.weights.test_safe_loading import malicious_files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

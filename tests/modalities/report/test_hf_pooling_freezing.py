@@ -9,7 +9,7 @@ import torch
 
 import medclip
 from modalities.report.config import ReportConfig
-from tests.test_report import tiny_hf_model  # noqa: F401  (the fixture)
+from tests.modalities.report.test_report import tiny_hf_model  # noqa: F401  (the fixture)
 
 TEXTS = ["FINDINGS: The lungs are clear. Small nodule in right upper lobe.", "No effusion."]
 

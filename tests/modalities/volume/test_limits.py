@@ -13,23 +13,18 @@ from modalities.volume.geometry import reorient
 from modalities.volume.limits import VolumeLimits
 from modalities.volume.pipeline import VolumePreprocessing
 from modalities.volume.preprocess import GeometrySpec, ResizeSpec, resample
+from tests.helpers import refusal
 
 LIMITS = VolumeLimits(max_decoded_mb=1.0, spacing_mm=(0.01, 25.0), values=(-1024.0, 3071.0), values_name="HU")
 
 
-def reason(call) -> str:
-    with pytest.raises(ModalityError) as raised:
-        call()
-    return raised.value.reason
-
-
 def test_shape_budget_empty_axes_and_negative_sizes():
     LIMITS.check_shape((64, 64, 64))  # 1 MiB of float32: exactly the budget
-    assert reason(lambda: LIMITS.check_shape((64, 64, 65))) == "too_large"
-    assert reason(lambda: LIMITS.check_shape((64, 64, 40), itemsize=8)) == "too_large"  # float64 counts double
-    assert reason(lambda: LIMITS.check_shape((10**9, 10**9, 10**9))) == "too_large"  # Python ints: no overflow
-    assert reason(lambda: LIMITS.check_shape((8, 0, 8))) == "empty_volume"
-    assert reason(lambda: LIMITS.check_shape((8, -8, 8))) == "bad_header"
+    assert refusal(lambda: LIMITS.check_shape((64, 64, 65))) == "too_large"
+    assert refusal(lambda: LIMITS.check_shape((64, 64, 40), itemsize=8)) == "too_large"  # float64 counts double
+    assert refusal(lambda: LIMITS.check_shape((10**9, 10**9, 10**9))) == "too_large"  # Python ints: no overflow
+    assert refusal(lambda: LIMITS.check_shape((8, 0, 8))) == "empty_volume"
+    assert refusal(lambda: LIMITS.check_shape((8, -8, 8))) == "bad_header"
 
 
 @pytest.mark.parametrize(
@@ -58,16 +53,16 @@ def test_only_real_numbers_and_the_message_quotes_no_field_name(dtype, expected)
 )
 def test_spacing_is_finite_positive_and_plausible(spacing, expected):
     LIMITS.check_spacing((0.01, 1.0, 25.0))  # the range's ends are plausible
-    assert reason(lambda: LIMITS.check_spacing(spacing)) == expected
+    assert refusal(lambda: LIMITS.check_spacing(spacing)) == expected
 
 
 def test_values_are_finite_and_plausible_after_conversion():
     LIMITS.check_values(np.array([[[-1024, 3071]]], dtype=np.int16))
-    assert reason(lambda: LIMITS.check_values(np.array([[[0.0, np.nan]]], np.float32))) == "non_finite"
-    assert reason(lambda: LIMITS.check_values(np.array([[[0.0, -np.inf]]], np.float32))) == "non_finite"
-    assert reason(lambda: LIMITS.check_values(np.array([[[0.0, 1e30]]], np.float32))) == "implausible_values"
-    assert reason(lambda: LIMITS.check_values(np.array([[[0, 2**40]]], np.int64))) == "implausible_values"
-    assert reason(lambda: LIMITS.check_values(np.ones((2, 2, 2), np.complex64))) == "complex_data"
+    assert refusal(lambda: LIMITS.check_values(np.array([[[0.0, np.nan]]], np.float32))) == "non_finite"
+    assert refusal(lambda: LIMITS.check_values(np.array([[[0.0, -np.inf]]], np.float32))) == "non_finite"
+    assert refusal(lambda: LIMITS.check_values(np.array([[[0.0, 1e30]]], np.float32))) == "implausible_values"
+    assert refusal(lambda: LIMITS.check_values(np.array([[[0, 2**40]]], np.int64))) == "implausible_values"
+    assert refusal(lambda: LIMITS.check_values(np.ones((2, 2, 2), np.complex64))) == "complex_data"
     with pytest.raises(ModalityError) as raised:
         LIMITS.check_values(np.array([[[123456.0]]], np.float32))
     assert "123456" not in str(raised.value)  # the limits are named, never the value read
@@ -99,7 +94,7 @@ def test_preprocessing_refuses_a_resampled_grid_over_the_budget_before_resamplin
     geometry = GeometrySpec(orientation="RAS", spacing=(1.0, 1.0, 1.0), size=(8, 8, 8), pad_value=0.0)
     store = lambda values: values.astype(np.float16)  # noqa: E731
     tight = VolumePreprocessing(geometry=geometry, store=store, max_decoded_mb=1.0)  # 80^3 float32 = 1.95 MiB
-    assert reason(lambda: tight(array, affine)) == "too_large"
+    assert refusal(lambda: tight(array, affine)) == "too_large"
     roomy = VolumePreprocessing(geometry=geometry, store=store, max_decoded_mb=2.0)
     output, _ = roomy(array, affine)
     assert output.shape == (8, 8, 8)
@@ -113,4 +108,4 @@ def test_absurd_voxel_sizes_give_an_absurd_planned_grid_not_an_overflow():
         planned = geometry.planned_shape((8, 8, 8), affine)
         assert planned[0] >= smallest and planned[1:] == (8, 8)
         preprocessing = VolumePreprocessing(geometry=geometry, store=lambda values: values)
-        assert reason(lambda: preprocessing(np.zeros((8, 8, 8)), affine)) == "too_large"  # noqa: B023
+        assert refusal(lambda: preprocessing(np.zeros((8, 8, 8)), affine)) == "too_large"  # noqa: B023

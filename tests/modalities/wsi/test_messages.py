@@ -11,16 +11,9 @@ import tifffile
 
 from medclip.types import ModalityError
 from modalities.wsi import WSIConfig, WSIModality, parse_reference
-from modalities.wsi.slide import close_slides
 from modalities.wsi.synthetic import render_tissue, tissue_type_map, write_slide
 
 NAME = "Doe_Jane_1957"  # stands for a patient's name in a file name or in the file
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
 
 
 def tissue(size: int = 256) -> np.ndarray:

@@ -14,25 +14,14 @@ import tifffile
 from medclip.types import ModalityError
 from modalities.wsi import WSIConfig, WSIModality
 from modalities.wsi.grid import tissue_grid
-from modalities.wsi.slide import Slide, close_slides
+from modalities.wsi.slide import Slide
 from modalities.wsi.synthetic import render_tissue, tissue_type_map, write_slide
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
+from tests.helpers import refusal
 
 
 def tissue(size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return render_tissue(tissue_type_map(size, size, rng, tissue_fraction=0.9), rng)
-
-
-def reason(call) -> str:
-    with pytest.raises(ModalityError) as caught:
-        call()
-    return caught.value.reason
 
 
 def traced_peak_mb(call) -> float:
@@ -91,7 +80,7 @@ def test_a_thumbnail_level_over_the_budget_is_refused_before_decoding(tmp_path):
     path = single_level(tmp_path / "flat.tiff", 4096)
     plugin = WSIModality(WSIConfig(patch_size=64, thumbnail_size=256, max_decoded_mb=16))
     peak = traced_peak_mb(lambda: pytest.raises(ModalityError, plugin.load, path))
-    assert reason(lambda: plugin.load(path)) == "too_large" and peak < 4
+    assert refusal(lambda: plugin.load(path)) == "too_large" and peak < 4
     assert WSIModality(WSIConfig(patch_size=64, thumbnail_size=256)).load(path)["wsi"].shape[1:] == (64, 64, 3)
 
 
@@ -103,11 +92,11 @@ def test_a_decode_unit_over_the_budget_is_refused_when_the_slide_opens(tmp_path)
         for tag in (width_tag, length_tag):
             handle.seek(tag.offset)
             handle.write(struct.pack("<HHII", tag.code, 4, 1, 65536))
-    assert reason(lambda: Slide(path)) == "too_large"
+    assert refusal(lambda: Slide(path)) == "too_large"
     untiled = tmp_path / "strip.tiff"
     tifffile.imwrite(untiled, np.full((2048, 2048, 3), 242, np.uint8), rowsperstrip=2048, compression="zlib",
                      photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER", metadata=None)  # fmt: skip
-    assert reason(lambda: Slide(untiled, max_decoded_mb=8)) == "too_large"  # one 12 MB strip
+    assert refusal(lambda: Slide(untiled, max_decoded_mb=8)) == "too_large"  # one 12 MB strip
     assert Slide(untiled, max_decoded_mb=16).levels[0].decode_bytes == 2048 * 2048 * 3
 
 
@@ -121,18 +110,18 @@ def test_a_jpeg_tile_declaring_a_larger_frame_is_refused_before_decoding(tmp_pat
     path.write_bytes(bytes(data))
     slide = Slide(path)
     peak = traced_peak_mb(lambda: pytest.raises(ModalityError, slide.read_region, 0, 0, 0, 128, 128))
-    assert reason(lambda: slide.read_region(0, 0, 0, 128, 128)) == "unreadable_level" and peak < 4
-    assert reason(lambda: slide.read_region(0, 0, 0, 100, 100)) == "unreadable_level"  # the assembling path too
+    assert refusal(lambda: slide.read_region(0, 0, 0, 128, 128)) == "unreadable_level" and peak < 4
+    assert refusal(lambda: slide.read_region(0, 0, 0, 100, 100)) == "unreadable_level"  # the assembling path too
     assert slide.read_region(128, 128, 0, 128, 128).shape == (128, 128, 3)  # intact tiles still read
 
 
 def test_regions_and_patches_over_the_budget_are_refused(tmp_path):
     path = write_slide(tmp_path / "slide.tiff", tissue(512), mpp=0.5, levels=2, tile=256)
     slide = Slide(path, max_decoded_mb=1)
-    assert reason(lambda: slide.read_region(0, 0, 0, 1024, 1024)) == "too_large"  # 3 MB, mostly padding
-    assert reason(lambda: slide.read_patch(0, 0, 1024, 0.5)) == "too_large"
+    assert refusal(lambda: slide.read_region(0, 0, 0, 1024, 1024)) == "too_large"  # 3 MB, mostly padding
+    assert refusal(lambda: slide.read_patch(0, 0, 1024, 0.5)) == "too_large"
     plugin = WSIModality(WSIConfig(patch_size=32, max_decoded_mb=1))
-    assert reason(lambda: plugin.load(f"{path}#x=0,y=0,level=0,size=100000")) == "too_large"
+    assert refusal(lambda: plugin.load(f"{path}#x=0,y=0,level=0,size=100000")) == "too_large"
     assert plugin.load(f"{path}#x=0,y=0,level=0,size=256")["wsi"].shape == (1, 256, 256, 3)
 
 
@@ -140,4 +129,4 @@ def test_the_patch_grid_size_is_checked_before_it_is_allocated(tmp_path):
     path = write_slide(tmp_path / "slide.tiff", tissue(512), mpp=100.0, levels=1, tile=256)  # 100 microns a pixel
     slide = Slide(path)
     # 0.01-micron patches on a 100-micron scan: a 2e8 x 2e8 grid; the old code tried to allocate it
-    assert reason(lambda: tissue_grid(slide, mpp=0.01, patch_size=8, stride=8, thumbnail_size=128)) == "too_large"
+    assert refusal(lambda: tissue_grid(slide, mpp=0.01, patch_size=8, stride=8, thumbnail_size=128)) == "too_large"

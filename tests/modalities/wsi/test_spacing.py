@@ -10,28 +10,16 @@ import pytest
 import tifffile
 
 from medclip.config import ConfigError
-from medclip.types import ModalityError
 from modalities.wsi import WSIConfig, WSIModality
-from modalities.wsi.slide import Slide, close_slides
+from modalities.wsi.slide import Slide
 from modalities.wsi.spacing import MAX_MPP, MIN_MPP, check_slide_mpp
 from modalities.wsi.synthetic import render_tissue, tissue_type_map, write_slide
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
+from tests.helpers import refusal
 
 
 def tissue(size: int = 256) -> np.ndarray:
     rng = np.random.default_rng(5)
     return render_tissue(tissue_type_map(size, size, rng, tissue_fraction=0.9), rng)
-
-
-def reason(call) -> str:
-    with pytest.raises(ModalityError) as caught:
-        call()
-    return caught.value.reason
 
 
 def with_resolution(path, numerator: int, denominator: int, axes=("XResolution", "YResolution")):
@@ -54,7 +42,7 @@ def test_bogus_resolution_tags_are_implausible_even_with_assume_mpp(tmp_path, na
                            numerator, denominator)  # fmt: skip
     for options in ({}, {"assume_mpp": 0.5}):  # the old reader took 0 for "no MPP" and used the assumed one
         plugin = WSIModality(WSIConfig(patch_size=32, thumbnail_size=128, **options))
-        assert reason(lambda plugin=plugin: plugin.load(path)) == "implausible_spacing", name
+        assert refusal(lambda plugin=plugin: plugin.load(path)) == "implausible_spacing", name
     by_level = WSIModality(WSIConfig(patch_size=32)).load(f"{path}#x=0,y=0,level=1,size=32")  # needs no MPP
     assert by_level["wsi"].shape == (1, 32, 32, 3) and by_level["wsi_meta"]["mpp"] is None
 
@@ -62,12 +50,12 @@ def test_bogus_resolution_tags_are_implausible_even_with_assume_mpp(tmp_path, na
 def test_anisotropic_pixels_and_an_aperio_nan_are_implausible(tmp_path):
     path = with_resolution(write_slide(tmp_path / "slide.tiff", tissue(), mpp=0.5, levels=1, tile=128), 200, 1,
                            axes=("YResolution",))  # fmt: skip
-    assert reason(lambda: Slide(path).require_mpp()) == "implausible_spacing"  # 0.5 x 50 microns
+    assert refusal(lambda: Slide(path).require_mpp()) == "implausible_spacing"  # 0.5 x 50 microns
     description = "Aperio Image Library v12.0.15\n256x256 [0,0 256x256] (128x128) JPEG/RGB Q=90|AppMag = 20|MPP = nan"
     svs = tmp_path / "slide.svs"
     tifffile.imwrite(svs, tissue(), tile=(128, 128), compression="jpeg", photometric="rgb", description=description,
                      metadata=None)  # fmt: skip
-    assert reason(lambda: Slide(svs, assume_mpp=0.5).require_mpp()) == "implausible_spacing"
+    assert refusal(lambda: Slide(svs, assume_mpp=0.5).require_mpp()) == "implausible_spacing"
     good = tmp_path / "good.svs"
     tifffile.imwrite(good, tissue(), tile=(128, 128), compression="jpeg", photometric="rgb",
                      description=description.replace("nan", "0.2527"), metadata=None)  # fmt: skip
@@ -77,9 +65,9 @@ def test_anisotropic_pixels_and_an_aperio_nan_are_implausible(tmp_path):
 def test_manifest_cells_with_absurd_mpp_or_positions_are_refused(tmp_path):
     path = write_slide(tmp_path / "slide.tiff", tissue(), mpp=0.5, levels=2, tile=128)
     plugin = WSIModality(WSIConfig(patch_size=32))
-    assert reason(lambda: plugin.load(f"{path}#mpp=1e9,x=0,y=0,size=32")) == "implausible_spacing"
-    assert reason(lambda: plugin.load(f"{path}#mpp=1e-9,x=0,y=0,size=32")) == "implausible_spacing"
-    assert reason(lambda: plugin.load(f"{path}#mpp=0.5,cx=1e999,cy=0,size=32")) == "bad_reference"  # infinity
+    assert refusal(lambda: plugin.load(f"{path}#mpp=1e9,x=0,y=0,size=32")) == "implausible_spacing"
+    assert refusal(lambda: plugin.load(f"{path}#mpp=1e-9,x=0,y=0,size=32")) == "implausible_spacing"
+    assert refusal(lambda: plugin.load(f"{path}#mpp=0.5,cx=1e999,cy=0,size=32")) == "bad_reference"  # infinity
     assert plugin.load(f"{path}#mpp=1.0,x=0,y=0,size=32")["wsi"].shape == (1, 32, 32, 3)
 
 

@@ -10,17 +10,11 @@ import signal
 import numpy as np
 import pytest
 
-from medclip.types import ModalityError
 from modalities.wsi import WSIConfig, WSIModality
 from modalities.wsi.cache import build_feature_cache, read_features, slide_key
-from modalities.wsi.slide import Slide, close_slides, open_slide
+from modalities.wsi.slide import Slide, open_slide
 from modalities.wsi.spatial import spot_centres
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
+from tests.helpers import refusal
 
 
 @contextlib.contextmanager
@@ -39,12 +33,6 @@ def within(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-def reason(call) -> str:
-    with within(5), pytest.raises(ModalityError) as caught:
-        call()
-    return caught.value.reason
-
-
 @pytest.fixture
 def specials(tmp_path):
     fifo = tmp_path / "pipe.tiff"
@@ -59,24 +47,24 @@ def specials(tmp_path):
 def test_special_files_are_not_slides(specials):
     plugin = WSIModality(WSIConfig(patch_size=32))
     for name, path in specials.items():
-        assert reason(lambda path=path: plugin.load(path)) == "not_regular_file", name
-        assert reason(lambda path=path: plugin.load(f"{path}#x=0,y=0,level=0,size=32")) == "not_regular_file", name
-        assert reason(lambda path=path: Slide(path)) == "not_regular_file", name
-        assert reason(lambda path=path: open_slide(path)) == "not_regular_file", name
+        assert refusal(lambda path=path: plugin.load(path)) == "not_regular_file", name
+        assert refusal(lambda path=path: plugin.load(f"{path}#x=0,y=0,level=0,size=32")) == "not_regular_file", name
+        assert refusal(lambda path=path: Slide(path)) == "not_regular_file", name
+        assert refusal(lambda path=path: open_slide(path)) == "not_regular_file", name
 
 
 def test_special_files_never_reach_the_feature_cache_or_the_spatial_reader(specials, tmp_path):
     fifo = specials["fifo"]
-    assert reason(lambda: slide_key(fifo)) == "not_regular_file"  # it reads the file's first MiB: a FIFO blocks
+    assert refusal(lambda: slide_key(fifo)) == "not_regular_file"  # it reads the file's first MiB: a FIFO blocks
     cached = WSIModality(WSIConfig(source="features", feature_dim=8, feature_cache=str(tmp_path)))
-    assert reason(lambda: cached.load(fifo)) == "not_regular_file"
+    assert refusal(lambda: cached.load(fifo)) == "not_regular_file"
     entry = tmp_path / "slide-0.safetensors"
     os.mkfifo(entry)
     (tmp_path / "slide-0.json").write_text("{}")
-    assert reason(lambda: read_features(entry)) == "not_regular_file"
+    assert refusal(lambda: read_features(entry)) == "not_regular_file"
     h5ad = tmp_path / "spots.h5ad"
     os.mkfifo(h5ad)
-    assert reason(lambda: spot_centres(h5ad)) == "not_regular_file"
+    assert refusal(lambda: spot_centres(h5ad)) == "not_regular_file"
     cfg = WSIConfig(patch_encoder="test_resnet", patch_size=32)
     with within(30):
         summary = build_feature_cache([fifo, specials["folder"]], tmp_path / "cache", cfg, batch_size=2)
@@ -91,4 +79,4 @@ def test_spot_coordinates_are_size_checked_before_they_are_read(tmp_path):
     adata.obsm["spatial"] = np.arange(6, dtype=np.float64).reshape(3, 2)
     adata.write_h5ad(tmp_path / "spots.h5ad")
     np.testing.assert_array_equal(spot_centres(tmp_path / "spots.h5ad", scale=2.0), np.arange(6).reshape(3, 2) * 2)
-    assert reason(lambda: spot_centres(tmp_path / "spots.h5ad", max_decoded_mb=1e-6)) == "too_large"
+    assert refusal(lambda: spot_centres(tmp_path / "spots.h5ad", max_decoded_mb=1e-6)) == "too_large"

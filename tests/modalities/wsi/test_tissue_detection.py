@@ -14,18 +14,12 @@ from medclip.config import ConfigError
 from modalities.wsi import WSIConfig
 from modalities.wsi.artefacts import artefact_mask
 from modalities.wsi.grid import tissue_grid
-from modalities.wsi.slide import Slide, close_slides
+from modalities.wsi.slide import Slide
 from modalities.wsi.stained_slides import PEN_INKS, available_sources, compose, write_stained_slides
 from modalities.wsi.tissue import TISSUE_DETECTORS, tissue_mask
 
 RECALL, GLASS = 0.9, 0  # the issue's targets
 PATCH = 32
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
 
 
 def scores(slides, detector: str) -> dict[str, dict]:

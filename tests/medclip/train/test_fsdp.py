@@ -9,7 +9,7 @@
   == 4 steps straight (the full optimizer state is re-sharded); ``load_model`` reads the FSDP checkpoint for inference.
 - a modality absent from one rank's whole micro-batch is refused on every rank with a reason code (no hang).
 
-The helpers (config, spawning, weight comparison) are those of tests/test_train_distributed.py.
+The helpers (config, spawning, weight comparison) are those of tests/medclip/train/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 
 from medclip.types import EncoderOutput
 from tests.distributed_helpers import finish_group, free_ports, set_torchrun_environment, spawn_and_wait
-from tests.test_train_distributed import (
+from tests.medclip.train.test_distributed import (
     CLIP,
     GLOBAL_BATCH,
     LOCAL_BATCH,
@@ -50,6 +50,7 @@ CHECKPOINT_FILES = {
     "trainer_state.json",
     "optimizer.safetensors",
     "data_provenance.json",
+    "README.md",  # the model card
 }
 
 

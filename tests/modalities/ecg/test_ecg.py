@@ -23,6 +23,7 @@ from modalities.ecg.cache import MAGIC, forget_content_hashes
 from modalities.ecg.leads import lead_layout
 from modalities.ecg.preprocess import META_KEYS
 from modalities.ecg.resample import resample
+from tests.paths import REPOSITORY
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -520,7 +521,7 @@ def test_synthetic_writer_cli_and_a_few_pretraining_steps(tmp_path, capsys):
     rhythm = next(r for r in rhythms if table[f"label:{r}"][0] == 1)
     assert rhythm.replace("_", " ") in first.lower()
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "ecg_report_pretrain.yaml"
+    recipe = REPOSITORY / "recipes" / "configs" / "ecg_report_pretrain.yaml"
     experiment = config.load(
         PretrainConfig,
         recipe,

@@ -6,9 +6,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPOSITORY
+
+ROOT = REPOSITORY
 
 
 def test_train_step_benchmark_tiny_runs_and_reports_mfu():

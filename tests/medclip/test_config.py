@@ -55,9 +55,11 @@ def test_errors_never_echo_free_text():
         text: str = ""
         top_k: int = 5
 
+    typed = "Patient: Zyxwortha Quennel, MRN 48213377"  # YAML would read a mapping: the text typed is kept
+    assert config.load(Query, None, [f"text={typed}"]).text == typed
     with pytest.raises(ConfigError) as raised:
-        config.load(Query, None, ["text=Patient: Zyxwortha Quennel, MRN 48213377"])  # YAML reads a mapping
-    assert "Zyxwortha" not in str(raised.value) and "a dict" in str(raised.value)
+        config.load(Query, None, ["top_k=Patient: Zyxwortha Quennel"])
+    assert "Zyxwortha" not in str(raised.value) and "a text of 26 characters" in str(raised.value)
     with pytest.raises(ConfigError) as raised:
         config.load(Query, None, ["top_k=call Mr Quennel back"])
     assert "Quennel" not in str(raised.value) and "a text of 20 characters" in str(raised.value)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from modalities.report import Deidentifier, ReportConfig, ReportModality, deidentify
 from modalities.report.deid import PLACEHOLDERS
 from modalities.report.deid_eval import parse_annotated, read_corpus, score_corpus
+from tests.paths import TEST_DATA
 
-CORPUS = sorted((Path(__file__).parent / "data" / "deid").glob("*.txt"))
+CORPUS = sorted((TEST_DATA / "deid").glob("*.txt"))
 SMALL = {"width": 32, "layers": 1, "heads": 2, "dropout": 0.0, "max_tokens": 64, "vocab_size": 300}
 
 

@@ -6,16 +6,12 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import medclip
-from medclip.checkpoint import MODEL_FILE, PREPROCESS_FILE, CheckpointError
+from medclip.checkpoint import PREPROCESS_FILE, CheckpointError
 from medclip.embedding import embed
 from recipes.pretrain import pretrain
-
-
-def _weights(path):
-    return load_file(str(path / MODEL_FILE))
+from tests.helpers import checkpoint_weights
 
 
 def test_round_trip_reloads_model_and_preprocessing(small_experiment, pbmc_manifest):
@@ -40,7 +36,7 @@ def test_round_trip_reloads_model_and_preprocessing(small_experiment, pbmc_manif
     assert set(preprocess_state) == {"expression", "report"}
 
     model = medclip.load_model(checkpoint)
-    saved = _weights(checkpoint)
+    saved = checkpoint_weights(checkpoint)
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[f"model.{key}"]), key
     # The reloaded model embeds new inputs through the exact preprocessing it was trained with.
@@ -63,12 +59,12 @@ def test_resume_gives_identical_weights(small_experiment, tmp_path):
         small_experiment("train.steps=6", f"train.resume={stopped.checkpoint}", out=tmp_path / "resumed")
     )
     assert json.loads((resumed.checkpoint / "trainer_state.json").read_text())["step"] == 6
-    a, b = _weights(straight.checkpoint), _weights(resumed.checkpoint)
+    a, b = checkpoint_weights(straight.checkpoint), checkpoint_weights(resumed.checkpoint)
     assert a.keys() == b.keys()
     changed = False
     for key in a:
         assert torch.equal(a[key], b[key]), key
-        changed |= not torch.equal(a[key], _weights(stopped.checkpoint)[key])
+        changed |= not torch.equal(a[key], checkpoint_weights(stopped.checkpoint)[key])
     assert changed  # the resumed half really trained
 
 
@@ -94,7 +90,7 @@ def test_failed_save_keeps_previous_checkpoint(small_experiment, tmp_path, monke
     from medclip import checkpoint as checkpoint_module
 
     result = pretrain(small_experiment("train.steps=2", out=tmp_path / "run"))
-    before = _weights(result.checkpoint)
+    before = checkpoint_weights(result.checkpoint)
     model = medclip.load_model(result.checkpoint)
     card = checkpoint_module.read_card(result.checkpoint)
 
@@ -104,6 +100,6 @@ def test_failed_save_keeps_previous_checkpoint(small_experiment, tmp_path, monke
     monkeypatch.setattr(checkpoint_module, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         checkpoint_module.save_model(result.checkpoint, model, model.preprocess.modalities, card)
-    after = _weights(result.checkpoint)
+    after = checkpoint_weights(result.checkpoint)
     assert all(torch.equal(before[key], after[key]) for key in before)
     assert not [p for p in result.checkpoint.parent.iterdir() if "staging" in p.name]

@@ -10,18 +10,9 @@ import pytest
 import medclip
 from modalities.volume.dicom_write import write_dicom_series
 from modalities.volume.geometry import LPS_TO_RAS
+from tests.helpers import lps_affine
 
 sitk = pytest.importorskip("SimpleITK", reason="SimpleITK is the test-only reference reader")
-
-
-def lps_affine(row, column, spacing, origin) -> np.ndarray:
-    normal = np.cross(row, column)
-    affine = np.eye(4)
-    affine[:3, 0] = np.asarray(row, dtype=float) * spacing[0]
-    affine[:3, 1] = np.asarray(column, dtype=float) * spacing[1]
-    affine[:3, 2] = normal * spacing[2]
-    affine[:3, 3] = origin
-    return LPS_TO_RAS @ affine
 
 
 OBLIQUE_ROW = np.array([np.cos(0.3), np.sin(0.3), 0.0])

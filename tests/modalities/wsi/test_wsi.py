@@ -15,8 +15,9 @@ import torch
 
 from medclip.types import ModalityError
 from modalities.wsi import WSIConfig, WSIModality, otsu_threshold, parse_reference, tissue_mask
-from modalities.wsi.slide import Slide, close_slides
+from modalities.wsi.slide import Slide
 from modalities.wsi.synthetic import render_tissue, tissue_type_map, write_slide
+from tests.helpers import refusal
 
 openslide = pytest.importorskip("openslide")
 tiffslide = pytest.importorskip("tiffslide")
@@ -32,12 +33,6 @@ def slide_path(tmp_path_factory):
     """A 1024 x 1024 three-level pyramidal JPEG TIFF at 0.5 MPP with 256-pixel tiles."""
     path = tmp_path_factory.mktemp("slides") / "slide.tiff"
     return write_slide(path, textured(1024), mpp=0.5, levels=3, tile=256)
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
 
 
 def test_the_written_file_is_a_tiled_pyramid_with_mpp_tags(slide_path):
@@ -148,16 +143,10 @@ def test_tissue_mask_and_grid_find_a_known_tissue_region(tmp_path):
     assert (ys + 128 <= 768).all() and (grid.tissue_fraction >= 0.9).all()
 
 
-def _reason(call) -> str:
-    with pytest.raises(ModalityError) as caught:
-        call()
-    return caught.value.reason
-
-
 def test_per_slide_errors_name_their_reason(tmp_path, slide_path):
     blank = write_slide(tmp_path / "blank.tiff", np.full((512, 512, 3), 240, np.uint8), mpp=0.5)
     plugin = WSIModality(WSIConfig(patch_size=64, thumbnail_size=128))
-    assert _reason(lambda: plugin.load(blank)) == "no_tissue"
+    assert refusal(lambda: plugin.load(blank)) == "no_tissue"
 
     no_mpp = write_slide(tmp_path / "Doe_John.tiff", textured(512), mpp=None)
     error = pytest.raises(ModalityError, plugin.load, no_mpp).value
@@ -168,9 +157,9 @@ def test_per_slide_errors_name_their_reason(tmp_path, slide_path):
 
     garbage = tmp_path / "garbage.svs"
     garbage.write_bytes(b"not a slide" * 100)
-    assert _reason(lambda: plugin.load(garbage)) == "unreadable"
-    assert _reason(lambda: plugin.load(tmp_path / "absent.tiff")) == "missing_file"
-    assert _reason(lambda: plugin.load(f"{slide_path}#x=5000,y=5000,level=0,size=64")) == "out_of_bounds"
+    assert refusal(lambda: plugin.load(garbage)) == "unreadable"
+    assert refusal(lambda: plugin.load(tmp_path / "absent.tiff")) == "missing_file"
+    assert refusal(lambda: plugin.load(f"{slide_path}#x=5000,y=5000,level=0,size=64")) == "out_of_bounds"
 
     broken = tmp_path / "broken.tiff"
     broken.write_bytes(slide_path.read_bytes())
@@ -179,7 +168,7 @@ def test_per_slide_errors_name_their_reason(tmp_path, slide_path):
     with broken.open("r+b") as handle:  # overwrite level 1's first tile with bytes that are not JPEG
         handle.seek(offset)
         handle.write(b"\x00" * count)
-    assert _reason(lambda: plugin.load(f"{broken}#x=0,y=0,level=1,size=64")) == "unreadable_level"
+    assert refusal(lambda: plugin.load(f"{broken}#x=0,y=0,level=1,size=64")) == "unreadable_level"
     assert plugin.load(f"{broken}#x=0,y=0,level=0,size=64")["wsi"].shape == (1, 64, 64, 3)  # other levels still read
 
 
@@ -211,7 +200,7 @@ def test_manifest_cells_parse_and_refuse_bad_fragments(tmp_path):
     assert parse_reference("dir#1/slide.svs").patch is None and parse_reference("f.safetensors").is_features
     for bad in ("s.tiff#x=1", "s.tiff#x=1,y=2,cx=3,cy=4", "s.tiff#x=1,y=2,level=0,mpp=0.5", "s.tiff#x=1,y=2,zoom=3",
                 "s.tiff#x=1.5,y=2", "s.tiff#x=1,y=2,size=0", "s.tiff#x=1,y=1,x=2"):  # fmt: skip
-        assert _reason(lambda bad=bad: parse_reference(bad)) == "bad_reference", bad
+        assert refusal(lambda bad=bad: parse_reference(bad)) == "bad_reference", bad
 
 
 def test_slide_cell_loads_a_bag_of_tissue_patches_with_coordinates(slide_path):
@@ -308,7 +297,7 @@ def test_feature_cache_trains_without_the_slide(tmp_path, slide_path):
     batch = plugin.collate([plugin.transforms(train=True)(sample)])
     assert plugin.build_encoder()(batch["wsi"]).pooled.shape == (1, feature_cfg.width)
     wrong = WSIModality(WSIConfig(source="features", feature_dim=7))
-    assert _reason(lambda: wrong.load(entry)) == "feature_mismatch"
+    assert refusal(lambda: wrong.load(entry)) == "feature_mismatch"
 
 
 def test_preprocess_fingerprint_refuses_another_scale():
@@ -317,4 +306,4 @@ def test_preprocess_fingerprint_refuses_another_scale():
     assert state["fingerprint"]["mpp"] == 0.5 and state["fingerprint"]["patch_size"] == 224
     plugin.load_preprocess_state(state)
     plugin.check_compatible({"mpp": 0.51})
-    assert _reason(lambda: plugin.check_compatible({"mpp": 1.0})) == "mpp_mismatch"
+    assert refusal(lambda: plugin.check_compatible({"mpp": 1.0})) == "mpp_mismatch"

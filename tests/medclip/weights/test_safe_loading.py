@@ -21,8 +21,9 @@ from medclip.checkpoint import CheckpointError, check_checkpoint_path
 from medclip.cli import main as cli_main
 from medclip.types import ModalityError
 from medclip.weights import convert_weights, import_torch_weights
+from tests.paths import REPOSITORY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPOSITORY
 
 
 class Payload:

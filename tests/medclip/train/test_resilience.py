@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from medclip.checkpoint import CheckpointError
 from medclip.losses import LOSSES, register_loss
 from medclip.losses.base import LossConfig
 from medclip.train.resilience import NonFiniteLossError
 from recipes.pretrain import pretrain
+from tests.helpers import checkpoint_weights
+from tests.paths import REPOSITORY
 
 
 @dataclass
@@ -52,15 +53,12 @@ def poison_loss():
     LOSSES._items.pop("poison", None)
 
 
-def _weights(checkpoint):
-    return load_file(str(checkpoint / "model.safetensors"))
-
-
 def test_non_finite_steps_are_skipped_and_counted(small_experiment, poison_loss, tmp_path):
     result = pretrain(small_experiment("train.steps=6", "loss.poison.nan_calls=[1,2]", out=tmp_path / "run"))
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 6 and log[-1]["skipped_nonfinite_steps"] == 2
-    assert all(torch.isfinite(value).all() for value in _weights(result.checkpoint).values())
+    steps = [record for record in log if "loss" in record]  # validation records carry no training loss
+    assert steps[-1]["step"] == 6 and steps[-1]["skipped_nonfinite_steps"] == 2
+    assert all(torch.isfinite(value).all() for value in checkpoint_weights(result.checkpoint).values())
 
 
 def test_training_stops_after_consecutive_non_finite_steps(small_experiment, poison_loss, tmp_path):
@@ -80,7 +78,7 @@ def test_a_checkpoint_never_holds_non_finite_weights(small_experiment, tmp_path)
         next(model.parameters()).view(-1)[0] = float("nan")
     with pytest.raises(CheckpointError, match="non-finite"):
         save_model(result.checkpoint, model, model.preprocess.modalities, read_card(result.checkpoint))
-    assert all(torch.isfinite(value).all() for value in _weights(result.checkpoint).values())
+    assert all(torch.isfinite(value).all() for value in checkpoint_weights(result.checkpoint).values())
 
 
 DRIVER = textwrap.dedent(
@@ -114,7 +112,7 @@ DRIVER = textwrap.dedent(
 
 def _launch(tmp_path, args, env_extra=None):
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    driver.write_text(DRIVER.format(tests=str(REPOSITORY)))
     env = {**os.environ, **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, str(driver), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -155,7 +153,7 @@ def test_sigkill_anywhere_then_auto_resume_equals_an_uninterrupted_run(small_exp
     assert finished.returncode == 0, stderr[-2000:]
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 8
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no stale temporary files
-    a, b = _weights(straight.checkpoint), _weights(out / "checkpoint")
+    a, b = checkpoint_weights(straight.checkpoint), checkpoint_weights(out / "checkpoint")
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
@@ -178,11 +176,11 @@ def test_recovery_after_a_kill_between_the_two_renames_of_a_checkpoint_swap(smal
     from medclip.train.resilience import recover_checkpoint_dir
 
     result = pretrain(small_experiment("train.steps=2", out=tmp_path / "run"))
-    before = _weights(result.checkpoint)
+    before = checkpoint_weights(result.checkpoint)
     retired = tmp_path / "run" / ".checkpoint.old"
     result.checkpoint.rename(retired)  # the old checkpoint moved aside, the new one not yet moved in
     (tmp_path / "run" / ".checkpoint.abc.staging").mkdir()  # a half-written new one
     assert recover_checkpoint_dir(tmp_path / "run" / "checkpoint") == result.checkpoint
     assert not retired.exists() and not (tmp_path / "run" / ".checkpoint.abc.staging").exists()
-    after = _weights(result.checkpoint)
+    after = checkpoint_weights(result.checkpoint)
     assert all(torch.equal(before[key], after[key]) for key in before)

@@ -34,6 +34,7 @@ from medclip.losses import (
 )
 from medclip.model import ContrastiveModel, ProjectionHead
 from medclip.types import EncoderOutput
+from tests.helpers import unit_rows
 
 pytestmark = pytest.mark.usefixtures("float64_default")
 
@@ -73,11 +74,6 @@ def naive_siglip(a: Tensor, b: Tensor, scale: float, bias: float, mask: list[boo
             logit = scale * _dot(a_rows[i], b_rows[j]) + bias
             total += math.log1p(math.exp(-sign * logit))  # -log sigmoid(sign * logit)
     return total / len(rows)
-
-
-def unit_rows(rows: int, dim: int, seed: int) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(rows, dim, generator=generator), dim=-1)
 
 
 def random_mask(rows: int, seed: int, keep: float = 0.7) -> Tensor:

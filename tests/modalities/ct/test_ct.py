@@ -27,6 +27,7 @@ from modalities.volume.encoders import build_volume_encoder, resolve_spec
 from modalities.volume.geometry import LPS_TO_RAS
 from modalities.volume.phantom import chest_phantom
 from recipes.pretrain import Config as PretrainConfig
+from tests.helpers import lps_affine
 
 IDENTIFIERS = {
     "PatientName": "Doe^Jane^Q",
@@ -48,17 +49,6 @@ def planted_strings() -> list[str]:
 def assert_no_identifier(text: str) -> None:
     for secret in planted_strings():
         assert secret not in text, f"an identifier leaked: {secret}"
-
-
-def lps_affine(row, column, spacing, origin) -> np.ndarray:
-    """The RAS affine of a DICOM series with direction cosines ``row``/``column`` (LPS) and (col, row, slice) mm."""
-    normal = np.cross(row, column)
-    affine = np.eye(4)
-    affine[:3, 0] = np.asarray(row, dtype=float) * spacing[0]
-    affine[:3, 1] = np.asarray(column, dtype=float) * spacing[1]
-    affine[:3, 2] = normal * spacing[2]
-    affine[:3, 3] = origin
-    return LPS_TO_RAS @ affine
 
 
 AXIAL = lps_affine([1, 0, 0], [0, 1, 0], (0.7, 0.8, 2.5), [-7.0, -6.4, -30.0])

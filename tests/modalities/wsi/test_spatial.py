@@ -6,20 +6,12 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from modalities.wsi import WSIConfig, WSIModality
-from modalities.wsi.slide import close_slides
 from modalities.wsi.spatial import spot_centres, write_spatial_manifest
 from modalities.wsi.spatial_eval import recall_by_sample
 from modalities.wsi.synthetic import write_slide
-
-
-@pytest.fixture(autouse=True)
-def _close_slides():
-    yield
-    close_slides()
 
 
 def colour_of(index: int) -> tuple[int, int, int]:
