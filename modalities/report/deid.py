@@ -119,10 +119,12 @@ FIRST_NAMES = frozenset(
 # Upper and lower case letters of Latin scripts ("Müller", "Łukasz", "Krüger"); Latin Extended-A mixes both cases.
 UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u017e"
 LOWER = "a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017e"
+# Linear time: a name word has at most four joined parts ("Grant-Morris", "McAllister", "O'Brien"). Unbounded, a
+# word pattern tried at every part of a long hyphenated run ("Ab-Ab-Ab-...") rescanned the rest of the run each time.
 _TITLE_WORD = (
-    rf"(?:[{UPPER}][{LOWER}]*(?:['\u2019-]?[{UPPER}][{LOWER}]+)+|[{UPPER}][{LOWER}]+|[{UPPER}]\.?(?![\w'\u2019]))"
+    rf"(?:[{UPPER}][{LOWER}]*(?:['\u2019-]?[{UPPER}][{LOWER}]+){{1,4}}|[{UPPER}][{LOWER}]+|[{UPPER}]\.?(?![\w'\u2019]))"
 )
-_CAPS_WORD = rf"(?:[{UPPER}]{{2,}}(?:['\u2019-][{UPPER}]{{2,}})*|[{UPPER}]'[{UPPER}]{{2,}})"
+_CAPS_WORD = rf"(?:[{UPPER}]{{2,}}(?:['\u2019-][{UPPER}]{{2,}}){{0,3}}|[{UPPER}]'[{UPPER}]{{2,}})"
 _PARTICLE = r"(?:(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|ibn|al|el|ter)[ \t]+)"
 TITLES = r"(?:Dr\.?[ \t]+med\.?|Dr|DR|Doctor|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse[ \t]+Practitioner|Nurse|Sister)"
 
@@ -196,6 +198,9 @@ def _enough_digits(minimum: int) -> Callable[[re.Match[str]], Span | None]:
 
 
 _WORD = re.compile(rf"[{UPPER}{LOWER}][{UPPER}{LOWER}.'\u2019-]*")
+# The word after a candidate name (an eponym noun such as "disease" refuses it). Matched in place, never on a slice of
+# the rest of the text (that copy per candidate was quadratic); longer words than any eponym noun are not looked at.
+_FOLLOWING_WORD = re.compile(r"[ \t]*(?:['\u2019]s?[ \t]+)?([A-Za-z]{1,32})(?![A-Za-z])")
 
 
 def _name_span(match: re.Match[str]) -> Span | None:
@@ -215,7 +220,7 @@ def _name_span(match: re.Match[str]) -> Span | None:
         words.pop()
     if not words or bare(words[0]) in NOT_NAME_WORDS:
         return None
-    following = re.match(r"[ \t]*(?:['\u2019]s?[ \t]+)?([A-Za-z]+)", text[words[-1][1] :])
+    following = _FOLLOWING_WORD.match(text, words[-1][1])
     if following and following.group(1).lower() in EPONYM_NOUNS:
         return None  # "Sister Mary Joseph nodule", "Dr. Parkinson disease": an eponym, whatever precedes it
     if len(words) >= 2 and bare(words[-1]) in EPONYM_NOUNS:
@@ -297,7 +302,7 @@ _ID_MARKER = r"(?:[ \t]*(?i:\#|no\.?|number|num|id)(?![A-Za-z]))"
 _ID_VALUE = (
     r"(?:\d{3}[ \t]\d{3}[ \t]\d{4}(?!\d)"  # NHS number 943 476 5919
     r"|[A-Za-z]{1,4}[ \t]\d{2}[ \t]\d{3,}(?!\d)"  # "LB 23 004871"
-    r"|(?=[\w/.-]*\d)[A-Za-z0-9][\w/.-]*[A-Za-z0-9]|\d)"
+    r"|(?=[\w/.-]{0,63}\d)[A-Za-z0-9][\w/.-]{0,62}[A-Za-z0-9]|\d)"  # at most 64 characters: linear time
 )
 _PHONE_NUMBER = (
     r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,5}\)[ .-]?)?\d[\d .-]{2,14}\d(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?"
@@ -325,7 +330,9 @@ _CITY_STATE_ZIP = (  # ", Springfield, IL 62704" / ", London N7 8JG" / ", Boston
 
 RULES: tuple[DeidRule, ...] = (
     # --- e-mail and web addresses first: they contain names and digits that later rules would split -------------
-    DeidRule("email", "EMAIL", _compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
+    # The local part starts where its run of characters starts: tried from every position inside a long run (no "@"
+    # after it), the match took time quadratic in the run's length.
+    DeidRule("email", "EMAIL", _compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
     DeidRule("url", "URL", _compile(r"(?:https?://|www\.)[^\s<>\"')\]]+[^\s<>\"')\].,;:]")),
     # --- labelled values: the label tells the kind --------------------------------------------------------------------
     DeidRule(
@@ -597,6 +604,24 @@ def _unmasked_pieces(masked: str, start: int, end: int) -> list[Span]:
     return pieces
 
 
+def _masked(text: str, spans: Sequence[Span]) -> str:
+    """``text`` with ``spans`` (one rule's findings, in order, disjoint) overwritten by the mask character.
+
+    Built in one pass: re-slicing the whole text once per finding was quadratic in the number of findings.
+    """
+    pieces: list[str] = []
+    position = 0
+    for start, end in sorted(spans):
+        start = max(start, position)
+        if end <= start:
+            continue
+        pieces.append(text[position:start])
+        pieces.append(_FILL * (end - start))
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
 class Deidentifier:
     """Finds identifiers with ``rules`` (in order) and replaces them with typed placeholders.
 
@@ -619,9 +644,9 @@ class Deidentifier:
         found: list[PhiSpan] = []
         for rule in self.rules:
             spans = [piece for span in rule.spans(masked) for piece in _unmasked_pieces(masked, *span)]
-            for start, end in spans:
-                found.append(PhiSpan(start, end, rule.kind, rule.name))
-                masked = masked[:start] + _FILL * (end - start) + masked[end:]
+            found.extend(PhiSpan(start, end, rule.kind, rule.name) for start, end in spans)
+            if spans:
+                masked = _masked(masked, spans)
         return sorted(found, key=lambda span: span.start)
 
     def __call__(self, text: str) -> str:
