@@ -35,6 +35,8 @@ class ReportConfig(ModalityConfig):
             placeholders ("[NAME]", "[DATE]", ...) as soon as a report is read, before it is used or stored (rule set
             and measured recall in docs/deid.md). Turn off only for text that is already de-identified.
         deidentify_ages_over_89: also replace ages above 89 with "[AGE]" (HIPAA Safe Harbor).
+        max_chars: longest report accepted, in characters (inline or file; ``too_large`` beyond). Reports are a few
+            thousand characters; the limit keeps one manifest cell from holding up a data-loader worker.
     """
 
     encoder: str = "transformer"
@@ -52,6 +54,7 @@ class ReportConfig(ModalityConfig):
     min_frequency: int = 2  # a piece seen once is usually a typo or an identifier
     deidentify: bool = True  # on by default: report text is protected health information
     deidentify_ages_over_89: bool = True
+    max_chars: int = 200_000  # ~40x a long report; loading one this long takes 1-3 s of CPU at most
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.sections if name not in SECTION_NAMES]
@@ -61,6 +64,8 @@ class ReportConfig(ModalityConfig):
             )
         if self.max_tokens < 3:
             raise ValueError("report.max_tokens must be at least 3 ([CLS], one token, [SEP])")
+        if self.max_chars < 1:
+            raise ValueError("report.max_chars must be at least 1")
         if self.max_sentences < 1:
             raise ValueError("report.max_sentences must be at least 1")
         if self.encoder == "transformer" and self.width % self.heads != 0:
