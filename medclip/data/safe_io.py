@@ -28,6 +28,7 @@ NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, socket, device or folder where 
 TOO_LARGE = "too_large"  # the file, or what it decodes to, exceeds the budget
 MISSING_FILE = "missing_file"
 MEGABYTE = 1024 * 1024
+READ_CHUNK = 1 << 20
 
 
 def require_regular_file(path: str | os.PathLike, what: str = "input") -> os.stat_result:
@@ -53,8 +54,10 @@ def read_limited(path: str | os.PathLike, max_bytes: int, what: str = "input") -
     info = require_regular_file(path, what)
     if info.st_size > max_bytes:
         raise ModalityError(TOO_LARGE, f"the {what} file has {info.st_size} bytes, over the limit of {max_bytes}")
-    with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
+    with open(path, "rb") as handle:  # read up to what the file holds: read(max_bytes + 1) allocated max_bytes at once
+        data = handle.read(info.st_size + 1)
+        while len(data) <= max_bytes and (more := handle.read(min(READ_CHUNK, max_bytes + 1 - len(data)))):
+            data += more  # the file grew between stat and read
     if len(data) > max_bytes:  # the file grew between stat and read
         raise ModalityError(TOO_LARGE, f"the {what} file exceeds the limit of {max_bytes} bytes")
     return data
