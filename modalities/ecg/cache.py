@@ -9,8 +9,10 @@ same result every epoch, so its output is stored once and memory-mapped afterwar
 Keys. An entry's key is ``sha256(content hash of the record's files + preprocessing fingerprint)``: it changes when a
 file's bytes or a preprocessing setting changes, and it holds nothing that identifies a patient (no file name, path
 or header field), so neither do the cache's file names. To avoid re-reading every source file on each access, the
-content hash of a record is remembered *in this process only* against its files' (size, mtime, inode) signature;
-that memo lives in memory and is never written anywhere.
+content hash of a record is remembered *in this process only* against its files' identities (size, mtime, ctime,
+inode, device); a file changed within ``RACY_NANOSECONDS`` of its hashing is hashed again, so a record replaced under
+the same name is never served from the old record's entry. The memo lives in memory and is never written anywhere.
+Only regular files of bounded size are hashed (a FIFO or ``/dev/zero`` named as a record would block or never end).
 
 File layout (``<cache_dir>/<key[:2]>/<key>.ecg``): the magic ``MEDCLIPECG\\x00\\x01``, a little-endian uint32 length,
 a UTF-8 JSON header (dtype, shape, per-lead int16 scales, allow-listed metadata, fingerprint), zero padding to a
@@ -25,12 +27,18 @@ import json
 import logging
 import mmap
 import os
+import stat
 import struct
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medclip.data.safe_io import TOO_LARGE, require_regular_file
+from medclip.types import ModalityError
 
 from .config import ECGConfig
 from .preprocess import META_KEYS, fingerprint_digest
@@ -45,46 +53,113 @@ INT16_MAX = 32767
 # MAP_POPULATE (Linux) faults the whole small entry in with the mmap call instead of one page at a time on first read.
 MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
-# str(primary path) -> (files, their stat signature, content hash). In-memory only; never persisted.
-_CONTENT_HASHES: dict[str, tuple[tuple[Path, ...], tuple[tuple[int, int, int], ...], str]] = {}
+# A file changed less than this long before it was hashed may change again within the file system's timestamp
+# granularity (a coarse clock tick, or seconds on some network file systems) without its stat signature changing:
+# its memo is not trusted, and it is hashed again (as git does with "racily clean" index entries).
+RACY_NANOSECONDS = 2_000_000_000
+HASH_CHUNK_BYTES = 1 << 20
+
+# (size, mtime, ctime, inode, device) of a file; None when it does not exist (an optional sidecar).
+Identity = tuple[int, int, int, int, int] | None
 
 
-def _signature(files: tuple[Path, ...]) -> tuple[tuple[int, int, int], ...]:
-    stats = [os.stat(file) for file in files]
-    return tuple((stat.st_size, stat.st_mtime_ns, stat.st_ino) for stat in stats)
+@dataclass(frozen=True)
+class _Memo:
+    files: tuple[Path, ...]
+    identities: tuple[Identity, ...]
+    digest: str
+    hashed_at_ns: int  # wall-clock time just before the files were examined
 
 
-def hash_files(files: tuple[Path, ...]) -> str:
-    """sha256 over every file's length and bytes, in order."""
+# str(primary path) -> what its files were when hashed. In-memory only; never persisted.
+_CONTENT_HASHES: dict[str, _Memo] = {}
+
+
+def _identity(file: Path) -> Identity:
+    """A file's identity (ctime too: it changes on every write and cannot be set back, unlike mtime).
+
+    Raises:
+        ModalityError: ``not_regular_file`` for a FIFO, device or folder (it would block or never end when read).
+    """
+    try:
+        info = os.stat(file)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        require_regular_file(file, "ECG record")  # raises with the kind of file in the message
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+
+
+def hash_files(files: tuple[Path, ...], max_bytes: int) -> str:
+    """sha256 over every file's length and bytes, in order (an absent file counts as a marker, so that adding an
+    optional sidecar changes the hash), read in chunks from regular files of at most ``max_bytes``.
+
+    Raises:
+        ModalityError: ``not_regular_file``, ``too_large``, ``unreadable`` (a file changed while it was read).
+    """
     digest = hashlib.sha256()
     for file in files:
+        identity = _identity(file)
+        if identity is None:
+            digest.update(b"\xffabsent")
+            continue
+        size = identity[0]
+        if size > max_bytes:
+            raise ModalityError(TOO_LARGE, f"an ECG record file has {size} bytes, over the limit of {max_bytes}")
+        digest.update(struct.pack("<Q", size))
+        read = 0
         with open(file, "rb") as handle:
-            data = handle.read()
-        digest.update(struct.pack("<Q", len(data)))
-        digest.update(data)
+            while chunk := handle.read(min(HASH_CHUNK_BYTES, size + 1 - read)):
+                read += len(chunk)
+                if read > size:
+                    break
+                digest.update(chunk)
+        if read != size:
+            raise ModalityError("unreadable", "an ECG record file changed while it was read")
     return digest.hexdigest()
 
 
-def content_hash(path: Path, reader: Reader) -> str:
-    """The content hash of the record at ``path`` (all its files), memoised on their stat signature."""
+def content_hash(path: Path, reader: Reader, max_bytes: int) -> str:
+    """The content hash of the record at ``path`` (all its files), memoised on their identities.
+
+    The memo is used only when every file still has the identity it had when hashed and was last changed well before
+    that (``RACY_NANOSECONDS``): a record replaced under the same name, rewritten in place with the same size, or with
+    its modification time set back is hashed again, so the cache never serves the old record's entry.
+    """
     remembered = _CONTENT_HASHES.get(str(path))
     if remembered is not None:
-        files, signature, digest = remembered
         try:
-            if _signature(files) == signature:
-                return digest
-        except OSError:
-            pass  # a file vanished: recompute below, which raises the reader's error
+            if _trusted(remembered):
+                return remembered.digest
+        except (OSError, ModalityError):
+            pass  # the file vanished or changed kind: recompute below, which raises the right error
+    hashed_at = time.time_ns()
     files = tuple(reader.source_files(path))
-    signature = _signature(files)
-    digest = hash_files(files)
-    _CONTENT_HASHES[str(path)] = (files, signature, digest)
+    identities = tuple(_identity(file) for file in files)
+    digest = hash_files(files, max_bytes)
+    if tuple(_identity(file) for file in files) == identities:  # unchanged while hashed
+        _CONTENT_HASHES[str(path)] = _Memo(files, identities, digest, hashed_at)
     return digest
+
+
+def _trusted(memo: _Memo) -> bool:
+    identities = tuple(_identity(file) for file in memo.files)
+    if identities != memo.identities:
+        return False
+    changed = max((identity[2] for identity in identities if identity is not None), default=0)
+    return memo.hashed_at_ns - changed > RACY_NANOSECONDS
 
 
 def forget_content_hashes() -> None:
     """Empty this process's memo (as a fresh process would start), e.g. to time a cold start."""
     _CONTENT_HASHES.clear()
+
+
+def validation_digest(cfg: ECGConfig) -> str:
+    """The acceptance limits (sampling-rate range, amplitude limit): an entry made under looser limits is not served
+    under stricter ones. Not part of the preprocessing fingerprint: they never change an accepted record's values."""
+    limits = [list(cfg.source_rate_range_hz), cfg.max_amplitude_mv]
+    return hashlib.sha256(json.dumps(limits).encode()).hexdigest()[:16]
 
 
 class ECGCache:
@@ -100,9 +175,10 @@ class ECGCache:
         self._root = os.fspath(self.directory)
         self.dtype = cfg.cache_dtype
         self.fingerprint = fingerprint_digest(cfg)
+        self.validation = validation_digest(cfg)
 
     def key(self, record_hash: str) -> str:
-        return hashlib.sha256(f"{record_hash}:{self.fingerprint}:{self.dtype}".encode()).hexdigest()
+        return hashlib.sha256(f"{record_hash}:{self.fingerprint}:{self.dtype}:{self.validation}".encode()).hexdigest()
 
     def path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.ecg"

@@ -8,6 +8,7 @@ from medclip.config import ConfigError
 from medclip.types import ModalityConfig
 
 from .leads import STANDARD_LEADS
+from .limits import SignalLimits
 from .units import millivolt_factor
 
 CACHE_DTYPES = ("int16", "float16")
@@ -26,10 +27,18 @@ class ECGConfig(ModalityConfig):
         patch_seconds: length of one ViT time patch (all leads of that span form one token).
         leads: the lead order of model inputs (a subset of I, II, III, aVR, aVL, aVF, V1-V6); other channels are
             ignored and absent leads are zero-filled and masked.
+        lead_aliases: extra channel names -> standard lead, for names medclip refuses on purpose (bipolar Holter
+            leads such as "CM5", channel numbers such as "ECG1": see docs/ecg.md) when you know what your recorder
+            put there, e.g. {"CM5": "V5"}. Matched like the built-in names (case, spaces and punctuation ignored).
         sampling_rate: every record is resampled to this rate (Hz) with an anti-aliasing polyphase filter.
         seconds: model input length; longer records are cropped (centre at evaluation, random in training), shorter
             ones zero-padded with the padding masked.
         min_seconds: records shorter than this are rejected (``too_short``): they cannot show a rhythm.
+        source_rate_range_hz: [lowest, highest] sampling rate a record may have (``implausible_sampling_rate``
+            otherwise). ECG is recorded at 100-1000 Hz (some Holters at 50-128 Hz, research systems up to ~16 kHz);
+            a rate outside this range is a header error, and a tiny one would be resampled into gigabytes.
+        max_amplitude_mv: a lead whose absolute value, in millivolts, exceeds this is refused
+            (``implausible_amplitude``): ECG is a few mV, electrode offsets of DC-coupled recorders a few hundred.
         bandpass_hz: [low, high] Butterworth band-pass (zero-phase) removing baseline wander and high-frequency noise;
             [] disables it. ``high`` must be below half ``sampling_rate``.
         filter_order: Butterworth order of the band-pass (applied forwards and backwards, so the effective order
@@ -57,9 +66,12 @@ class ECGConfig(ModalityConfig):
     dropout: float = 0.1
     patch_seconds: float = 0.2  # 0.2 s: a QRS complex (~0.1 s) fits inside one patch
     leads: list[str] = field(default_factory=lambda: list(STANDARD_LEADS))
+    lead_aliases: dict[str, str] = field(default_factory=dict)
     sampling_rate: float = 500.0  # the rate of most resting-ECG carts and of PTB-XL's high-resolution set
     seconds: float = 10.0  # the standard resting ECG length
     min_seconds: float = 2.0  # about two beats at a normal rate
+    source_rate_range_hz: list[float] = field(default_factory=lambda: [50.0, 32000.0])
+    max_amplitude_mv: float = 1000.0  # 1 V: far above any ECG or electrode offset, far below a unit error's values
     bandpass_hz: list[float] = field(default_factory=lambda: [0.5, 40.0])  # a common deep-learning ECG band
     filter_order: int = 2
     notch_hz: float = 50.0
@@ -82,6 +94,17 @@ class ECGConfig(ModalityConfig):
             raise ConfigError(
                 f"ecg.leads must be distinct standard leads ({', '.join(STANDARD_LEADS)}); got {self.leads}"
             )
+        unknown_targets = sorted({lead for lead in self.lead_aliases.values() if lead not in STANDARD_LEADS})
+        if unknown_targets:
+            raise ConfigError(f"ecg.lead_aliases must map names to standard leads; unknown targets {unknown_targets}")
+        if len(self.source_rate_range_hz) != 2 or not 0 < self.source_rate_range_hz[0] < self.source_rate_range_hz[1]:
+            raise ConfigError(
+                f"ecg.source_rate_range_hz must be [low, high] with 0 < low < high, got {self.source_rate_range_hz}"
+            )
+        if not self.max_amplitude_mv > 0:
+            raise ConfigError(f"ecg.max_amplitude_mv must be positive, got {self.max_amplitude_mv}")
+        if not self.max_decoded_mb > 0:
+            raise ConfigError(f"ecg.max_decoded_mb must be positive, got {self.max_decoded_mb}")
         for name in ("width", "depth", "heads", "filter_order"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ecg.{name} must be at least 1, got {getattr(self, name)}")
@@ -119,6 +142,18 @@ class ECGConfig(ModalityConfig):
                 raise ConfigError(f"ecg.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.noise_std < 0 or self.wander_amplitude < 0:
             raise ConfigError("ecg.noise_std and ecg.wander_amplitude must be >= 0")
+
+    @property
+    def limits(self) -> SignalLimits:
+        """The bounds every record is checked against (``limits.py``)."""
+        low, high = self.source_rate_range_hz
+        return SignalLimits(
+            max_decoded_mb=self.max_decoded_mb,
+            rate_range_hz=(float(low), float(high)),
+            target_rate_hz=self.sampling_rate,
+            max_amplitude_mv=self.max_amplitude_mv,
+            leads=len(self.leads),
+        )
 
     @property
     def n_samples(self) -> int:

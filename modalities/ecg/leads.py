@@ -10,7 +10,7 @@ resting ECG produce inputs of the same shape, and the encoders know which rows a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,24 +20,52 @@ from medclip.types import ModalityError
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 # Normalised spelling (lower case, letters and digits only, prefixes removed) -> standard lead.
-LEAD_ALIASES: dict[str, str] = {
-    **{lead.lower(): lead for lead in STANDARD_LEADS},
+_LIMB_SPELLINGS: dict[str, str] = {
+    "i": "I",
+    "ii": "II",
+    "iii": "III",
     "1": "I",
     "2": "II",
     "3": "III",
-    "lead1": "I",
-    "lead2": "II",
-    "lead3": "III",
     "avr": "aVR",
     "avl": "aVL",
     "avf": "aVF",
+}
+_CHEST_SPELLINGS: dict[str, str] = {f"v{index}": f"V{index}" for index in range(1, 7)}
+LEAD_ALIASES: dict[str, str] = {
+    **{lead.lower(): lead for lead in STANDARD_LEADS},
+    **_LIMB_SPELLINGS,
+    "lead1": "I",
+    "lead2": "II",
+    "lead3": "III",
     "augmentedvoltagerightarm": "aVR",
     "augmentedvoltageleftarm": "aVL",
     "augmentedvoltageleftleg": "aVF",
     "augmentedvoltagefoot": "aVF",
     **{f"c{index}": f"V{index}" for index in range(1, 7)},  # European chest-lead labels C1-C6
     **{f"chest{index}": f"V{index}" for index in range(1, 7)},
+    # Einthoven leads in French, Spanish, Portuguese, Italian notation (derivation I, II, III): DI, DII, DIII, D1-D3.
+    **{f"d{key}": lead for key, lead in _LIMB_SPELLINGS.items() if lead in ("I", "II", "III")},
+    # Mason-Likar limb leads (limb electrodes moved to the torso, the standard placement of Holter, exercise and
+    # monitoring 12-lead ECGs; MIT-BIH's "MLII"): the same lead with slightly different amplitudes and axis.
+    **{f"ml{key}": lead for key, lead in _LIMB_SPELLINGS.items()},
+    # Modified chest leads named after the precordial position they record ("MV1" in the Long-Term ST database,
+    # "MLV1"); MIT-BIH writes the same modified leads plainly as "V1", "V5".
+    **{f"m{key}": lead for key, lead in _CHEST_SPELLINGS.items()},
+    **{f"ml{key}": lead for key, lead in _CHEST_SPELLINGS.items()},
 }
+
+# Names that look like leads but are not a standard lead, refused on purpose (left unmapped, counted in
+# ``unmapped_channels``; a record with nothing else is ``no_known_leads``). ``ECGConfig.lead_aliases`` maps them when
+# the user knows what the recorder put there. Pattern over the normalised spelling -> why it is refused (docs/ecg.md).
+REFUSED_LEAD_NAMES: dict[str, str] = {
+    r"(?:ecg|ekg|ch|chan|channel|signal|sig)\d+": "an amplifier channel number: the electrodes are not in the name",
+    r"c[mcsb]\d|cm[a-z]?\d": "a bipolar chest lead (CM5, CC5, CS5, CB5): not referenced to Wilson's terminal",
+    r"mcl\d": "a modified chest lead with the left arm as reference (MCL1, MCL6): bipolar, not V1-V6",
+    r"(?:es|as|ai)": "an EASI lead: the 12 leads are derived from it with a vendor matrix, not recorded",
+    r"v[7-9]|v[1-6]r|v\d+r|vr\d": "a posterior or right-sided chest lead: not one of the 12 standard leads",
+}
+_REFUSED = [re.compile(pattern) for pattern in REFUSED_LEAD_NAMES]
 
 # Prefixes vendors put before the lead name; removed (after lower-casing) before the alias lookup.
 _PREFIXES = ("mdceclead", "mdcecglead", "ecglead", "ekglead", "lead", "ecg", "ekg")
@@ -45,16 +73,30 @@ _PARENTHESES = re.compile(r"\(.*?\)")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
 
-def canonical_lead(name: str) -> str | None:
+def lead_name_key(name: str) -> str:
+    """A channel name's normalised spelling: lower case, letters and digits only ("V1 " / "v1" / "V-1" -> "v1")."""
+    return _NOT_ALNUM.sub("", _PARENTHESES.sub("", str(name)).lower())
+
+
+def canonical_lead(name: str, extra_aliases: Mapping[str, str] | None = None) -> str | None:
     """The standard lead a channel name means, or None when it is not one of the 12 leads (e.g. "Resp", "Pleth").
 
-    Examples: "Lead II" -> "II", "MDC_ECG_LEAD_aVR" -> "aVR", "ECG V1" -> "V1", "C4" -> "V4",
-    "I (Einthoven)" -> "I", "aVL, augmented voltage, left arm" -> "aVL".
+    Examples: "Lead II" -> "II", "MDC_ECG_LEAD_aVR" -> "aVR", "ECG V1" -> "V1", "C4" -> "V4", "MLII" -> "II",
+    "MV5" -> "V5", "DII" -> "II", "I (Einthoven)" -> "I", "aVL, augmented voltage, left arm" -> "aVL";
+    "ECG1", "CM5", "MCL1" -> None (``REFUSED_LEAD_NAMES``). ``extra_aliases`` (name -> standard lead, from
+    ``ECGConfig.lead_aliases``) are looked up first.
     """
     text = _PARENTHESES.sub("", str(name)).lower()
+    if extra_aliases:
+        user = {lead_name_key(alias): lead for alias, lead in extra_aliases.items()}
+        for candidate in (text, text.split(",", 1)[0]):
+            if _NOT_ALNUM.sub("", candidate) in user:
+                return user[_NOT_ALNUM.sub("", candidate)]
     candidates = [text, text.split(",", 1)[0]]  # DICOM meanings: "aVR, augmented voltage, right arm"
     for candidate in candidates:
         key = _NOT_ALNUM.sub("", candidate)
+        if any(pattern.fullmatch(key) for pattern in _REFUSED):
+            return None
         for prefix in _PREFIXES:
             if key.startswith(prefix) and key[len(prefix) :] in LEAD_ALIASES:
                 key = key[len(prefix) :]
@@ -81,8 +123,10 @@ class LeadLayout:
     unmapped_channels: int
 
 
-def lead_layout(channel_names: Sequence[str], leads: Sequence[str] = STANDARD_LEADS) -> LeadLayout:
-    """Match a record's channel names to ``leads``.
+def lead_layout(
+    channel_names: Sequence[str], leads: Sequence[str] = STANDARD_LEADS, extra_aliases: Mapping[str, str] | None = None
+) -> LeadLayout:
+    """Match a record's channel names to ``leads`` (``extra_aliases``: the user's name -> lead mapping).
 
     Raises:
         ModalityError: ``duplicate_lead`` when two channels name the same lead (which one is real is unknowable), or
@@ -92,7 +136,7 @@ def lead_layout(channel_names: Sequence[str], leads: Sequence[str] = STANDARD_LE
     source, target, seen = [], [], {}
     unmapped = 0
     for channel, name in enumerate(channel_names):
-        lead = canonical_lead(name)
+        lead = canonical_lead(name, extra_aliases)
         if lead is None or lead not in rows:
             unmapped += 1
             continue

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medclip.data.safe_io import MEGABYTE
 from medclip.types import Modality, ModalityError, Sample
 
 from .cache import ECGCache, content_hash
@@ -48,10 +49,8 @@ def parse_cell_options(fragment: str) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     for key, value in parse_qsl(fragment, keep_blank_values=True):
-        if key not in CELL_OPTIONS:
-            raise ModalityError(
-                "bad_reference", f"unknown ECG cell option {key[:20]!r}; use #fs=<Hz> and/or #units=<mV|uV|V>"
-            )
+        if key not in CELL_OPTIONS:  # the cell's text is not quoted: it may hold anything
+            raise ModalityError("bad_reference", "unknown ECG cell option; use #fs=<Hz> and/or #units=<mV|uV|V>")
         if CELL_OPTIONS[key] == "sampling_rate":
             try:
                 rate = float(value)
@@ -119,18 +118,21 @@ class ECGModality(Modality):
         """One record as (L, T) float32 millivolts at ``sampling_rate`` in the configured lead order.
 
         Raises:
-            ModalityError: with a reason code: missing_file, unsupported_format, unreadable, bad_header, bad_reference,
-                bad_sidecar, header_data_mismatch, non_finite, too_short, missing_sampling_rate,
-                conflicting_sampling_rate, conflicting_units, unknown_units, duplicate_lead, no_known_leads,
-                missing_leads, mixed_sampling_rates, not_an_ecg.
+            ModalityError: with a reason code (docs/ecg.md lists them): missing_file, not_regular_file, too_large,
+                unsupported_format, unreadable, empty_file, not_utf8, not_numeric, wrong_dimensions,
+                unsupported_dtype, complex_values, unsupported_sample_type, bad_header, bad_reference, bad_sidecar,
+                header_data_mismatch, non_finite, implausible_amplitude, too_short, missing_sampling_rate,
+                implausible_sampling_rate, conflicting_sampling_rate, conflicting_units, unknown_units,
+                duplicate_lead, no_known_leads, missing_leads, mixed_sampling_rates, not_an_ecg.
         """
         path, options = self._reference(ref)
+        options = replace(options, limits=self.config.limits, lead_aliases=tuple(self.config.lead_aliases.items()))
         reader = reader_for(path)
         cache = self._record_cache()
         key = None
         if cache is not None:
             try:
-                digest = content_hash(path, reader)
+                digest = content_hash(path, reader, int(self.config.max_decoded_mb * MEGABYTE))
             except FileNotFoundError:
                 raise ModalityError("missing_file", f"{reader.name} record file does not exist") from None
             except OSError as error:

@@ -2,8 +2,9 @@
 
 Order matters and is fixed:
 
-1. validate (finite samples, long enough, positive rate);
-2. pick and order the configured leads (absent ones zero, listed in ``leads_present``), convert each to millivolts;
+1. validate (plausible rate, real samples, long enough, within the memory budget as read and once resampled);
+2. pick and order the configured leads (absent ones zero, listed in ``leads_present``), convert each to millivolts,
+   then check the millivolts: finite and within ``max_amplitude_mv`` (``limits.py``);
 3. notch the mains frequency at the *source* rate, where the hum is still a separate frequency;
 4. resample to the target rate (polyphase, anti-aliased);
 5. band-pass at the target rate.
@@ -25,6 +26,7 @@ from medclip.types import ModalityError
 from .config import ECGConfig
 from .filtering import bandpass, notch
 from .leads import arrange_leads, lead_layout
+from .limits import check_declared_size, check_millivolts, check_real_samples, check_sampling_rate
 from .record import RawRecord
 from .resample import resample
 from .units import MILLIVOLTS, canonical_unit, millivolt_factor
@@ -57,6 +59,8 @@ def preprocessing_fingerprint(cfg: ECGConfig) -> dict[str, Any]:
         "notch_quality": float(cfg.notch_quality),
         "default_units": cfg.default_units,
         "resampler": "scipy.signal.resample_poly",
+        # Only when set, so that fingerprints (and checkpoints) made before the option existed stay valid.
+        **({"lead_aliases": dict(sorted(cfg.lead_aliases.items()))} if cfg.lead_aliases else {}),
     }
 
 
@@ -75,36 +79,35 @@ def check_duration(duration_s: float, cfg: ECGConfig) -> None:
 
 
 def validate(record: RawRecord, cfg: ECGConfig) -> None:
-    """Reject records that cannot be preprocessed meaningfully.
+    """Reject records that cannot be preprocessed meaningfully (whatever reader produced them).
 
     Raises:
-        ModalityError: ``missing_sampling_rate``, ``header_data_mismatch``, ``too_short``.
+        ModalityError: ``implausible_sampling_rate``, ``complex_values``, ``unsupported_dtype``,
+            ``header_data_mismatch``, ``too_short``, ``too_large``.
     """
-    rate = record.sampling_rate
-    if not np.isfinite(rate) or rate <= 0:
-        raise ModalityError("missing_sampling_rate", "record has no positive sampling rate")
+    check_sampling_rate(record.sampling_rate, cfg.limits)
+    check_real_samples(np.asarray(record.signal).dtype)
     if record.signal.ndim != 2 or record.signal.shape[0] != len(record.channel_names):
         raise ModalityError("header_data_mismatch", "record's sample array does not match its channel list")
     check_duration(record.duration_s, cfg)
+    check_declared_size(record.signal.shape[0], record.signal.shape[1], record.sampling_rate, cfg.limits)
 
 
 def preprocess(record: RawRecord, cfg: ECGConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """A raw record -> ((L, T) float32 millivolts at ``cfg.sampling_rate``, allow-listed metadata).
 
     Raises:
-        ModalityError: ``missing_sampling_rate``, ``header_data_mismatch``, ``too_short``, ``non_finite``,
-            ``duplicate_lead``, ``no_known_leads``, ``unknown_units``.
+        ModalityError: ``implausible_sampling_rate``, ``header_data_mismatch``, ``too_short``, ``too_large``,
+            ``non_finite``, ``implausible_amplitude``, ``duplicate_lead``, ``no_known_leads``, ``unknown_units``.
     """
     validate(record, cfg)
-    layout = lead_layout(record.channel_names, cfg.leads)
-    used = record.signal[layout.source_channels]  # (M, T) the channels that are configured leads
-    if not np.isfinite(used).all():
-        bad = int((~np.isfinite(used)).sum())
-        raise ModalityError("non_finite", f"record has {bad} non-finite (NaN or infinite) samples in its ECG leads")
+    layout = lead_layout(record.channel_names, cfg.leads, cfg.lead_aliases)
     units = [record.units[channel] or cfg.default_units for channel in layout.source_channels.tolist()]
     factors = np.asarray([millivolt_factor(unit) for unit in units])[:, None]  # (M, 1)
-    millivolts = arrange_leads(record.signal, layout, len(cfg.leads))  # (L, T)
-    millivolts[layout.target_rows] *= factors
+    millivolts = arrange_leads(record.signal, layout, len(cfg.leads)).astype(np.float64, copy=False)  # (L, T)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf, refused just below
+        millivolts[layout.target_rows] *= factors
+    check_millivolts(millivolts[layout.target_rows], cfg.limits)  # after the unit conversion, never before
     filtered = notch(millivolts, cfg.notch_hz, record.sampling_rate, cfg.notch_quality)  # (L, T)
     resampled = resample(filtered, record.sampling_rate, cfg.sampling_rate)  # (L, T')
     if cfg.bandpass_hz:

@@ -22,6 +22,15 @@ def resample_factors(source_hz: float, target_hz: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
+def resampled_length(samples: int, source_hz: float, target_hz: float) -> int:
+    """How many samples ``resample`` returns for ``samples`` at ``source_hz``: ceil(T * up / down).
+
+    Lets a reader check the memory a resampling will take before reading anything.
+    """
+    up, down = resample_factors(source_hz, target_hz)
+    return -(-int(samples) * up // down)
+
+
 def resample(signal: np.ndarray, source_hz: float, target_hz: float) -> np.ndarray:
     """(L, T) at ``source_hz`` -> (L, T') at ``target_hz``, T' = ceil(T * up / down)."""
     up, down = resample_factors(source_hz, target_hz)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medclip.registry import Registry
+from medclip.types import ModalityError
 
 # The value spaces a model can be trained in; counts and log1p both end up log-normalised.
 LOG_SPACE = "log1p"
@@ -46,6 +47,8 @@ class Normalization:
 def library_size_log1p(values: np.ndarray, target_sum: float) -> np.ndarray:
     """Scale a cell's counts to ``target_sum`` in total, then log1p (scanpy's normalize_total + log1p)."""
     total = values.sum()
+    if not np.isfinite(total):  # counts summing past float64: scaling by target / inf would give zeros, not an error
+        return np.full_like(values, np.nan)
     return np.log1p(values * (target_sum / total))
 
 
@@ -60,6 +63,26 @@ NORMALIZATIONS.register("log1p", Normalization("log1p", LOG_SPACE, non_negative=
 NORMALIZATIONS.register("scaled", Normalization("scaled", SCALED_SPACE, non_negative=False, apply=unchanged))
 
 AUTO = "auto"
+# The largest plausible log-space value: log1p of ~1e13. Counts normalised to any target sum stay far below it (9.2 for
+# scanpy's 1e4), and log-normalised files below ~15; larger values are unlogged normalised data (CPM, TPM) that the
+# detection took for log1p because they are not integers.
+LOG_SPACE_MAX = 30.0
+
+
+def check_normalised(values: np.ndarray, normalization: Normalization) -> None:
+    """A cell's values after normalisation must be finite and, in log space, no larger than ``LOG_SPACE_MAX``.
+
+    Raises:
+        ModalityError: ``non_finite`` (a library size that overflows) or ``implausible_values``.
+    """
+    if not np.isfinite(values).all():
+        raise ModalityError("non_finite", "the observation's values are not finite once normalised (an overflow)")
+    if normalization.space == LOG_SPACE and values.max(initial=0.0) > LOG_SPACE_MAX:
+        raise ModalityError(
+            "implausible_values",
+            f"the observation has values above {LOG_SPACE_MAX:g} in log space: the layer does not hold log-normalised "
+            "data (unlogged CPM/TPM?); choose a counts layer or set normalization",
+        )
 
 
 def detect_kind(values: np.ndarray) -> str:

@@ -23,7 +23,7 @@ from medclip.types import Modality, ModalityError, Sample
 from .config import ExpressionConfig
 from .encoders import build_expression_encoder
 from .genes import genes_key_of
-from .normalize import AUTO, LOG_SPACE, NORMALIZATIONS, SCALED_SPACE
+from .normalize import AUTO, LOG_SPACE, NORMALIZATIONS, SCALED_SPACE, check_normalised
 from .reader import CellReference, choose_matrix, open_h5ad, parse_reference, reading
 from .synthetic import synthetic_samples
 from .vocabulary import GeneAligner, GeneStatistics, GeneVocabulary
@@ -109,12 +109,13 @@ class ExpressionModality(Modality):
         """One observation, normalised, as a (G,) float32 vector in its file's gene order.
 
         Raises:
-            ModalityError: missing_file, unreadable, external_link, missing_layer, missing_observation,
-                duplicate_observation, duplicate_genes, non_finite, normalization_mismatch, empty_observation,
-                bad_reference.
+            ModalityError: missing_file, not_regular_file, unreadable, not_anndata, unsupported_encoding,
+                external_link, missing_layer, missing_observation, duplicate_observation, duplicate_genes,
+                shape_mismatch, corrupt_sparse, complex_values, unsupported_dtype, too_large, non_finite,
+                implausible_values, normalization_mismatch, empty_observation, bad_reference.
         """
         reference = self._reference(ref)
-        opened = open_h5ad(reference.path)
+        opened = open_h5ad(reference.path, self.config.max_decoded_mb)
         matrix = choose_matrix(opened, self.config.layer)
         row = opened.row_of(reference)
         with reading():
@@ -131,7 +132,10 @@ class ExpressionModality(Modality):
             )
         if normalization.non_negative and not values.any():
             raise ModalityError("empty_observation", "the observation has no expression (every value is zero)")
-        normalised = normalization.apply(values, self.config.target_sum).astype(np.float32)  # (G,)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf, refused by the check below
+            normalised = normalization.apply(values, self.config.target_sum)  # (G,) float64
+        check_normalised(normalised, normalization)  # after the conversion, never only before
+        normalised = normalised.astype(np.float32)
         meta = {
             "genes_key": matrix.genes_key,
             "normalization": normalization.name,

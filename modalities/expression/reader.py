@@ -1,8 +1,9 @@
 """Reading cells out of AnnData ``.h5ad`` files: references, per-process file cache, safe lean access.
 
-A file is opened once per process with h5py and read through anndata's element API (``anndata.io.read_elem`` for
-small matrices, ``anndata.io.sparse_dataset`` / h5py row slicing for large ones), so only the chosen matrix, its gene
-names and, when needed, the observation names are ever read: ``obsm``, ``obsp`` and other layers stay on disk.
+A file is opened once per process with h5py (and reopened when it is replaced under the same name); only the chosen
+matrix, its gene names and, when needed, the observation names are ever read: ``obsm``, ``obsp`` and other layers
+stay on disk. Small matrices are read whole once, large ones row by row (``storage.py``, which sizes every read
+against ``max_decoded_mb`` and validates sparse structure before SciPy touches it). Only regular files are opened.
 Files with HDF5 external links or virtual datasets are refused, because they make a read reach into other files.
 
 Error messages name the reason and never the observation name or path: cell barcodes and file names can carry
@@ -18,17 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
-import scipy.sparse as sp
-from anndata.io import read_elem, sparse_dataset
 
+from medclip.data.safe_io import MEGABYTE, require_regular_file
 from medclip.types import ModalityError
 
 from .genes import register_gene_list
 from .normalize import detect_kind
+from .storage import SHAPE_MISMATCH, CsrRows, DenseRows, InMemoryRows, RowSource, detection_rows, read_names
 
 # Matrices up to this size are read into memory once (fast row access); larger ones are read row by row from disk.
 FULL_READ_BYTES = 256 * 1024**2
@@ -37,6 +37,7 @@ DETECTION_ROWS = 1000
 # Files kept open per process; the least recently used one is closed beyond this.
 MAX_OPEN_FILES = 32
 SPARSE_ENCODINGS = ("csr_matrix", "csc_matrix")
+DEFAULT_BUDGET_MB = 2048.0  # ModalityConfig.max_decoded_mb's default
 _ROW_SELECTOR = re.compile(r"row=(\d+)")
 
 
@@ -117,76 +118,82 @@ def refuse_external_links(handle: h5py.File) -> None:
         )
 
 
-def read_index(group: h5py.Group) -> np.ndarray:
-    """The index (obs or var names) of an AnnData dataframe group, as strings."""
-    return np.asarray(read_elem(group[group.attrs["_index"]])).astype(str)
-
-
 class ExpressionMatrix:
     """One matrix of a file (X, raw or a layer) with its gene names, readable one observation at a time.
 
     Args:
         element: the h5py dataset (dense) or group (sparse) holding the matrix.
         var: the dataframe group naming its genes (``var`` or ``raw/var``).
+        budget_mb: the modality's ``max_decoded_mb``: names, detection rows and rows are sized against it before
+            they are read (``storage.py``).
     """
 
-    def __init__(self, element: h5py.Dataset | h5py.Group, var: h5py.Group) -> None:
-        genes = read_index(var)
-        if len(set(genes.tolist())) != len(genes):
-            duplicated = len(genes) - len(set(genes.tolist()))
+    def __init__(self, element: h5py.Dataset | h5py.Group, var: h5py.Group, budget_mb: float) -> None:
+        genes = read_names(var, budget_mb)
+        if len(set(genes)) != len(genes):
+            duplicated = len(genes) - len(set(genes))
             raise ModalityError(
                 "duplicate_genes", f"the gene names of the .h5ad matrix are not unique ({duplicated} duplicates)"
             )
-        self.genes_key = register_gene_list(genes.tolist())
+        self.genes_key = register_gene_list(genes)
         self.n_genes = len(genes)
         self._element = element
-        self._on_disk = self._on_disk_matrix(element)
-        self._matrix: np.ndarray | sp.csr_matrix | h5py.Dataset | None = None  # opened on the first row read
+        self._budget_mb = budget_mb
+        self._on_disk = self._on_disk_rows(element, budget_mb)
+        self._rows: RowSource | None = None  # chosen on the first row read
         if self._on_disk.shape[1] != self.n_genes:
-            raise ModalityError("unreadable", "the .h5ad matrix has a different number of columns than gene names")
+            raise ModalityError(SHAPE_MISMATCH, "the .h5ad matrix has a different number of columns than gene names")
         self.n_obs = int(self._on_disk.shape[0])
-        first_rows = self._on_disk[0 : min(self.n_obs, DETECTION_ROWS)]  # (R, G), read from disk
-        self.detected_kind = detect_kind(self._values(first_rows))
+        rows = detection_rows(self.n_obs, self.n_genes, DETECTION_ROWS, budget_mb)
+        first_rows = self._first_rows(rows)  # (R, G)
+        self.detected_kind = detect_kind(first_rows[np.nonzero(first_rows)] if self._sparse else first_rows.ravel())
+
+    @property
+    def _sparse(self) -> bool:
+        return isinstance(self._element, h5py.Group)
 
     @staticmethod
-    def _on_disk_matrix(element: h5py.Dataset | h5py.Group) -> h5py.Dataset | Any:
-        """Row-sliceable access without reading the matrix: the h5py dataset, or anndata's sparse dataset."""
+    def _on_disk_rows(element: h5py.Dataset | h5py.Group, budget_mb: float) -> DenseRows | CsrRows | InMemoryRows:
+        """Row access without reading the matrix: the dense dataset or the CSR group; CSC (whose rows touch every
+        column) is read once, within the budget."""
         if isinstance(element, h5py.Dataset):
-            return element
-        if element.attrs.get("encoding-type") not in SPARSE_ENCODINGS:
-            raise ModalityError("unreadable", "the .h5ad matrix is stored in an unsupported encoding")
-        return sparse_dataset(element)
+            return DenseRows(element, budget_mb)
+        encoding = element.attrs.get("encoding-type")
+        if encoding not in SPARSE_ENCODINGS:
+            raise ModalityError("unsupported_encoding", "the .h5ad matrix is stored in an unsupported encoding")
+        if encoding == "csc_matrix":
+            return InMemoryRows.sparse(element, budget_mb)
+        return CsrRows(element, budget_mb)
 
-    def _opened(self) -> np.ndarray | sp.csr_matrix | h5py.Dataset | Any:
+    def _first_rows(self, rows: int) -> np.ndarray:
+        """The leading rows, for detecting the kind of values (stored values only for sparse matrices: implicit
+        zeros never decide the kind)."""
+        return self._on_disk.block(0, min(rows, self.n_obs)) if self.n_obs else np.zeros((0, self.n_genes))
+
+    def _opened(self) -> RowSource:
         """Small matrices read into memory once (CSC turned into CSR for row access); large ones stay on disk.
 
         Deferred to the first row read, so a matrix only inspected (``X`` when ``.raw`` is used) is never read whole.
         """
-        if self._matrix is None:
+        if self._rows is None:
             element = self._element
             if isinstance(element, h5py.Dataset):
                 stored_bytes = element.nbytes
             else:
                 stored_bytes = sum(element[part].nbytes for part in ("data", "indices", "indptr"))
-            if stored_bytes > FULL_READ_BYTES:
-                self._matrix = self._on_disk
+            if isinstance(self._on_disk, InMemoryRows) or stored_bytes > min(
+                FULL_READ_BYTES, self._budget_mb * MEGABYTE
+            ):
+                self._rows = self._on_disk
             elif isinstance(element, h5py.Dataset):
-                self._matrix = element[()]
+                self._rows = InMemoryRows.dense(element, self._budget_mb)
             else:
-                self._matrix = sp.csr_matrix(read_elem(element))
-        return self._matrix
-
-    @staticmethod
-    def _values(block: np.ndarray | sp.spmatrix) -> np.ndarray:
-        """The stored values of a block of rows (sparse: the non-zeros; implicit zeros never decide the kind)."""
-        return np.asarray(block.data if sp.issparse(block) else block, dtype=np.float64).ravel()
+                self._rows = InMemoryRows.sparse(element, self._budget_mb)
+        return self._rows
 
     def row(self, index: int) -> np.ndarray:
         """Observation ``index`` as a dense (G,) float64 vector in this matrix's gene order."""
-        block = self._opened()[index : index + 1]  # (1, G)
-        if sp.issparse(block):
-            block = block.toarray()
-        return np.asarray(block, dtype=np.float64).reshape(-1)  # (G,)
+        return self._opened().block(index, index + 1).reshape(-1)  # (G,)
 
 
 # Where each named matrix and its gene names live inside an .h5ad file; any other name is a key of `layers`.
@@ -200,16 +207,21 @@ class H5adFile:
         ModalityError: ``missing_file``, ``unreadable`` or ``external_link``.
     """
 
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise ModalityError("missing_file", "expression .h5ad file not found")
+    def __init__(self, path: Path, budget_mb: float = DEFAULT_BUDGET_MB) -> None:
+        require_regular_file(path, "expression .h5ad")  # a FIFO or device would block HDF5's open
+        self._budget_mb = budget_mb
         with reading():
             self._handle = h5py.File(path, "r")
         try:
             with reading():
                 refuse_external_links(self._handle)
-                obs = self._handle["obs"]
-                self.n_obs = int(obs[obs.attrs["_index"]].shape[0])
+                obs = self._handle.get("obs")
+                if not isinstance(obs, h5py.Group) or "_index" not in obs.attrs:
+                    raise ModalityError("not_anndata", "the HDF5 file has no AnnData observation table (obs)")
+                index = obs[obs.attrs["_index"]]
+                if not isinstance(index, h5py.Dataset) or index.ndim != 1:
+                    raise ModalityError("unsupported_encoding", "the .h5ad index of observation names is not 1-D")
+                self.n_obs = int(index.shape[0])
         except ModalityError:
             self._handle.close()
             raise
@@ -232,9 +244,9 @@ class H5adFile:
             if location not in self._handle:
                 raise ModalityError("missing_layer", f"the .h5ad file has no {name!r} matrix (configured layer)")
             with reading():
-                matrix = ExpressionMatrix(self._handle[location], self._handle[var_location])
+                matrix = ExpressionMatrix(self._handle[location], self._handle[var_location], self._budget_mb)
             if matrix.n_obs != self.n_obs:
-                raise ModalityError("unreadable", "the .h5ad matrix has a different number of rows than observations")
+                raise ModalityError(SHAPE_MISMATCH, "the .h5ad matrix has a different number of rows than observations")
             self._matrices[name] = matrix
         return self._matrices[name]
 
@@ -268,9 +280,9 @@ class H5adFile:
     def _observation_rows(self) -> dict[str, int]:
         if self._obs_rows is None:
             with reading():
-                names = read_index(self._handle["obs"])
+                names = read_names(self._handle["obs"], self._budget_mb)
             rows: dict[str, int] = {}
-            for index, name in enumerate(names.tolist()):
+            for index, name in enumerate(names):
                 if name in rows:
                     self._duplicate_obs.add(name)
                 rows.setdefault(name, index)
@@ -295,28 +307,43 @@ def choose_matrix(opened: H5adFile, layer: str) -> ExpressionMatrix:
     return matrix
 
 
-_OPEN_FILES: OrderedDict[str, H5adFile] = OrderedDict()
+# (absolute path, budget) -> (the file's identity when opened, the open file). A file replaced or rewritten under the
+# same name has another identity and is reopened: never read through a handle to the old file.
+_OPEN_FILES: OrderedDict[tuple[str, float], tuple[tuple[int, ...], H5adFile]] = OrderedDict()
 _OPEN_FILES_PID = os.getpid()
 
 
-def open_h5ad(path: str | os.PathLike) -> H5adFile:
+def file_identity(info: os.stat_result) -> tuple[int, ...]:
+    """(size, mtime, ctime, inode, device): changes when the file is replaced or written, even with mtime set back."""
+    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
+
+
+def open_h5ad(path: str | os.PathLike, budget_mb: float = DEFAULT_BUDGET_MB) -> H5adFile:
     """The cached open file for ``path`` in this process (DataLoader workers reopen: h5py handles do not survive fork).
 
+    The cache is keyed by path and checked against the file's identity on every use, as the slide reader does.
+
     Raises:
-        ModalityError: ``missing_file``, ``unreadable`` or ``external_link``.
+        ModalityError: ``missing_file``, ``not_regular_file``, ``unreadable``, ``not_anndata`` or ``external_link``.
     """
     global _OPEN_FILES_PID
     if os.getpid() != _OPEN_FILES_PID:  # a forked worker: the parent's handles are not safe to use here
         _OPEN_FILES.clear()
         _OPEN_FILES_PID = os.getpid()
-    key = str(Path(path).expanduser().absolute())
+    absolute = str(Path(path).expanduser().absolute())
+    key = (absolute, float(budget_mb))
+    identity = file_identity(require_regular_file(absolute, "expression .h5ad"))
     if key in _OPEN_FILES:
-        _OPEN_FILES.move_to_end(key)
-        return _OPEN_FILES[key]
-    opened = H5adFile(Path(key))
-    _OPEN_FILES[key] = opened
+        known, opened = _OPEN_FILES[key]
+        if known == identity:
+            _OPEN_FILES.move_to_end(key)
+            return opened
+        del _OPEN_FILES[key]  # replaced or rewritten since it was opened
+        opened.close()
+    opened = H5adFile(Path(absolute), budget_mb)
+    _OPEN_FILES[key] = (identity, opened)
     while len(_OPEN_FILES) > MAX_OPEN_FILES:
-        _, oldest = _OPEN_FILES.popitem(last=False)
+        _, (_, oldest) = _OPEN_FILES.popitem(last=False)
         oldest.close()
     return opened
 

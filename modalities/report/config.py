@@ -43,6 +43,8 @@ class ReportConfig(ModalityConfig):
             the first token's state ([CLS] of BERT-style models, which some pretrained models were tuned to use).
         freeze_pretrained: "hf" only: keep the pretrained model's weights fixed (and its dropout off); only the
             projection head trains. For small datasets, or to keep a domain model's language knowledge intact.
+        max_chars: longest report accepted, in characters (inline or file; ``too_large`` beyond). Reports are a few
+            thousand characters; the limit keeps one manifest cell from holding up a data-loader worker.
     """
 
     encoder: str = "transformer"
@@ -62,6 +64,7 @@ class ReportConfig(ModalityConfig):
     deidentify_ages_over_89: bool = True
     pooling: str = "mean"  # mean | cls
     freeze_pretrained: bool = False  # "hf" only: the pretrained weights stay fixed
+    max_chars: int = 200_000  # ~40x a long report; loading one this long takes 1-3 s of CPU at most
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.sections if name not in SECTION_NAMES]
@@ -71,6 +74,8 @@ class ReportConfig(ModalityConfig):
             )
         if self.max_tokens < 3:
             raise ValueError("report.max_tokens must be at least 3 ([CLS], one token, [SEP])")
+        if self.max_chars < 1:
+            raise ValueError("report.max_chars must be at least 1")
         if self.max_sentences < 1:
             raise ValueError("report.max_sentences must be at least 1")
         if self.encoder in ("transformer", "clip_text", "clip_text_quickgelu") and self.width % self.heads != 0:

@@ -26,12 +26,14 @@ Years on their own ("in 2019") are kept, as HIPAA Safe Harbor allows; ages above
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 PLACEHOLDERS = {kind: f"[{kind}]" for kind in ("NAME", "DATE", "ID", "PHONE", "EMAIL", "ADDRESS", "AGE", "URL")}
-_FILL = "\uffff"  # masks found spans so later rules cannot match inside them; never in text, not a word character
+_ANY_DIGIT = re.compile(r"\d")
+_FILL = "\uffff"  # masks found spans so later rules cannot match inside them (a noncharacter, not a word character)
 
 # --- vocabularies --------------------------------------------------------------------------------------------------
 _MONTHS = (
@@ -119,10 +121,13 @@ FIRST_NAMES = frozenset(
 # Upper and lower case letters of Latin scripts ("Müller", "Łukasz", "Krüger"); Latin Extended-A mixes both cases.
 UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u017e"
 LOWER = "a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017e"
+_ANY_UPPER = re.compile(f"[{UPPER}]")
+# Linear time: a name word has at most four joined parts ("Grant-Morris", "McAllister", "O'Brien"). Unbounded, a
+# word pattern tried at every part of a long hyphenated run ("Ab-Ab-Ab-...") rescanned the rest of the run each time.
 _TITLE_WORD = (
-    rf"(?:[{UPPER}][{LOWER}]*(?:['\u2019-]?[{UPPER}][{LOWER}]+)+|[{UPPER}][{LOWER}]+|[{UPPER}]\.?(?![\w'\u2019]))"
+    rf"(?:[{UPPER}][{LOWER}]*(?:['\u2019-]?[{UPPER}][{LOWER}]+){{1,4}}|[{UPPER}][{LOWER}]+|[{UPPER}]\.?(?![\w'\u2019]))"
 )
-_CAPS_WORD = rf"(?:[{UPPER}]{{2,}}(?:['\u2019-][{UPPER}]{{2,}})*|[{UPPER}]'[{UPPER}]{{2,}})"
+_CAPS_WORD = rf"(?:[{UPPER}]{{2,}}(?:['\u2019-][{UPPER}]{{2,}}){{0,3}}|[{UPPER}]'[{UPPER}]{{2,}})"
 _PARTICLE = r"(?:(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|ibn|al|el|ter)[ \t]+)"
 TITLES = r"(?:Dr\.?[ \t]+med\.?|Dr|DR|Doctor|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Nurse[ \t]+Practitioner|Nurse|Sister)"
 
@@ -148,6 +153,44 @@ Span = tuple[int, int]
 
 
 @dataclass(frozen=True)
+class TextFacts:
+    """What is cheap to know about a whole text before any rule runs (one pass each, at C speed)."""
+
+    folded: str  # the text case-folded, for label look-ups
+    has_digit: bool  # a character ``\d`` matches
+    has_upper: bool  # a character of ``UPPER`` (the rules' capital letters)
+
+    @classmethod
+    def of(cls, text: str) -> TextFacts:
+        return cls(text.casefold(), _ANY_DIGIT.search(text) is not None, _ANY_UPPER.search(text) is not None)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """A pre-filter: what a text must hold for a rule to match anywhere in it.
+
+    Checked once per text with plain string searches, so a rule whose label, digit or capital letter is absent never
+    runs its regular expression (most of the time spent on long texts is rules trying their labels at every word).
+    It never changes what is found: every match of the rule contains one of ``any_of`` (case-folded) and, when set,
+    a digit and a capital letter.
+
+    Attributes:
+        any_of: lower-case strings of which one occurs in every match (labels, "@", "^"); empty: no such string.
+        digit: every match holds a digit.
+        upper: every match holds a character of ``UPPER``.
+    """
+
+    any_of: tuple[str, ...] = ()
+    digit: bool = False
+    upper: bool = False
+
+    def met(self, facts: TextFacts) -> bool:
+        if (self.digit and not facts.has_digit) or (self.upper and not facts.has_upper):
+            return False
+        return not self.any_of or any(needed in facts.folded for needed in self.any_of)
+
+
+@dataclass(frozen=True)
 class DeidRule:
     """One pattern for one kind of identifier.
 
@@ -159,6 +202,7 @@ class DeidRule:
         check: optional refinement of a match: returns the span to replace, or None to reject the match (calendar
             validity of a date, trimming credentials off a name, refusing eponyms).
         optional: name of the ``Deidentifier`` switch that turns the rule off ("ages_over_89"), or "".
+        needs: what a text must hold for the pattern to match at all (``Needs``); None runs it on every text.
     """
 
     name: str
@@ -166,6 +210,7 @@ class DeidRule:
     pattern: re.Pattern[str]
     check: Callable[[re.Match[str]], Span | None] | None = None
     optional: str = ""
+    needs: Needs | None = None
 
     def spans(self, text: str) -> Iterable[Span]:
         for match in self.pattern.finditer(text):
@@ -196,6 +241,9 @@ def _enough_digits(minimum: int) -> Callable[[re.Match[str]], Span | None]:
 
 
 _WORD = re.compile(rf"[{UPPER}{LOWER}][{UPPER}{LOWER}.'\u2019-]*")
+# The word after a candidate name (an eponym noun such as "disease" refuses it). Matched in place, never on a slice of
+# the rest of the text (that copy per candidate was quadratic); longer words than any eponym noun are not looked at.
+_FOLLOWING_WORD = re.compile(r"[ \t]*(?:['\u2019]s?[ \t]+)?([A-Za-z]{1,32})(?![A-Za-z])")
 
 
 def _name_span(match: re.Match[str]) -> Span | None:
@@ -215,7 +263,7 @@ def _name_span(match: re.Match[str]) -> Span | None:
         words.pop()
     if not words or bare(words[0]) in NOT_NAME_WORDS:
         return None
-    following = re.match(r"[ \t]*(?:['\u2019]s?[ \t]+)?([A-Za-z]+)", text[words[-1][1] :])
+    following = _FOLLOWING_WORD.match(text, words[-1][1])
     if following and following.group(1).lower() in EPONYM_NOUNS:
         return None  # "Sister Mary Joseph nodule", "Dr. Parkinson disease": an eponym, whatever precedes it
     if len(words) >= 2 and bare(words[-1]) in EPONYM_NOUNS:
@@ -297,7 +345,7 @@ _ID_MARKER = r"(?:[ \t]*(?i:\#|no\.?|number|num|id)(?![A-Za-z]))"
 _ID_VALUE = (
     r"(?:\d{3}[ \t]\d{3}[ \t]\d{4}(?!\d)"  # NHS number 943 476 5919
     r"|[A-Za-z]{1,4}[ \t]\d{2}[ \t]\d{3,}(?!\d)"  # "LB 23 004871"
-    r"|(?=[\w/.-]*\d)[A-Za-z0-9][\w/.-]*[A-Za-z0-9]|\d)"
+    r"|(?=[\w/.-]{0,63}\d)[A-Za-z0-9][\w/.-]{0,62}[A-Za-z0-9]|\d)"  # at most 64 characters: linear time
 )
 _PHONE_NUMBER = (
     r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,5}\)[ .-]?)?\d[\d .-]{2,14}\d(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?"
@@ -323,9 +371,11 @@ _CITY_STATE_ZIP = (  # ", Springfield, IL 62704" / ", London N7 8JG" / ", Boston
     rf"(?:[ \t]+{_POSTCODE_UK}\b|,?[ \t]*[A-Z]{{2}}\b(?:[ \t]+{_ZIP}\b)?|[ \t]+{_ZIP}\b)?"
 )
 
-RULES: tuple[DeidRule, ...] = (
+_RULES: tuple[DeidRule, ...] = (
     # --- e-mail and web addresses first: they contain names and digits that later rules would split -------------
-    DeidRule("email", "EMAIL", _compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
+    # The local part starts where its run of characters starts: tried from every position inside a long run (no "@"
+    # after it), the match took time quadratic in the run's length.
+    DeidRule("email", "EMAIL", _compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")),
     DeidRule("url", "URL", _compile(r"(?:https?://|www\.)[^\s<>\"')\]]+[^\s<>\"')\].,;:]")),
     # --- labelled values: the label tells the kind --------------------------------------------------------------------
     DeidRule(
@@ -435,8 +485,11 @@ RULES: tuple[DeidRule, ...] = (
         "ADDRESS",
         _compile(
             r"""\b(?i:home[ \t]+address|address(?:[ \t]+on[ \t]+file)?|addr\.?|residence)[ \t]*:[ \t]*
-            (?P<phi>(?=[^\n]*\d)[^\n:]+?)(?=[ \t]+[A-Za-z][\w ]{0,25}:|[ \t.]*(?:\n|$))"""
+            (?P<phi>[^\n:]+?)(?=(?<![ \t])[ \t]+[A-Za-z][\w ]{0,25}:|(?<![ \t.])[ \t.]*(?:\n|$))"""
         ),
+        # Linear time: the value must hold a digit (checked on the match, not by a look-ahead over the rest of the
+        # line at every label), and the end-of-value look-ahead runs only where a run of spaces or dots starts.
+        _enough_digits(1),
     ),
     DeidRule(
         "street_address",
@@ -578,6 +631,67 @@ RULES: tuple[DeidRule, ...] = (
 )
 
 
+DIGIT, UPPER_LETTER = Needs(digit=True), Needs(upper=True)
+# What each built-in rule needs (see ``Needs``): labels from its label alternation (any one of them, shortened to a
+# string every spelling contains), a digit when every alternative holds one, a capital when every match starts a name
+# word or a capitalised literal. ``tests/modalities/report`` checks that the pre-filter never changes a finding.
+RULE_NEEDS: dict[str, Needs] = {
+    "email": Needs(any_of=("@",)),
+    "url": Needs(any_of=("http", "www.")),
+    "labelled_phone": Needs(
+        any_of=("tel", "ph", "fax", "pager", "pgr", "beeper", "bleep", "cell", "mobile", "contact", "call", "ext"),
+        digit=True,
+    ),
+    "phone_extension": Needs(any_of=("x",), digit=True),
+    "labelled_id_strong": Needs(
+        any_of=("mr", "med", "acc", "ssn", "social", "nhs", "hospital", "csn", "fin", "patient", "pid", "lab"),
+        digit=True,
+    ),
+    "labelled_id_weak": Needs(
+        any_of=(
+            *("case", "order", "visit", "encounter", "acc", "specimen", "sample", "slide", "block", "study", "exam"),
+            *("req", "lab", "eeg", "ecg", "ekg", "device", "serial", "lot", "member", "policy", "insurance", "licen"),
+            *("record", "id", "reg", "episode", "autopsy"),
+        ),
+        digit=True,
+    ),
+    "labelled_id_bare": Needs(any_of=("id",), digit=True),
+    "labelled_date_compact": Needs(any_of=("date", "dob", "d.o.b", "birth", "born"), digit=True),
+    "date_iso": DIGIT,
+    "date_numeric": DIGIT,
+    "date_dotted": DIGIT,
+    "date_month_name": Needs(digit=True, upper=True),
+    "date_month_year_numeric": DIGIT,
+    "phone_us": DIGIT,
+    "phone_international": DIGIT,
+    "phone_uk": DIGIT,
+    "phone_local": DIGIT,
+    "ssn": DIGIT,
+    "labelled_address": Needs(any_of=("addr", "residence"), digit=True),
+    "street_address": Needs(digit=True, upper=True),
+    "city_state_zip": Needs(digit=True, upper=True),
+    "street_address_european": DIGIT,
+    "postcode_uk": Needs(digit=True, upper=True),
+    "postcode_canada": Needs(digit=True, upper=True),
+    "po_box": Needs(any_of=("box",), digit=True),
+    "alphanumeric_id": DIGIT,
+    "long_number": DIGIT,
+    "digit_groups": DIGIT,
+    "title_name": UPPER_LETTER,
+    "labelled_name": Needs(any_of=(":", "#", "-"), upper=True),
+    "signature_by": Needs(any_of=("by", "signed"), upper=True),
+    "phrase_name": UPPER_LETTER,
+    "name_before_age": Needs(digit=True, upper=True),
+    "by_name": Needs(any_of=("by",), upper=True),
+    "dicom_name": Needs(any_of=("^",), upper=True),
+    "first_last_name": UPPER_LETTER,
+    "signature_line": Needs(any_of=(",",), upper=True),
+    "age_over_89": DIGIT,
+    "age_after_name": DIGIT,
+    "age_now": Needs(any_of=("now", "aged"), digit=True),
+}
+RULES: tuple[DeidRule, ...] = tuple(dataclasses.replace(rule, needs=RULE_NEEDS[rule.name]) for rule in _RULES)
+
 _PIECE = re.compile(rf"[^{_FILL}]+")
 _EDGE = f" \t\n,;:.-{_FILL}"
 
@@ -595,6 +709,24 @@ def _unmasked_pieces(masked: str, start: int, end: int) -> list[Span]:
         if right > left and any(char.isalnum() for char in text[left:right]):
             pieces.append((piece.start() + left, piece.start() + right))
     return pieces
+
+
+def _masked(text: str, spans: Sequence[Span]) -> str:
+    """``text`` with ``spans`` (one rule's findings, in order, disjoint) overwritten by the mask character.
+
+    Built in one pass: re-slicing the whole text once per finding was quadratic in the number of findings.
+    """
+    pieces: list[str] = []
+    position = 0
+    for start, end in sorted(spans):
+        start = max(start, position)
+        if end <= start:
+            continue
+        pieces.append(text[position:start])
+        pieces.append(_FILL * (end - start))
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 class Deidentifier:
@@ -615,13 +747,16 @@ class Deidentifier:
 
     def find(self, text: str) -> list[PhiSpan]:
         """Every identifier in ``text``, sorted by position, non-overlapping."""
-        masked = text
+        masked = text.replace(_FILL, "\ufffd")  # the mask character in the input would read as earlier findings
+        facts = TextFacts.of(masked)
         found: list[PhiSpan] = []
         for rule in self.rules:
+            if rule.needs is not None and not rule.needs.met(facts):
+                continue
             spans = [piece for span in rule.spans(masked) for piece in _unmasked_pieces(masked, *span)]
-            for start, end in spans:
-                found.append(PhiSpan(start, end, rule.kind, rule.name))
-                masked = masked[:start] + _FILL * (end - start) + masked[end:]
+            found.extend(PhiSpan(start, end, rule.kind, rule.name) for start, end in spans)
+            if spans:
+                masked = _masked(masked, spans)
         return sorted(found, key=lambda span: span.start)
 
     def __call__(self, text: str) -> str:

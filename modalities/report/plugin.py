@@ -66,10 +66,10 @@ class ReportModality(Modality):
         split, tokenized, cached or logged.
 
         Raises:
-            ModalityError: "missing_file", "unreadable", "invalid_reference", or "empty_report" when nothing is left
-                after section extraction.
+            ModalityError: "missing_file", "not_regular_file", "too_large", "not_utf8", "binary_file", "unreadable",
+                "invalid_reference", or "empty_report" when nothing is left after section extraction.
         """
-        raw, source = read_report(ref)
+        raw, source = read_report(ref, self.config.max_chars)
         text = deidentify_report(clean_report_text(raw), self.config)
         sections = extract_sections(text, self.config.sections)
         sentences = split_sentences(sections.text)

@@ -30,7 +30,9 @@ LOWERCASE_FOLLOWER_ABBREVIATIONS = frozenset(
 NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "fig", "figs", "vol", "p", "pp", "ser", "img", "im"})
 
 _DOTTED_ABBREVIATION = re.compile(r"(?:[a-z]\.)+[a-z]")  # e.g, i.e, a.m (the final dot is the candidate end)
-_CANDIDATE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s+\S)")
+# Tried only where a run of end marks starts: from every position inside a long run of dots it was quadratic.
+_CANDIDATE_END = re.compile(r"(?<![.!?])[.!?]+[\"')\]]*(?=\s+\S)")
+_NON_SPACE = re.compile(r"\S")
 _LIST_ITEM = re.compile(r"^(?:\(?\d{1,2}[.)]|[-*\u2022\u2023\u25e6])\s+")
 _ENUMERATOR = re.compile(r"\d{1,2}")
 _MID_PHRASE_END = re.compile(r"[,;:(\[-]$")
@@ -73,18 +75,45 @@ def _is_abbreviation(word: str, next_word: str, is_first_word: bool) -> bool:
 
 
 def _split_block(block: str) -> list[str]:
+    """Split one block at its sentence ends, in time linear in the block's length.
+
+    Each candidate end looks only at the word just before it (scanned back to the previous white space) and the first
+    character after it; slicing the sentence so far or the rest of the block at every candidate was quadratic on a
+    run of abbreviations ("Dr. Dr. Dr. ...").
+    """
     sentences: list[str] = []
     start = 0
+    first = _first_non_space(block, start)  # where the current sentence's first word starts
     for match in _CANDIDATE_END.finditer(block):
         if match.group().startswith(".") and not any(mark in match.group() for mark in "!?"):
-            before = block[start : match.start()].split()
-            after = block[match.end() :].split(maxsplit=1)
-            if before and _is_abbreviation(before[-1], after[0] if after else "", len(before) == 1):
-                continue
+            word_start, word_end = _word_start(block, match.start(), start)
+            if word_start < word_end:
+                word = block[word_start:word_end]
+                following = _first_non_space(block, match.end())
+                next_char = block[following : following + 1]
+                if _is_abbreviation(word, next_char, word_start == first):
+                    continue
         sentences.append(block[start : match.end()].strip())
         start = match.end()
+        first = _first_non_space(block, start)
     sentences.append(block[start:].strip())
     return sentences
+
+
+def _word_start(block: str, end: int, floor: int) -> tuple[int, int]:
+    """(start, end) of the last white-space-delimited word before ``end`` and not before ``floor`` (empty when
+    there is none), as ``block[floor:end].split()[-1]`` would give it."""
+    while end > floor and block[end - 1].isspace():
+        end -= 1
+    position = end
+    while position > floor and not block[position - 1].isspace():
+        position -= 1
+    return position, end
+
+
+def _first_non_space(block: str, position: int) -> int:
+    match = _NON_SPACE.search(block, position)
+    return match.start() if match else len(block)
 
 
 def split_sentences(text: str) -> list[str]:

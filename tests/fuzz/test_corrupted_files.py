@@ -282,7 +282,8 @@ def test_fuzz_nifti_headers(tmp_path):
 ECG_RATE = 250
 WFDB_HEADER_REASONS = ("bad_header", "header_data_mismatch", "missing_file", "unsupported_format", "unreadable",
                        "no_known_leads", "missing_leads", "too_short", "missing_sampling_rate", "unknown_units",
-                       "duplicate_lead", "mixed_sampling_rates", "non_finite")  # fmt: skip
+                       "duplicate_lead", "mixed_sampling_rates", "non_finite", "implausible_sampling_rate",
+                       "implausible_amplitude", "too_large")  # fmt: skip
 
 
 def wfdb_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) -> list[Case]:
@@ -349,7 +350,9 @@ def test_fuzz_wfdb_records(tmp_path):
 # --- h5ad expression ---------------------------------------------------------------------------------------------
 GENES = [f"GENE{index}" for index in range(12)]
 H5AD_REASONS = ("unreadable", "non_finite", "normalization_mismatch", "empty_observation", "duplicate_genes",
-                "missing_layer", "missing_observation", "external_link")  # fmt: skip
+                "missing_layer", "missing_observation", "external_link", "not_anndata", "unsupported_encoding",
+                "shape_mismatch", "corrupt_sparse", "complex_values", "unsupported_dtype", "too_large",
+                "implausible_values")  # fmt: skip
 
 
 def write_h5ad(path: Path, counts: np.ndarray, genes: list[str]) -> None:
@@ -501,7 +504,8 @@ def report_cases(root: Path, rng: np.random.Generator, n_good: int, n_bad: int) 
         if kind == "flip_any":
             flip_bytes(path, rng, 0, len(data), count=int(rng.integers(1, 4)))
         expected = {"good": (USED,), "empty": ("empty_report",), "whitespace_only": ("empty_report",),
-                    "flip_any": (USED, "unreadable")}.get(kind, ("unreadable",))  # fmt: skip
+                    "nul_byte": ("binary_file",),
+                    "flip_any": (USED, "not_utf8", "binary_file")}.get(kind, ("not_utf8",))  # fmt: skip
         cases.append(Case(path.name, kind, frozenset(expected)))
     return cases
 
@@ -513,4 +517,5 @@ def test_fuzz_report_files(tmp_path):
     plugin = ReportModality()
     summary, loaded = run_pipeline(cases, plugin, tmp_path, lambda sample: (type(sample["report"]).__name__,))
     tally = check_outcomes(cases, summary, loaded, good_shape=("str",))
-    assert summary.counts()["unreadable"] >= 75 and summary.counts()["empty_report"] == 30, tally_report(tally)
+    not_text = summary.counts()["not_utf8"] + summary.counts()["binary_file"]
+    assert not_text >= 75 and summary.counts()["empty_report"] == 30, tally_report(tally)

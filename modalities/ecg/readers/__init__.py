@@ -9,26 +9,33 @@ never read into anything medclip keeps, and errors never quote a path or a heade
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medclip.registry import Registry
 from medclip.types import ModalityError
 
+from ..limits import SignalLimits
 from ..record import RawRecord
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """What the manifest cell (``file.csv#fs=500&units=uV``) says about a record that the file itself may not.
+    """What the manifest cell (``file.csv#fs=500&units=uV``) says about a record that the file itself may not, and
+    the bounds the plugin's settings put on what a file may declare.
 
     Attributes:
         sampling_rate: samples per second, for formats without one (CSV, NumPy); checked against a sidecar's.
         units: the physical unit of every channel, for formats without one.
+        limits: sampling-rate range and memory budget, checked from the header before the samples are read.
+        lead_aliases: the user's extra channel name -> standard lead mapping (``ECGConfig.lead_aliases``), for readers
+            that pick ECG channels by name (EDF).
     """
 
     sampling_rate: float | None = None
     units: str | None = None
+    limits: SignalLimits = field(default_factory=SignalLimits)
+    lead_aliases: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,11 +68,9 @@ def reader_for(path: Path) -> Reader:
         ModalityError: ``unsupported_format``.
     """
     suffix = path.suffix.lower()
-    if suffix not in READERS:
+    if suffix not in READERS:  # the suffix is part of the file name: never quoted
         raise ModalityError(
-            "unsupported_format",
-            f"ECG files ending in {suffix or '(no suffix)'!r} are not supported; "
-            f"use one of {', '.join(READERS.names())}",
+            "unsupported_format", f"the ECG file's type is not supported; use one of {', '.join(READERS.names())}"
         )
     return READERS.get(suffix)
 

@@ -10,14 +10,18 @@ Only waveform attributes are read; patient, study and device tags are never look
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 
 import numpy as np
 
+from medclip.data.safe_io import MEGABYTE, read_limited
 from medclip.registry import lazy_import
 from medclip.types import ModalityError
 from modalities.dicom_quiet import quietly
 
+from ..limits import SignalLimits, check_declared_size, check_sampling_rate
 from ..record import RawRecord
 from . import Reader, ReadOptions, single_file
 
@@ -35,6 +39,7 @@ def choose_group(groups) -> int:
         float(group.get("NumberOfWaveformSamples", 0)) / float(group.get("SamplingFrequency", 1) or 1)
         for group in groups
     ]
+    durations = [duration if math.isfinite(duration) else -math.inf for duration in durations]
     return int(np.argmax(durations))
 
 
@@ -59,28 +64,32 @@ def channel_unit(channel) -> str:
     return str(units[0].get("CodeValue", "") or units[0].get("CodeMeaning", ""))
 
 
-def physical_samples(group) -> np.ndarray:
-    """(C, T) physical values of one multiplex group, after checking the declared sizes against the data.
+def physical_samples(group, rate: float, limits: SignalLimits) -> np.ndarray:
+    """(C, T) physical values of one multiplex group, after checking the declared sizes against the budget and data.
 
     Raises:
-        ModalityError: ``header_data_mismatch`` or ``unreadable``.
+        ModalityError: ``bad_header``, ``unsupported_sample_type``, ``too_large`` or ``header_data_mismatch``.
     """
     required = ("NumberOfWaveformChannels", "NumberOfWaveformSamples", "WaveformBitsAllocated", "WaveformData")
     missing = [keyword for keyword in required if keyword not in group]
     if missing:
-        raise ModalityError("unreadable", f"DICOM waveform group lacks {', '.join(missing)}")
+        raise ModalityError("bad_header", f"DICOM waveform group lacks {', '.join(missing)}")
     channels = int(group.NumberOfWaveformChannels)
     samples = int(group.NumberOfWaveformSamples)
     bits = int(group.WaveformBitsAllocated)
     interpretation = str(group.get("WaveformSampleInterpretation", "SS"))
-    if (bits, interpretation) not in SAMPLE_DTYPES:
-        raise ModalityError("unreadable", f"DICOM waveform sample type {bits}-bit {interpretation} is not supported")
+    if (bits, interpretation) not in SAMPLE_DTYPES:  # values from the file: not quoted
+        raise ModalityError(
+            "unsupported_sample_type",
+            "the DICOM waveform's sample type is not supported (8-, 16- or 32-bit signed or unsigned integers are)",
+        )
     definitions = group.get("ChannelDefinitionSequence") or []
     if len(definitions) != channels:
         raise ModalityError(
             "header_data_mismatch",
             f"DICOM waveform declares {channels} channels but defines {len(definitions)}",
         )
+    check_declared_size(channels, samples, rate, limits)
     data = bytes(group.WaveformData)
     expected = channels * samples * bits // 8
     if not expected <= len(data) <= expected + 1:  # one byte of padding keeps DICOM values an even length
@@ -94,39 +103,40 @@ def physical_samples(group) -> np.ndarray:
         sensitivity = float(channel.get("ChannelSensitivity", 1.0))
         correction = float(channel.get("ChannelSensitivityCorrectionFactor", 1.0))
         baseline = float(channel.get("ChannelBaseline", 0.0))
+        if not (math.isfinite(sensitivity * correction) and sensitivity * correction != 0 and math.isfinite(baseline)):
+            raise ModalityError(
+                "bad_header", f"DICOM waveform channel {index} has a zero or non-finite sensitivity or baseline"
+            )
         physical[index] = physical[index] * sensitivity * correction + baseline
     return physical
 
 
 @quietly
 def read_dicom(path: Path, options: ReadOptions) -> RawRecord:
-    """The rhythm group of a DICOM ECG waveform file."""
+    """The rhythm group of a DICOM ECG waveform file (read from a regular file within the memory budget)."""
     pydicom = lazy_import("pydicom", "reading DICOM ECG waveforms")
-    if not path.is_file():
-        raise ModalityError("missing_file", "DICOM file does not exist")
+    data = read_limited(path, int(options.limits.max_decoded_mb * MEGABYTE), "DICOM ECG")
     try:
-        dataset = pydicom.dcmread(str(path))
+        dataset = pydicom.dcmread(io.BytesIO(data))
         groups = dataset.get("WaveformSequence")
     except Exception as error:
         raise ModalityError("unreadable", f"DICOM file could not be read ({type(error).__name__})") from None
     if not groups:
         raise ModalityError("not_an_ecg", "DICOM file holds no waveform (no WaveformSequence)")
-    group = groups[choose_group(groups)]
-    try:
-        sampling_rate = float(group.get("SamplingFrequency", 0) or 0)
-    except (TypeError, ValueError):
-        sampling_rate = 0.0
-    if sampling_rate <= 0:
-        raise ModalityError("missing_sampling_rate", "DICOM waveform group has no positive SamplingFrequency")
-    signal = physical_samples(group)
-    definitions = group.ChannelDefinitionSequence
-    return RawRecord(
-        signal=signal,
-        channel_names=[channel_name(channel) for channel in definitions],
-        units=[channel_unit(channel) for channel in definitions],
-        sampling_rate=sampling_rate,
-        source_format="dicom",
-    )
+    try:  # header values that pydicom converts lazily: a malformed number raises here
+        group = groups[choose_group(groups)]
+        if "SamplingFrequency" not in group:
+            raise ModalityError("missing_sampling_rate", "DICOM waveform group has no SamplingFrequency")
+        rate = check_sampling_rate(group.SamplingFrequency, options.limits)
+        signal = physical_samples(group, rate, options.limits)
+        definitions = group.ChannelDefinitionSequence
+        names = [channel_name(channel) for channel in definitions]
+        units = [channel_unit(channel) for channel in definitions]
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as error:
+        if isinstance(error, ModalityError):
+            raise
+        raise ModalityError("bad_header", f"DICOM waveform attributes are malformed ({type(error).__name__})") from None
+    return RawRecord(signal=signal, channel_names=names, units=units, sampling_rate=rate, source_format="dicom")
 
 
 DICOM_READER = Reader(name="dicom", read=read_dicom, source_files=single_file)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from medclip.data.safe_io import require_regular_file
 from medclip.registry import lazy_import
 from medclip.types import ModalityError
 
 from ..leads import canonical_lead
+from ..limits import check_declared_size, check_sampling_rate
 from ..record import RawRecord
 from . import Reader, ReadOptions, single_file
 
@@ -23,26 +25,29 @@ def read_edf(path: Path, options: ReadOptions) -> RawRecord:
     """The ECG-lead channels of an EDF file in physical units.
 
     Raises:
-        ModalityError: ``missing_file``, ``unreadable``, ``no_known_leads``, ``mixed_sampling_rates``.
+        ModalityError: ``missing_file``, ``not_regular_file``, ``unreadable``, ``no_known_leads``,
+            ``mixed_sampling_rates``, ``implausible_sampling_rate``, ``too_large``.
     """
     pyedflib = lazy_import("pyedflib", "reading EDF ECG recordings", package="pyedflib")
-    if not path.is_file():
-        raise ModalityError("missing_file", "EDF file does not exist")
+    require_regular_file(path, "EDF")  # a FIFO would block the C library's open forever
     try:
         reader = pyedflib.EdfReader(str(path))
     except Exception as error:
         raise ModalityError("unreadable", f"EDF file could not be read ({type(error).__name__})") from None
+    aliases = dict(options.lead_aliases)
     try:
         labels = reader.getSignalLabels()
-        channels = [index for index, label in enumerate(labels) if canonical_lead(label) is not None]
+        channels = [index for index, label in enumerate(labels) if canonical_lead(label, aliases) is not None]
         if not channels:
             raise ModalityError("no_known_leads", f"none of the EDF file's {len(labels)} channels is an ECG lead")
         rates = {float(reader.getSampleFrequency(index)) for index in channels}
         if len(rates) != 1:
             raise ModalityError("mixed_sampling_rates", f"the EDF file's ECG leads have {len(rates)} sampling rates")
+        rate = check_sampling_rate(rates.pop(), options.limits)
         lengths = {int(reader.getNSamples()[index]) for index in channels}
         if len(lengths) != 1:
             raise ModalityError("header_data_mismatch", "the EDF file's ECG leads have different sample counts")
+        check_declared_size(len(channels), lengths.pop(), rate, options.limits)
         signal = np.stack([reader.readSignal(index, digital=False) for index in channels]).astype(np.float64)  # (C, T)
         units = [reader.getPhysicalDimension(index) for index in channels]
         names = [labels[index] for index in channels]
@@ -56,7 +61,7 @@ def read_edf(path: Path, options: ReadOptions) -> RawRecord:
         signal=signal,
         channel_names=names,
         units=units,
-        sampling_rate=rates.pop(),
+        sampling_rate=rate,
         source_format="edf",
         ignored_channels=len(labels) - len(channels),
     )

@@ -190,7 +190,7 @@ def test_load_errors_have_reason_codes_and_leak_nothing(tmp_path):
     binary.write_bytes(f"FINDINGS: {identifier}\x00\x01".encode())
     folder = tmp_path / f"{identifier}_dir.txt"
     folder.mkdir()
-    cases += [(bad_utf8, "unreadable"), (binary, "unreadable"), (folder, "unreadable")]
+    cases += [(bad_utf8, "not_utf8"), (binary, "binary_file"), (folder, "not_regular_file")]
     for ref, reason in cases:
         with pytest.raises(ModalityError) as caught:
             modality.load(ref)
