@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import build
 from .model import ContrastiveModel, ProjectionHead
+from .nn.tuning import apply_tuning
 from .preprocess import Preprocess
 from .types import Modality
 
@@ -51,6 +52,10 @@ def build_model(model_config: ModelConfig, modalities: Mapping[str, Modality]) -
     The model carries ``preprocess``: the evaluation-time preprocessing of the same plugins.
     """
     encoders = {name: plugin.build_encoder() for name, plugin in modalities.items()}
+    # Fine-tuning options (freeze, lora) act on the encoder's initial weights: anything that loads weights into a
+    # new encoder comes before this line (LoRA adapts a pretrained tower).
+    for name, encoder in encoders.items():
+        apply_tuning(encoder, modalities[name].config, name)
     heads = {
         name: ProjectionHead(encoder.output_dim, model_config.embed_dim, model_config.head_hidden_dim)
         for name, encoder in encoders.items()

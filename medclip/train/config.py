@@ -5,7 +5,29 @@ The loop reads nothing else from a recipe's config: data, model and loss are han
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..config import ConfigError
+
+
+@dataclass
+class EmaConfig:
+    """The EMA teacher (``medclip.train.ema``): an exponential moving average of the model's weights.
+
+    Attributes:
+        decay: teacher = decay * teacher + (1 - decay) * model after every optimizer step; 0 = no teacher. The teacher
+            averages over roughly 1 / (1 - decay) steps: 0.995 (ALBEF's momentum) ~ 200 steps, 0.999 ~ 1000.
+    """
+
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"train.ema.decay must be in [0, 1) (0 = off), got {self.decay}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.decay > 0
 
 
 @dataclass
@@ -32,3 +54,4 @@ class TrainConfig:
     compile: bool = False  # torch.compile each encoder (the first steps are slow while it compiles)
     channels_last: bool = False  # channels-last(-3d) memory format for conv weights and volume/image inputs
     grad_cache_chunk: int = 0  # >0: GradCache, encoders see this many rows at a time (same gradients); 0 = off
+    ema: EmaConfig = field(default_factory=EmaConfig)  # EMA teacher for the `distill` / `cwcl` losses; decay 0 = off
