@@ -76,6 +76,7 @@ def tiny_hf_model(folder: Path) -> Path:
     """A tiny BERT and its WordPiece tokenizer saved with save_pretrained (a user's local model copy)."""
     import transformers
 
+    folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *HF_WORDS]) + "\n")
     tokenizer = transformers.BertTokenizer(vocab=str(vocab_file))
@@ -85,7 +86,7 @@ def tiny_hf_model(folder: Path) -> Path:
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=48,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
     )
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(folder)

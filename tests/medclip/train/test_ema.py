@@ -6,50 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
 
 from medclip.checkpoint import CheckpointError
 from medclip.config import ConfigError
 from medclip.losses import build_loss
-from medclip.model import ContrastiveModel, ProjectionHead
 from medclip.nn.freeze import keep_in_eval
 from medclip.train.config import EmaConfig
 from medclip.train.ema import EMA_FILE, EmaTeacher, check_teacher, load_ema_weights
 from medclip.train.gradcache import GradCache
-from medclip.types import EncoderOutput
-
-
-class _Encoder(nn.Module):
-    """Linear -> BatchNorm -> dropout, plus a frozen linear: parameters, float and integer buffers, randomness."""
-
-    def __init__(self, input_dim: int, width: int) -> None:
-        super().__init__()
-        self.output_dim = width
-        self.linear = nn.Linear(input_dim, width)
-        self.norm = nn.BatchNorm1d(width)
-        self.dropout = nn.Dropout(0.5)
-        self.fixed = nn.Linear(width, width)
-        self.fixed.requires_grad_(False)
-
-    def forward(self, inputs: Tensor) -> EncoderOutput:
-        return EncoderOutput(pooled=self.fixed(self.dropout(self.norm(self.linear(inputs)))))
-
-
-def tiny_model() -> ContrastiveModel:
-    torch.manual_seed(0)
-    encoders = {"ecg": _Encoder(5, 4), "report": _Encoder(6, 4)}
-    return ContrastiveModel(encoders, {name: ProjectionHead(4, 3) for name in encoders})
-
-
-def tiny_batch(rows: int = 6) -> dict[str, Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return {
-        "ecg": torch.randn(rows, 5, generator=generator),
-        "report": torch.randn(rows, 6, generator=generator),
-        "ecg_mask": torch.tensor([True, True, False, True, True, True][:rows]),
-        "report_mask": torch.ones(rows, dtype=torch.bool),
-        "batch_size": rows,
-    }
+from tests.medclip.train.tiny import tiny_batch, tiny_model
 
 
 def test_update_follows_the_formula_and_shares_frozen_weights():
