@@ -402,5 +402,7 @@ def merge_lora(model: nn.Module) -> list[str]:
 
 def drop_lora_options(modalities: Mapping[str, Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
     """Modality options without ``lora``: the model description of a model after ``merge_lora``."""
-    return {name: {key: value for key, value in (options or {}).items() if key != "lora"} for name, options in
-            modalities.items()}  # fmt: skip
+    return {
+        name: {key: value for key, value in (options or {}).items() if key != "lora"}
+        for name, options in modalities.items()
+    }
