@@ -55,6 +55,14 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         arms = typing.get_args(annotation)
         if value is None and type(None) in arms:
             return None
+        real_arms = [arm for arm in arms if arm is not type(None)]
+        if len(real_arms) == 1:  # `X | None`: X's own error says what is wrong (e.g. a nested option's check)
+            try:
+                return _convert(value, real_arms[0], path)
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{path}: {error}") from error
         errors = []
         for arm in arms:
             if arm is type(None):

@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import build
 from .model import ContrastiveModel, ProjectionHead
+from .nn.tuning import apply_tuning
 from .preprocess import Preprocess
 from .types import Modality
 
@@ -46,7 +47,7 @@ def build_modalities(modalities: Mapping[str, Mapping[str, Any] | None]) -> dict
 
 
 def build_model(
-    model_config: ModelConfig, modalities: Mapping[str, Modality], apply_weights: bool = False
+    model_config: ModelConfig, modalities: Mapping[str, Modality], apply_weights: bool = False, tune: bool = True
 ) -> ContrastiveModel:
     """Encoders from each plugin + a projection head each onto ``model_config.embed_dim``.
 
@@ -56,6 +57,8 @@ def build_model(
         apply_weights: a NEW model for training: each modality's ``weights:`` file fills its encoder (checked
             strictly, all or nothing; see ``medclip.weights.warm_start``). Loading a checkpoint leaves it False: the
             checkpoint's weights win and the file need not exist where the checkpoint is loaded.
+        tune: apply the fine-tuning options (``freeze``, ``lora``) now. A caller that loads more weights into the
+            new model first (``train.init_from``) passes False and calls ``tune_model`` after loading them.
 
     The model carries ``preprocess``: the evaluation-time preprocessing of the same plugins, and ``warm_start``:
     modality -> what its encoder was loaded from (empty when nothing was).
@@ -78,6 +81,19 @@ def build_model(
     )
     model.preprocess = Preprocess(modalities)
     model.warm_start = warm_start
+    if tune:
+        tune_model(model, modalities)
+    return model
+
+
+def tune_model(model: ContrastiveModel, modalities: Mapping[str, Modality]) -> ContrastiveModel:
+    """Apply each modality's fine-tuning options (``freeze``, ``lora``; ``medclip.nn.tuning``) to its encoder.
+
+    They act on the encoder's initial weights: whatever loads weights into a new encoder comes first (LoRA adapts a
+    pretrained tower; its adapters start at zero, so the tuned model computes what the loaded one did).
+    """
+    for name, encoder in model.encoders.items():
+        apply_tuning(encoder, modalities[name].config, name)
     return model
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
+
+from .config import ConfigError
 
 # A sample is a plain dict: {name: array | str | tensor, f"{name}_meta": {allow-listed metadata}} plus, once the
 # dataset adds them, "labels" (K,) float with NaN for unknown, "patient_id" and "study_id" (pseudonyms).
@@ -59,6 +61,38 @@ pytree.register_pytree_node(
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters on an encoder's linear layers (Hu et al. 2021), the ``lora:`` option of every modality.
+
+    With adapters, every other weight of the encoder is frozen: only the adapters (and the projection head) train.
+    See ``medclip.nn.lora`` and docs/finetuning.md.
+
+    Attributes:
+        r: rank of the adapters; 4-16 is the usual range (the paper's 4 and 8 match full fine-tuning on GLUE).
+        alpha: the update is scaled by alpha / r, so changing r does not change the learning rate that works.
+        dropout: dropout on the adapters' input (PEFT's ``lora_dropout``); 0 = none.
+        targets: module-name patterns to adapt (``["qkv", "proj", "fc1", "fc2"]``): a pattern matches a module whose
+            dotted name is the pattern or ends with ``.pattern``, or, with ``*``/``?``, whose name fits the glob.
+            Empty: the encoder's attention and MLP linears (``medclip.nn.lora.default_targets``).
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1, got {self.r}")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if any(not isinstance(target, str) or not target.strip() for target in self.targets):
+            raise ConfigError("lora.targets must be non-empty module-name patterns")
+
+
+@dataclass
 class ModalityConfig:
     """Options every modality understands; each plugin subclasses this with its own fields.
 
@@ -72,12 +106,19 @@ class ModalityConfig:
             loaded unless everything fits). Foreign formats (open_clip, timm, MONAI, MedicalNet) are mapped onto the
             encoder once with ``medclip convert-weights``. Never applied when a checkpoint is loaded: the
             checkpoint's own weights win, and the file need not exist there. See docs/warm_start.md.
+        freeze: keep encoder weights fixed during training: true = the whole encoder (LiT's locked tower), or a list
+            of module / parameter name prefixes inside the encoder (``["token_embedding", "blocks.layers.0"]``).
+            Frozen modules also stay in eval mode (no dropout, no BatchNorm statistics updates). The projection head
+            always trains. Applied by the factory (``medclip.nn.tuning``) after any pretrained weights are loaded.
+        lora: low-rank adapters on the encoder (``LoRAConfig``); None = none.
     """
 
     encoder: str = "default"
     width: int = 256
     max_decoded_mb: float = 2048.0
     weights: str = ""
+    freeze: bool | list[str] = False
+    lora: LoRAConfig | None = None
 
 
 class ModalityError(ValueError):

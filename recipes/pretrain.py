@@ -30,7 +30,7 @@ from medclip.data import SplitConfig, check_skip_fraction, collate_samples, read
 from medclip.data.loader import WORKER_KINDS
 from medclip.data.prepare import data_provenance, evaluation_transforms, prepare_datasets
 from medclip.eval.validation import Validator
-from medclip.factory import ModelConfig, build_modalities, build_model
+from medclip.factory import ModelConfig, build_modalities, build_model, tune_model
 from medclip.losses import build_loss
 from medclip.train import TrainConfig, Trainer
 from medclip.train.launch import Runtime, setup_runtime, teardown_runtime
@@ -181,13 +181,14 @@ def pretrain(cfg: Config, runtime: Runtime | None = None) -> PretrainResult:
         splits = split_config.assign(manifest)
         datasets, summary = prepare_datasets(manifest, modalities, splits, fit, cfg.data.confine_paths)
         check_skip_fraction(summary, manifest.total_rows, cfg.data.max_skip_fraction)
-        model = build_model(cfg.model, modalities, apply_weights=resume is None)
+        model = build_model(cfg.model, modalities, apply_weights=resume is None, tune=False)
         if model.warm_start:
             card.training["warm_start"] = model.warm_start
         if init_source is not None:
             card.training["init_from"] = init_from_checkpoint(
                 model, init_source, heads=cfg.train.init_heads, logit_scale=cfg.train.init_logit_scale
             )
+        tune_model(model, modalities)  # freeze / lora act on the weights the run starts from
         trainer = Trainer(
             card,
             modalities,

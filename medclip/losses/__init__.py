@@ -21,6 +21,7 @@ from .base import (
 )
 from .classification import ClassificationLoss, ClassificationLossConfig
 from .clip import ClipLoss, ClipLossConfig, clip_loss
+from .distill import DistillLoss, DistillLossConfig, distill_loss
 from .mae import MaskedReconstructionLoss, MaskedReconstructionLossConfig, masked_reconstruction_loss
 from .multimodal import GramLoss, GramLossConfig, SymileLoss, SymileLossConfig, gram_loss, symile_loss
 from .prototype import PrototypeLoss, PrototypeLossConfig, prototype_loss, sinkhorn_knopp
@@ -56,11 +57,14 @@ __all__ = [
     "CombinedLoss",
     "CwclLoss",
     "CwclLossConfig",
+    "DistillLoss",
+    "DistillLossConfig",
     "MultiPositiveLoss",
     "MultiPositiveLossConfig",
     "SoftLabelLoss",
     "SoftLabelLossConfig",
     "cwcl_loss",
+    "distill_loss",
     "FilipLoss",
     "FilipLossConfig",
     "GramLoss",

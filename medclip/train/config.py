@@ -7,6 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import ConfigError
+
+
+@dataclass
+class EmaConfig:
+    """The EMA teacher (``medclip.train.ema``): an exponential moving average of the model's weights.
+
+    Attributes:
+        decay: teacher = decay * teacher + (1 - decay) * model after every optimizer step; 0 = no teacher. The teacher
+            averages over roughly 1 / (1 - decay) steps: 0.995 (ALBEF's momentum) ~ 200 steps, 0.999 ~ 1000.
+    """
+
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"train.ema.decay must be in [0, 1) (0 = off), got {self.decay}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.decay > 0
+
 
 @dataclass
 class TrainConfig:
@@ -46,8 +68,9 @@ class TrainConfig:
     init_heads: bool = True  # also take each tower's projection head when the checkpoint has one
     init_logit_scale: bool = False  # also take the learned temperature
 
+    ema: EmaConfig = field(default_factory=EmaConfig)  # EMA teacher for the `distill` / `cwcl` losses; decay 0 = off
+
     def __post_init__(self) -> None:
-        from ..config import ConfigError
         from .logger import LOGGERS
 
         for name in self.loggers:

@@ -128,8 +128,12 @@ class GradCache:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def step(self, batch: Mapping[str, Any], loss_scale: float = 1.0) -> dict[str, Tensor]:
+    def step(
+        self, batch: Mapping[str, Any], loss_scale: float = 1.0, extra_outputs: Mapping[str, Any] | None = None
+    ) -> dict[str, Tensor]:
         """Accumulate into ``.grad`` the gradients of ``loss_scale * criterion(model(batch))["loss"]``.
+
+        ``extra_outputs``: more loss inputs for the whole batch, without gradient (the EMA teacher's embeddings).
 
         Returns:
             The loss entries (detached), as ``criterion`` returns them.
@@ -151,7 +155,7 @@ class GradCache:
             "tokens": {name: value.detach().requires_grad_() for name, value in outputs["tokens"].items()},
             "logit_scale": outputs["logit_scale"].detach().requires_grad_(),
         }
-        losses = self.criterion(**{**outputs, **leaves})
+        losses = self.criterion(**{**outputs, **(extra_outputs or {}), **leaves})
         (losses["loss"] * loss_scale).backward()
         after_loss = _rng_state(device)
         # 3. re-run every chunk with its RNG state and push the cached gradients through the encoders

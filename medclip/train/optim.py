@@ -1,4 +1,8 @@
-"""AdamW with CLIP's parameter grouping and a linear-warmup + cosine learning-rate schedule."""
+"""AdamW with CLIP's parameter grouping and a linear-warmup + cosine learning-rate schedule.
+
+Only parameters that require gradients are optimised: frozen towers and the base weights under LoRA adapters
+(``medclip.nn.tuning``) get neither updates nor AdamW moments; ``parameter_counts`` reports the split per tower.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,35 @@ def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def tower_of(name: str) -> str:
+    """The tower a parameter belongs to: the modality of ``encoders.<m>.*`` / ``heads.<m>.*``, else its first name."""
+    parts = name.split(".")
+    return parts[1] if parts[0] in ("encoders", "heads") and len(parts) > 2 else parts[0]
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameter counts per tower: ``{"parameters/<tower>/trainable": n, ".../frozen": m}``.
+
+    A tower is a modality's encoder with its projection head; the logit scale counts on its own.
+    """
+    counts: dict[str, int] = {}
+    for name, parameter in getattr(model, "module", model).named_parameters():
+        tower = tower_of(name)
+        for kind in ("trainable", "frozen"):
+            counts.setdefault(f"parameters/{tower}/{kind}", 0)
+        counts[f"parameters/{tower}/{'trainable' if parameter.requires_grad else 'frozen'}"] += parameter.numel()
+    return counts
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """``report 0 / 1,203,456, ct 5,300,000 / 0, ...`` from ``parameter_counts``."""
+    towers = dict.fromkeys(key.split("/")[1] for key in counts)
+    return ", ".join(
+        f"{tower} {counts[f'parameters/{tower}/trainable']:,} / {counts[f'parameters/{tower}/frozen']:,}"
+        for tower in towers
+    )
 
 
 def build_optimizer(modules: Iterable[nn.Module], config: TrainConfig) -> torch.optim.AdamW:

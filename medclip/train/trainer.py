@@ -1,12 +1,14 @@
 """The training loop: AdamW + warmup/cosine, gradient accumulation, clipping, bf16 autocast, DDP, exact resume.
 
-Resume is exact: the checkpoint carries weights, optimizer moments, scheduler, RNG states and the number of batches
-consumed, and the sample order is a pure function of (seed, epoch), so N steps + resume + N steps gives the same
-weights as 2N steps straight (tested).
+Resume is exact: the checkpoint carries weights, optimizer moments, scheduler, RNG states, the number of batches
+consumed and the EMA teacher (``train.ema``), and the sample order is a pure function of (seed, epoch), so N steps +
+resume + N steps gives the same weights as 2N steps straight (tested). Frozen parameters (``freeze``, the base weights
+under ``lora``) are not optimised, and the run log's first record counts trainable / frozen parameters per tower.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
@@ -24,14 +26,17 @@ from ..data.loader import make_loader
 from ..device import move_to_device, outputs_to_float32
 from ..types import Modality
 from .config import TrainConfig
+from .ema import EmaTeacher, check_teacher, restore_teacher
 from .gradcache import GradCache
 from .launch import Runtime, autocast_context
 from .logger import RunLogger
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, describe_counts, parameter_counts
 from .parallel import build_parallel, prepare_model, to_channels_last
 from .resilience import NonFiniteGuard, PreemptionFlag
 from .sampler import ResumableBatchSampler
 from .state import load_trainer_state, trainer_files
+
+log = logging.getLogger("medclip.train")
 
 
 class _BatchesFrom:
@@ -122,6 +127,10 @@ class Trainer:
             self.validator = make_validator(self.wrapped, self.criterion)
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
+        # --- EMA teacher (ema.py, train.ema): copied after wrapping, so every rank starts from rank 0's weights ---
+        self.ema = EmaTeacher.create(self.model, self.train_config.ema, self.train_config.parallel)
+        check_teacher(self.criterion, self.ema)
+        self._first_record: dict[str, int] = {}  # extra values for the run log's first record (parameter counts)
         self.step = 0
         self.resumed_at: int | None = None  # the step a resumed run continues from
         self.consumed_batches = 0
@@ -147,6 +156,7 @@ class Trainer:
         # The checkpoint is full (unsharded) whatever strategy wrote it; the strategy loads (and re-shards) it.
         self.parallel.load_checkpoint(path, self.model, self.criterion, self.optimizer)
         state = load_trainer_state(path, None, self.scheduler)
+        restore_teacher(self.ema, path)  # --- EMA teacher ---
         self.step = self.resumed_at = int(state["step"])
         self.consumed_batches = int(state["consumed_batches"])
         self.best = dict(state.get("best") or {})
@@ -170,8 +180,23 @@ class Trainer:
             criterion=self.criterion,
             model_state=full_state[0],
             extra_json={DATA_FILE: self.provenance} if self.provenance else None,
-            write_extra=trainer_files(state, self.optimizer, self.scheduler, full_state[1]),
+            write_extra=self._with_teacher(trainer_files(state, self.optimizer, self.scheduler, full_state[1])),
         )
+
+    # --- EMA teacher hooks (ema.py) ---------------------------------------------------------------------------------
+    def _with_teacher(self, write_extra: Callable[[Path], None]) -> Callable[[Path], None]:
+        """The checkpoint writer, plus the teacher's ``ema.safetensors`` when there is a teacher."""
+        return write_extra if self.ema is None else self.ema.writer(also=write_extra)
+
+    def _teacher_outputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The teacher's embeddings of ``batch`` as extra loss inputs (none without a teacher), in float32."""
+        if self.ema is None:
+            return {}
+        with autocast_context(self.train_config.precision, self.runtime.device):
+            outputs = self.ema.outputs(batch, chunk_size=self.train_config.grad_cache_chunk)
+        return outputs_to_float32(outputs)
+
+    # ----------------------------------------------------------------------------------------------------------------
 
     def _loader(self) -> Iterable[dict[str, Any]]:
         sampler = ResumableBatchSampler(
@@ -241,7 +266,11 @@ class Trainer:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=config.steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
-        self.model.train()
+        self.model.train()  # frozen modules stay in eval (medclip.nn.freeze)
+        counts = parameter_counts(self.model)
+        if self.runtime.is_main:
+            log.info("parameters (trainable / frozen): %s", describe_counts(counts))
+        self._first_record = counts  # the run log's first record of this run carries them
         guard = NonFiniteGuard(config.max_nonfinite_steps, distributed=self.runtime.distributed)
         preemption = PreemptionFlag()
         try:
@@ -268,13 +297,14 @@ class Trainer:
                 last_micro = micro_step == config.grad_accum - 1
                 sync = nullcontext() if last_micro else self.parallel.no_sync(self.wrapped)
                 with sync:
+                    teacher = self._teacher_outputs(batch)  # --- EMA teacher hook ({} without one) ---
                     if self.grad_cache is not None:  # --- GradCache hook (train.grad_cache_chunk > 0) ---
-                        losses = self.grad_cache.step(batch, loss_scale=1.0 / config.grad_accum)
+                        losses = self.grad_cache.step(batch, loss_scale=1.0 / config.grad_accum, extra_outputs=teacher)
                     else:  # --- the plain step ---
                         with autocast_context(config.precision, self.runtime.device):
                             outputs = self.wrapped(batch)
                         outputs = outputs_to_float32(outputs)
-                        losses = self.criterion(**outputs)
+                        losses = self.criterion(**outputs, **teacher)
                         (losses["loss"] / config.grad_accum).backward()
                 for key, value in losses.items():
                     totals[key] = totals.get(key, 0.0) + float(value.detach()) / config.grad_accum
@@ -286,6 +316,8 @@ class Trainer:
                 totals["grad_norm"] = self.parallel.clip_grad_norm(parameters, config.clip_grad_norm)
             if guard.step_is_finite(totals["loss"], totals.get("grad_norm")):
                 self.optimizer.step()
+                if self.ema is not None:  # --- EMA teacher: follows every optimizer step ---
+                    self.ema.update(self.model)
             # A skipped step still advances the schedule and the step count, so the sample order and the
             # learning-rate curve stay those of an uninterrupted run.
             self.scheduler.step()
@@ -299,7 +331,8 @@ class Trainer:
                 last = {**totals, "lr": self.scheduler.get_last_lr()[0], "samples_per_s": window_samples / elapsed}
                 if isinstance(getattr(self.model, "logit_scale", None), torch.Tensor):  # contrastive models have one
                     last["logit_scale"] = float(self.model.logit_scale.detach())
-                logger.log(self.step, last)
+                logger.log(self.step, {**last, **self._first_record})
+                self._first_record = {}
                 if progress is not None:
                     progress.set_postfix(loss=f"{last['loss']:.3f}", samples_s=f"{last['samples_per_s']:.0f}")
                 window_samples, window_start = 0, time.perf_counter()

@@ -33,6 +33,7 @@ from medclip.losses import (
     siglip_loss,
 )
 from medclip.model import ContrastiveModel, ProjectionHead
+from medclip.train.ema import EmaTeacher
 from medclip.types import EncoderOutput
 from tests.helpers import unit_rows
 
@@ -412,7 +413,14 @@ def test_every_registered_loss_trains_on_model_outputs(name):
         "labels": torch.full((5, 2), float("nan")),
         "patient_id": ["p1", "p2", "p1", "p3", "p4"],
     }
-    out = loss(**model(batch))
+    teacher = {}
+    if any(getattr(module, "needs_teacher", False) for module in loss.losses.values()):
+        ema = EmaTeacher(model, decay=0.5)  # a teacher that lags behind the model (a fresh copy gives no gradient)
+        with torch.no_grad():
+            for parameter in ema.parameters.values():
+                parameter.mul_(0.5)
+        teacher = ema.outputs(batch)
+    out = loss(**model(batch), **teacher)
     assert torch.isfinite(out["loss"]) and (
         out["loss"].item() < 0 if name in NON_POSITIVE_LOSSES else out["loss"].item() > 0
     )

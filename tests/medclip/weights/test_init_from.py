@@ -151,3 +151,27 @@ def test_the_command_line_runs_a_warm_start_and_names_refused_weights(first_run,
     assert code == 2 and "modalities.report.weights: report_encoder.pt is a pickle-based file" in error
     assert "medclip convert-weights" in error and "Traceback" not in error
     assert not (tmp_path / "refused").exists()
+
+
+def test_lora_and_freezing_adapt_the_towers_that_init_from_loaded(first_run, small_experiment, tmp_path):
+    """Adapters are added to the loaded tower, not to a random one the checkpoint then fails to fit: LoRA's B starts
+    at zero, so with lr=0 the tuned model holds the checkpoint's weights and its adapters stay zero."""
+    run = pretrain(
+        small_experiment(
+            f"train.init_from={first_run}",
+            "modalities.report.lora={r: 2}",
+            "modalities.expression.freeze=true",
+            "train.lr=0",
+            "train.steps=1",
+            out=tmp_path / "tuned",
+        )
+    )
+    start, ours = checkpoint_weights(first_run), checkpoint_weights(run.checkpoint)
+    adapters = [key for key in ours if key.endswith("lora_B")]
+    assert adapters and all(torch.count_nonzero(ours[key]) == 0 for key in adapters)
+    plain = {key.replace(".parametrizations.", ".").replace(".original", "").replace(".base.", "."): value
+             for key, value in ours.items() if "lora_" not in key}  # fmt: skip
+    towers = [key for key in start if key.startswith(("model.encoders.", "model.heads."))]
+    assert all(torch.equal(start[key], plain[key]) for key in towers)
+    model = medclip.load_model(run.checkpoint)
+    assert not any(p.requires_grad for p in model.encoders["expression"].parameters())
