@@ -49,5 +49,3 @@ def setup_runtime(device: str = "auto") -> Runtime:
 def teardown_runtime(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
