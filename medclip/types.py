@@ -161,6 +161,9 @@ class Modality:
     # Where foreign encoder parts fit inside this plugin's encoder: part kind -> module path ("" = the whole encoder).
     # `medclip convert-weights --to NAME` writes an importer's output under that path (see medclip/weights/).
     weight_slots: ClassVar[Mapping[str, str]] = {}
+    # The option of this plugin's config that names its timm backbone (the setting a converted ``timm_backbone`` file
+    # tells the user to copy; medclip.weights.importers.BACKBONE_SETTING stands for it in the importers).
+    backbone_option: ClassVar[str] = "encoder"
 
     def __init__(self, config: ModalityConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -30,6 +30,11 @@ from .foreign import import_torch_weights
 from .strict import WeightsError
 
 
+# Stands for "the option that names this plugin's timm backbone" in a converter's settings; ``convert_foreign`` writes
+# the target plugin's own name for it (``Modality.backbone_option``: wsi ``patch_encoder``, image ``encoder``).
+BACKBONE_SETTING = "<backbone>"
+
+
 @dataclass
 class ImportOptions:
     """Command-line options of ``convert-weights`` that importers read (each uses the ones it documents).
@@ -62,7 +67,7 @@ class Converted:
     """One part converted: tensors under the part's own keys, and what the user and loader need to know."""
 
     tensors: dict[str, Tensor]
-    settings: dict[str, Any]  # modality options the weights need, e.g. {"patch_encoder": "resnet50_clip"}
+    settings: dict[str, Any]  # modality options the weights need, e.g. {BACKBONE_SETTING: "resnet50_clip"}
     metadata: dict[str, str] = field(default_factory=dict)  # pixel statistics, tokenizer JSON
     notes: list[str] = field(default_factory=list)  # what was dropped or adapted, in words
 
@@ -115,10 +120,16 @@ def read_state(source: str | Path, trust_pickle: bool) -> dict[str, Tensor]:
     return state
 
 
+def _plugin_class(modality: str) -> type:
+    from .. import MODALITIES  # lazy: the plugins import torch models
+
+    return MODALITIES.get(modality)
+
+
 def _slot(importer: Importer, modality: str) -> tuple[str, str]:
     from .. import MODALITIES
 
-    slots = MODALITIES.get(modality).weight_slots
+    slots = _plugin_class(modality).weight_slots
     parts = [part for part in importer.parts if part in slots]
     if not parts:
         takers = sorted(name for name, cls in MODALITIES.items() if set(cls.weight_slots) & set(importer.parts))
@@ -159,6 +170,10 @@ def convert_foreign(
             raise WeightsError("--pixel-mean and --pixel-std go together, three values each")
         converted.metadata[PIXEL_MEAN] = json.dumps([float(v) for v in options.pixel_mean])
         converted.metadata[PIXEL_STD] = json.dumps([float(v) for v in options.pixel_std])
+    backbone_option = _plugin_class(modality).backbone_option  # the plugin's name for its timm backbone option
+    converted.settings = {
+        (backbone_option if key == BACKBONE_SETTING else key): value for key, value in converted.settings.items()
+    }
     tensors = {
         (f"{scope}.{key}" if scope else key): value.contiguous().clone() for key, value in converted.tensors.items()
     }

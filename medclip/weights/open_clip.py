@@ -24,7 +24,7 @@ from torch import Tensor
 from ..registry import lazy_import
 from .clip_vocabulary import clip_tokenizer_json
 from .files import PIXEL_MEAN, PIXEL_STD, TOKENIZER
-from .importers import Converted, Importer, ImportOptions
+from .importers import BACKBONE_SETTING, Converted, Importer, ImportOptions
 from .strict import WeightsError, check_tensors
 from .timm_backbone import filter_checkpoint, fit_backbone, meta_backbone
 
@@ -108,7 +108,7 @@ def convert_visual(state: dict[str, Tensor], options: ImportOptions) -> Converte
         notes.append(f"dropped CLIP's image projection ({', '.join(dropped)}): medclip's projection head replaces it")
     notes.append("not converted: the text tower (convert it with --to report)")
     metadata = {PIXEL_MEAN: json.dumps(list(OPENAI_CLIP_MEAN)), PIXEL_STD: json.dumps(list(OPENAI_CLIP_STD))}
-    return Converted(tensors, {"patch_encoder": name}, metadata, notes)
+    return Converted(tensors, {BACKBONE_SETTING: name}, metadata, notes)
 
 
 def convert_text(state: dict[str, Tensor], options: ImportOptions) -> Converted:

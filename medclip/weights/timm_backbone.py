@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..registry import lazy_import
 from .files import PIXEL_MEAN, PIXEL_STD
-from .importers import Converted, Importer, ImportOptions
+from .importers import BACKBONE_SETTING, Converted, Importer, ImportOptions
 from .strict import WeightsError, check_tensors, require_fit
 
 
@@ -80,7 +80,7 @@ def convert_timm(state: dict[str, Tensor], options: ImportOptions) -> Converted:
     model = meta_backbone(options.arch)
     tensors, dropped = fit_backbone(filter_checkpoint(state, model), model, f"timm weights for {options.arch}")
     notes = [f"dropped the classifier ({len(dropped)} tensors): the encoder has none"] if dropped else []
-    return Converted(tensors, {"patch_encoder": options.arch}, normalisation_metadata(model), notes)
+    return Converted(tensors, {BACKBONE_SETTING: options.arch}, normalisation_metadata(model), notes)
 
 
 TIMM = Importer(

@@ -45,6 +45,9 @@ class ImageModality(Modality):
     name = "image"
     config_class = ImageConfig
     file_suffixes = (".png", ".jpg", ".jpeg")  # .dcm, .tif and .npy are shared with other plugins: --modality image
+    # timm / open_clip visual weights (`medclip convert-weights --from timm --to image`) fill the timm backbone; the
+    # channel-adaptive stem of multichannel images stays new (it feeds the backbone three channels).
+    weight_slots = {"timm_backbone": "backbone"}
 
     def __init__(self, config: ImageConfig | None = None) -> None:
         super().__init__(config)

@@ -45,6 +45,7 @@ class WSIModality(Modality):
     file_suffixes = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".mrxs", ".bif", ".vms", ".svslide")
     # timm backbones (converted open_clip visual towers, timm checkpoints) fill the patch encoder's model
     weight_slots = {"timm_backbone": "patch_encoder.model"}
+    backbone_option = "patch_encoder"
 
     def __init__(self, config: WSIConfig | None = None) -> None:
         super().__init__(config)

@@ -71,3 +71,17 @@ def test_a_timm_release_needs_its_architecture_and_must_fit_it(release, tmp_path
             path, tmp_path / "a.safetensors", "timm", "report", ImportOptions(trust_pickle=True, arch="test_vit")
         )
     assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_a_timm_release_fills_the_image_backbone(release, tmp_path):
+    """The same file format serves the 2-D image modality: its backbone slot, and its own option name."""
+    source, path = release
+    destination = tmp_path / "image.safetensors"
+    result = convert_foreign(path, destination, "timm", "image", ImportOptions(trust_pickle=True, arch="test_vit"))
+    assert result.scope == "backbone" and result.settings == {"encoder": "test_vit"}
+    options = {**result.settings, "size": [160, 160], "weights": str(destination)}
+    model = medclip.create_model({"image": options}, {"embed_dim": 8}).eval()
+    expected_state = {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    ours = model.encoders["image"].backbone.state_dict()
+    assert set(ours) == set(expected_state)
+    assert all(torch.equal(ours[key], expected_state[key]) for key in expected_state)
