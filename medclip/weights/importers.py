@@ -29,7 +29,6 @@ from .files import MODALITY, PIXEL_MEAN, PIXEL_STD, SAFETENSORS_SUFFIX, SCOPE, S
 from .foreign import import_torch_weights
 from .strict import WeightsError
 
-
 # Stands for "the option that names this plugin's timm backbone" in a converter's settings; ``convert_foreign`` writes
 # the target plugin's own name for it (``Modality.backbone_option``: wsi ``patch_encoder``, image ``encoder``).
 BACKBONE_SETTING = "<backbone>"
