@@ -47,6 +47,8 @@ CONFIG_FILE = "config.yaml"
 PREPROCESS_FILE = "preprocess.json"
 FILES_DIR = "files"  # files/<modality>/: what a plugin's save_files wrote
 DATA_FILE = "data_provenance.json"  # manifest hash, pseudonym-key fingerprint, the patients (pseudonyms) of each split
+# A card flag of checkpoints that hold an encoder for warm starts only (the MAE pre-stage): load_model refuses them.
+ENCODER_ONLY = "encoder_only"
 CARD_FORMAT = "medclip.model/2"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt"}
 
@@ -287,6 +289,12 @@ def load_model(
     """
     path = check_checkpoint_path(resolve_checkpoint(path, allow_download, revision))
     card = read_card(path)
+    if card.training.get(ENCODER_ONLY):
+        raise CheckpointError(
+            f"{path.name} holds a pre-stage encoder (`medclip {card.training.get('recipe', '?')}`), not an embedding "
+            "model: it has no projection head and no second modality. Start a pretraining run from it with "
+            f"train.init_from={path.name} (docs/warm_start.md), then load that run's checkpoint"
+        )
     model = build_model(card.model, restore_modalities(path, card))
     load_weights(path, model)
     model.card = card

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from medclip import __version__
 from medclip.atomic import write_atomic
-from medclip.checkpoint import CheckpointError, ModelCard, read_card, read_weights, restore_modalities
+from medclip.checkpoint import ENCODER_ONLY, CheckpointError, ModelCard, read_card, read_weights, restore_modalities
 from medclip.config import ConfigError, to_dict
 from medclip.data import check_skip_fraction, collate_samples, read_manifest
 from medclip.data.dataset import ManifestDataset
@@ -101,6 +101,7 @@ def model_card(cfg: Config) -> ModelCard:
     """The card of MAE checkpoints: the modality's options and how the encoder was trained (no paths, no data)."""
     training = {
         "recipe": COMMAND,
+        ENCODER_ONLY: True,  # no projection head, no second tower: medclip.load_model refuses it (use init_from)
         "mae": to_dict(cfg.mae),
         "split": {"val_fraction": cfg.data.val_fraction, "test_fraction": cfg.data.test_fraction,
                   "split_seed": cfg.data.split_seed},

@@ -15,8 +15,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
+import medclip
 from medclip import config
-from medclip.checkpoint import ModelCard, read_card, save_model
+from medclip.checkpoint import CheckpointError, ModelCard, read_card, save_model
 from medclip.cli import main as cli_main
 from medclip.config import ConfigError
 from medclip.factory import build_modalities, build_model, create_model
@@ -62,6 +63,8 @@ def test_encoder_weights_load_strictly_into_pretraining(trained):
     result, out = trained
     card = read_card(result.checkpoint)
     assert card.training["recipe"] == "mae" and card.training["steps_done"] == TRAIN_STEPS
+    with pytest.raises(CheckpointError, match="pre-stage encoder .* train.init_from="):
+        medclip.load_model(result.checkpoint)  # an encoder without heads is not an embedding model
     checkpoint = load_file(str(result.checkpoint / "model.safetensors"))
     exported = load_file(str(out / "ct_encoder.safetensors"))
     assert result.encoder_weights == out / "ct_encoder.safetensors"
