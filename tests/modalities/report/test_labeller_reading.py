@@ -35,7 +35,7 @@ def test_bad_cells_are_refused_with_reason_codes(tmp_path):
     assert reason("secret_big.txt", tmp_path, max_mb=1 / 1024) == "too_large"
     assert reason("secret " * 300, tmp_path, max_mb=1 / 1024) == "too_large"
     (tmp_path / "secret_binary.txt").write_bytes(b"\x00\x01secret")
-    assert reason("secret_binary.txt", tmp_path) == "unreadable"
+    assert reason("secret_binary.txt", tmp_path) == "binary_file"
     (tmp_path / "secret_latin1.txt").write_bytes("Pleuraerguss rechts, s\xe9cret".encode("latin-1"))
-    assert reason("secret_latin1.txt", tmp_path) == "unreadable"
+    assert reason("secret_latin1.txt", tmp_path) == "not_utf8"
     assert reason(3.5, tmp_path) == "invalid_reference"
