@@ -85,6 +85,7 @@ class Config:
     seed: int = 0  # bootstrap seed (subsampling uses `seeds`)
     diagnostics: bool = True  # embedding health of the evaluated rows (uniformity, rank, sites) + embedding_map.png
     diagnostics_max_rows: int = 4096  # uniformity / effective rank on at most this many rows (0 = all)
+    diagnostics_modalities: list[str] = field(default_factory=list)  # e.g. [report]: also embedded, for the gap to it
     allow_seen_patients: bool = False
     report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
     progress: bool = True
@@ -196,7 +197,7 @@ def main(cfg: Config) -> dict[str, float]:
             names, targets, cfg.modality, train, val, test, out, cfg.ridge_alpha or None, cfg.n_bootstrap, cfg.seed,
             cfg.confidence,
         )  # fmt: skip
-    diagnostics = recipe_diagnostics(cfg, test, modalities)
+    diagnostics = recipe_diagnostics(cfg, test, modalities, model=model)
 
     provenance = evaluation_provenance(
         COMMAND,

@@ -70,6 +70,7 @@ class Config:
     seed: int = 0  # bootstrap seed
     diagnostics: bool = True  # embedding health (gap to the prompts, uniformity, rank, sites) + embedding_map.png
     diagnostics_max_rows: int = 4096  # uniformity / effective rank on at most this many rows (0 = all)
+    diagnostics_modalities: list[str] = field(default_factory=list)  # e.g. [report]: also embedded, for the gap to it
     allow_seen_patients: bool = False  # evaluate even on patients seen in pretraining (the report says so)
     report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
     progress: bool = True
@@ -107,7 +108,7 @@ def main(cfg: Config) -> dict[str, float]:
         multiclass=cfg.mode == "multiclass",
     )  # fmt: skip
     out = Path(cfg.out)
-    diagnostics = recipe_diagnostics(cfg, test, modalities, {"prompts": classifier.positive.cpu().numpy()})
+    diagnostics = recipe_diagnostics(cfg, test, modalities, {"prompts": classifier.positive.cpu().numpy()}, model)
     images = plot_findings(out, classifier.findings, y_test, scores_test, result, cfg.calibration_bins)
     settings = {key: getattr(cfg, key) for key in ("split", "threshold_split", "threshold_rule", "mode")}
     settings |= {"query_modality": cfg.query_modality, "text_modality": cfg.text_modality}

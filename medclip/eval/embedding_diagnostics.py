@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..embedding import EmbeddedRows
+from ..embedding import EmbeddedRows, LoaderOptions, embed_split
 from .diagnostics import DEFAULT_MAX_ROWS, embedding_health, modality_gap, subsample_rows
+from .evaluation_data import check_split_name, open_evaluation_data
 from .plots import _class_colors, _new_figure, _save
 from .report import ReportSection
 
@@ -44,12 +45,25 @@ class EmbeddingDiagnostics:
 
 
 def recipe_diagnostics(
-    cfg: Any, rows: EmbeddedRows, modalities: Sequence[str], references: Mapping[str, Any] | None = None
+    cfg: Any,
+    rows: EmbeddedRows,
+    modalities: Sequence[str],
+    references: Mapping[str, Any] | None = None,
+    model: Any = None,
 ) -> EmbeddingDiagnostics:
     """``diagnose_embeddings`` as a recipe switch: reads ``diagnostics``, ``diagnostics_max_rows``, ``out``,
-    ``split`` and ``seed`` from the recipe's config; ``diagnostics: false`` gives a None block and no section."""
+    ``split`` and ``seed`` from the recipe's config; ``diagnostics: false`` gives a None block and no section.
+
+    A recipe that embeds one modality (zero-shot, probe) has no pair to measure a gap on; its
+    ``diagnostics_modalities`` (e.g. ``[report]``) are embedded on the same split with ``model`` for the diagnostics
+    only, so the gap and alignment to them are reported too.
+    """
     if not cfg.diagnostics:
         return EmbeddingDiagnostics(None)
+    companions = [name for name in getattr(cfg, "diagnostics_modalities", []) if name not in modalities]
+    if companions:
+        rows = merge_rows(rows, embed_companions(model, cfg, companions), [*modalities, *companions])
+        modalities = [*modalities, *companions]
     return diagnose_embeddings(
         rows, modalities, cfg.out, cfg.split, references, cfg.diagnostics_max_rows or None, getattr(cfg, "seed", 0)
     )
@@ -110,6 +124,47 @@ def diagnose_embeddings(
     if draw_map:
         block["map"] = plot_modality_map(rows, modalities, Path(out) / MAP_FILE, references, seed).name
     return EmbeddingDiagnostics(block, diagnostics_sections(block))
+
+
+def embed_companions(model: Any, cfg: Any, modalities: Sequence[str]) -> EmbeddedRows:
+    """The rows of the recipe's ``split`` embedded for ``modalities`` (the manifest re-read with their columns)."""
+    data = open_evaluation_data(model, cfg.manifest, list(modalities), cfg.root)
+    dataset = data.dataset(model, list(modalities), check_split_name(cfg.split))
+    return embed_split(model, dataset, list(modalities), LoaderOptions.of(cfg))[0]
+
+
+def merge_rows(first: EmbeddedRows, second: EmbeddedRows, modalities: Sequence[str]) -> EmbeddedRows:
+    """The union of two embeddings of one manifest's rows, matched by manifest row number (for diagnostics only:
+    labels and targets are dropped). A row embedded in only one of them has the other's modalities absent."""
+    numbers = np.union1d(first.row_numbers, second.row_numbers)  # (N,) sorted
+    patients, studies = np.empty(len(numbers), dtype=object), np.empty(len(numbers), dtype=object)
+    sites: list[str | None] = [None] * len(numbers)
+    embeddings: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    for source in (second, first):  # the first wins where both describe a row (they agree: one manifest)
+        positions = np.searchsorted(numbers, source.row_numbers)
+        patients[positions], studies[positions] = source.patients, source.studies
+        for position, site in zip(positions, source.sites, strict=True):
+            sites[position] = site
+        for name in modalities:
+            if name not in source.embeddings:
+                continue
+            values = source.embeddings[name]
+            if name not in embeddings:
+                embeddings[name] = np.zeros((len(numbers), values.shape[1]), dtype=values.dtype)
+                present[name] = np.zeros(len(numbers), dtype=bool)
+            embeddings[name][positions[source.present[name]]] = values[source.present[name]]
+            present[name][positions] |= source.present[name]
+    return EmbeddedRows(
+        numbers,
+        patients.astype(str),
+        studies.astype(str),
+        sites,
+        np.zeros((len(numbers), 0), dtype=np.float32),
+        np.zeros((len(numbers), 0), dtype=np.float32),
+        embeddings,
+        present,
+    )
 
 
 def plot_modality_map(

@@ -99,6 +99,7 @@ def plot_predictions(
     columns = min(PANEL_COLUMNS, len(names))
     lines = math.ceil(len(names) / columns)
     figure = _new_figure(4.2 * columns, 4.0 * lines)
+    figure.subplots_adjust(wspace=0.35, hspace=0.45)  # room for each panel's axis labels
     for k, name in enumerate(names):
         axes = figure.add_subplot(lines, columns, k + 1)
         known = ~np.isnan(truth[:, k])
