@@ -32,7 +32,13 @@ from medclip.eval.clinical_plots import plot_retrieval_examples
 from medclip.eval.embedding_diagnostics import recipe_diagnostics
 from medclip.eval.evaluation_data import check_split_name, open_evaluation_data, require_modalities
 from medclip.eval.findings import nanmean
-from medclip.eval.gap_retrieval import gap_reference, gap_removed_section, same_modality_section, without_gap
+from medclip.eval.gap_retrieval import (
+    check_gap_centroids,
+    gap_reference,
+    gap_removed_section,
+    same_modality_section,
+    without_gap,
+)
 from medclip.eval.hygiene import check_unseen_patients, checkpoint_sha256, evaluation_provenance
 from medclip.eval.index import INDEXES, build_index, load_index
 from medclip.eval.ranking import finding_relevance, label_aware_retrieval
@@ -193,6 +199,8 @@ def main(cfg: Config) -> dict[str, float]:
         raise ConfigError(f"ks must be positive integers, got {cfg.ks}")
     if cfg.same_patient not in SAME_PATIENT_POLICIES:
         raise ConfigError(f"same_patient must be one of {', '.join(SAME_PATIENT_POLICIES)}, got {cfg.same_patient!r}")
+    if cfg.remove_gap:
+        check_gap_centroids(cfg.gap_centroids)
     if set(cfg.same_modality) - {cfg.query_modality, cfg.target_modality}:
         raise ConfigError(f"same_modality names modalities outside query/target modality: {cfg.same_modality}")
     out = Path(cfg.out)

@@ -24,6 +24,13 @@ from .report import ReportSection, format_ci
 EVALUATED = "evaluated"  # gap_centroids value: the centroids of the evaluated pairs themselves (transductive)
 
 
+def check_gap_centroids(reference: str) -> str:
+    """A valid ``gap_centroids`` value (a split name, "all" or "evaluated"), checked before anything is embedded."""
+    if reference != EVALUATED:
+        check_split_name(reference, "gap_centroids")
+    return reference
+
+
 def gap_reference(
     model: torch.nn.Module,
     data: EvaluationData,

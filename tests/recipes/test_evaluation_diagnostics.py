@@ -191,6 +191,12 @@ def test_retrieval_gap_removal_same_modality_and_health(tiny_checkpoint, manifes
     report = (out / "report.md").read_text()
     for heading in ("Retrieval with the modality gap removed", "Same-modality retrieval", "Embedding health"):
         assert heading in report
+    # misspelt options are refused before anything is embedded
+    assert (
+        cli(arguments("retrieve", out, tiny_checkpoint, manifests["full"], "remove_gap=true", "gap_centroids=hold"))
+        == 2
+    )
+    assert cli(arguments("retrieve", out, tiny_checkpoint, manifests["full"], "same_modality=[ct]")) == 2
 
 
 def test_zero_shot_health_with_the_gap_to_the_prompts(tiny_checkpoint, manifests, tmp_path):  # noqa: F811
