@@ -7,6 +7,8 @@ crash never leaves half a part); re-running the same command skips the rows alre
 embedded across interruptions. ``pandas.read_parquet(out / "embeddings")`` reads all parts as one table.
 
 Resuming with another checkpoint, manifest or modality list is refused: a table must not mix two models' spaces.
+``metrics.json`` -> ``diagnostics``, ``embedding_map.png`` and ``report.html`` / ``report.md`` describe the health of
+the exported space (modality gap, uniformity, effective rank, sites) on a seeded sample of the exported rows.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from medclip.config import ConfigError
 from medclip.data import SkipSummary
 from medclip.device import resolve_device
 from medclip.embedding import EmbeddedRows, LoaderOptions, embed_dataset
+from medclip.eval.embedding_diagnostics import export_diagnostics
 from medclip.eval.evaluation_data import check_split_name, open_evaluation_data
 from medclip.eval.hygiene import checkpoint_sha256, provenance_record
-from medclip.eval.report import write_json
+from medclip.eval.report import provenance_section, write_json, write_report
 
 COMMAND = "embed"
 HELP = "export embeddings of a manifest to Parquet (pseudonymised ids, modality, vector), resumable, with progress"
@@ -50,6 +53,9 @@ class Config:
     num_workers: int = 0
     worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"
+    diagnostics: bool = True  # embedding health of the exported rows (gap, uniformity, rank, sites) + report
+    diagnostics_max_rows: int = 4096  # the health numbers use a seeded sample of this many exported rows (0 = all)
+    report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
     progress: bool = True
 
 
@@ -183,7 +189,12 @@ def main(cfg: Config) -> dict[str, float]:
         "skipped": summary.to_dict(),
         "output": f"{PARTS_DIR}/part-*.parquet",
     }
+    diagnostics = export_diagnostics(cfg, folder, modalities, {row.row_number: row.site for row in manifest.rows})
+    metrics["diagnostics"] = diagnostics.block
     write_json(out / "metrics.json", metrics)
+    if diagnostics.sections:
+        sections = [*diagnostics.sections, provenance_section(provenance)]
+        write_report(out, f"Embedding export: {', '.join(modalities)}", sections, cfg.report_formats)
     return {
         "rows_already_written": float(len(done)),
         "rows_written_now": float(written),

@@ -28,10 +28,12 @@ from medclip.data import ManifestDataset
 from medclip.device import resolve_device
 from medclip.embedding import EmbeddedRows, LoaderOptions, embed_split
 from medclip.eval.clinical_plots import plot_few_shot, plot_findings
+from medclip.eval.embedding_diagnostics import recipe_diagnostics
 from medclip.eval.evaluation_data import EvaluationData, check_split_name, open_evaluation_data
 from medclip.eval.few_shot import fit_probe_probabilities, sample_patients
 from medclip.eval.findings import choose_thresholds, evaluate_findings, evaluate_multiclass, single_class_rows
 from medclip.eval.hygiene import check_unseen_patients, evaluation_provenance
+from medclip.eval.regression_evaluation import probe_targets, target_columns
 from medclip.eval.report import (
     ReportSection,
     data_section,
@@ -57,6 +59,8 @@ class Config:
     out: str = "runs/probe"
     modality: str = "expression"  # whose frozen embeddings are probed
     findings: list[str] = field(default_factory=list)  # label:<finding> columns to predict; empty = all of them
+    targets: list[str] = field(default_factory=list)  # target:<name> columns for ridge probes; empty = all of them
+    ridge_alpha: float = 0.0  # ridge penalty of the regression probes; 0 = chosen on threshold_split (or by CV)
     mode: str = "multiclass"  # binary (a probe per finding) | multiclass (one class per row)
     train_split: str = "train"  # patients the probe is fitted on
     threshold_split: str = "val"  # patients the operating thresholds are chosen on
@@ -79,6 +83,9 @@ class Config:
     worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"
     seed: int = 0  # bootstrap seed (subsampling uses `seeds`)
+    diagnostics: bool = True  # embedding health of the evaluated rows (uniformity, rank, sites) + embedding_map.png
+    diagnostics_max_rows: int = 4096  # uniformity / effective rank on at most this many rows (0 = all)
+    diagnostics_modalities: list[str] = field(default_factory=list)  # e.g. [report]: also embedded, for the gap to it
     allow_seen_patients: bool = False
     report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
     progress: bool = True
@@ -160,8 +167,11 @@ def main(cfg: Config) -> dict[str, float]:
     data = open_evaluation_data(model, cfg.manifest, [cfg.modality], cfg.root)
     manifest = data.manifest
     cfg = dataclasses.replace(cfg, findings=list(cfg.findings) or list(manifest.label_names))
-    if not cfg.findings:
-        raise ConfigError("the manifest has no label:<finding> columns to probe")
+    targets = target_columns(manifest.target_names, cfg.targets)
+    if not cfg.findings and not targets:
+        raise ConfigError("the manifest has no label:<finding> or target:<name> columns to probe")
+    if cfg.finetune and not cfg.findings:
+        raise ConfigError("finetune: true trains a classification head and needs label:<finding> columns")
     columns = data.label_columns(cfg.findings)
     evaluated = data.patients(splits_used["threshold_split"], splits_used["split"])
     hygiene = check_unseen_patients(cfg.checkpoint, evaluated, manifest.key_fingerprint, cfg.allow_seen_patients)
@@ -175,6 +185,73 @@ def main(cfg: Config) -> dict[str, float]:
         raise ValueError(f"no usable rows: {len(train)} training and {len(test)} evaluated rows")
     y_test, y_val = test.labels[:, columns], val.labels[:, columns]
 
+    runs, summary, sections = [], {}, []
+    if cfg.findings:
+        runs, figures = classification_probes(cfg, train, val, test, columns, out)
+        summary = few_shot_summary(runs)
+    finetuned = run_finetune(cfg, model, data, columns, y_val, y_test, val, test) if cfg.finetune else None
+    regression = None
+    if targets:
+        names = [manifest.target_names[k] for k in targets]
+        regression, regression_sections = probe_targets(
+            names, targets, cfg.modality, train, val, test, out, cfg.ridge_alpha or None, cfg.n_bootstrap, cfg.seed,
+            cfg.confidence,
+        )  # fmt: skip
+    diagnostics = recipe_diagnostics(cfg, test, modalities, model=model)
+
+    provenance = evaluation_provenance(
+        COMMAND,
+        cfg.checkpoint,
+        manifest,
+        cfg.seed,
+        cfg.n_bootstrap,
+        cfg.confidence,
+        modality=cfg.modality,
+        mode=cfg.mode,
+        fractions=cfg.fractions,
+        seeds=cfg.seeds,
+        C=cfg.C,
+        threshold_rule=cfg.threshold_rule,
+        targets=[manifest.target_names[k] for k in targets],
+        ridge_alpha=cfg.ridge_alpha,
+        **{key: getattr(cfg, key) for key in splits_used},
+    )
+    split_rows = {
+        getattr(cfg, key): {"rows": len(rows), "patients": len(set(rows.patients)), "skipped_rows": skips.total()}
+        for key, (rows, skips) in embedded.items()
+    }
+    metrics = {
+        "provenance": provenance,
+        "hygiene": hygiene,
+        "data": {"splits": split_rows},
+        "few_shot": summary,
+        "runs": runs,
+        "finetune": finetuned,
+        "regression": regression,
+        "diagnostics": diagnostics.block,
+    }
+    write_json(out / "metrics.json", metrics)
+    headline: dict[str, float] = {}
+    if cfg.findings:
+        full = next(run for run in runs if run["fraction"] == max(cfg.fractions) and run["seed"] == cfg.seeds[0])
+        sections += classification_sections(cfg, summary, full, figures, finetuned)
+        headline |= classification_headline(summary, full, finetuned)
+    if regression is not None:
+        sections += regression_sections
+        for name, entry in regression["targets"].items():
+            for metric in ("r2", "mae"):
+                value = (entry.get(metric) or {}).get("value")
+                headline[f"{name} {metric}"] = float("nan") if value is None else value
+    sections += [*diagnostics.sections, data_section(split_rows, hygiene), provenance_section(provenance)]
+    write_report(out, f"Probe: {cfg.modality} embeddings", sections, cfg.report_formats)
+    return headline
+
+
+def classification_probes(
+    cfg: Config, train: EmbeddedRows, val: EmbeddedRows, test: EmbeddedRows, columns: list[int], out: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Logistic probes at every fraction x seed, scored on ``test``; ``few_shot.png`` and the full probe's figures."""
+    y_test, y_val = test.labels[:, columns], val.labels[:, columns]
     runs, curves, figures = [], {}, []
     for fraction in sorted(cfg.fractions):
         # every seed draws the same patients at 100%, and the solver is deterministic: one fit says it all
@@ -205,38 +282,13 @@ def main(cfg: Config) -> dict[str, float]:
         },
         out / "few_shot.png",
     )
-    finetuned = run_finetune(cfg, model, data, columns, y_val, y_test, val, test) if cfg.finetune else None
+    return runs, figures
 
-    provenance = evaluation_provenance(
-        COMMAND,
-        cfg.checkpoint,
-        manifest,
-        cfg.seed,
-        cfg.n_bootstrap,
-        cfg.confidence,
-        modality=cfg.modality,
-        mode=cfg.mode,
-        fractions=cfg.fractions,
-        seeds=cfg.seeds,
-        C=cfg.C,
-        threshold_rule=cfg.threshold_rule,
-        **{key: getattr(cfg, key) for key in splits_used},
-    )
-    split_rows = {
-        getattr(cfg, key): {"rows": len(rows), "patients": len(set(rows.patients)), "skipped_rows": skips.total()}
-        for key, (rows, skips) in embedded.items()
-    }
-    summary = few_shot_summary(runs)
-    metrics = {
-        "provenance": provenance,
-        "hygiene": hygiene,
-        "data": {"splits": split_rows},
-        "few_shot": summary,
-        "runs": runs,
-        "finetune": finetuned,
-    }
-    write_json(out / "metrics.json", metrics)
-    full = next(run for run in runs if run["fraction"] == max(cfg.fractions) and run["seed"] == cfg.seeds[0])
+
+def classification_sections(
+    cfg: Config, summary: dict, full: dict, figures: list[str], finetuned: dict | None
+) -> list[ReportSection]:
+    """The few-shot table, the full-data probe's findings and the fine-tuning line of the report."""
     few_shot_rows = [
         [
             fraction,
@@ -271,8 +323,11 @@ def main(cfg: Config) -> dict[str, float]:
                 ],
             )
         )
-    sections += [data_section(split_rows, hygiene), provenance_section(provenance)]
-    write_report(out, f"Probe: {cfg.modality} embeddings", sections, cfg.report_formats)
+    return sections
+
+
+def classification_headline(summary: dict, full: dict, finetuned: dict | None) -> dict[str, float]:
+    """The flat classification numbers the CLI prints."""
     headline = {
         f"fraction_{fraction}_macro_auroc_mean": entry["macro_auroc_mean"] for fraction, entry in summary.items()
     }

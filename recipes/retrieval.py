@@ -29,12 +29,22 @@ from medclip.device import resolve_device
 from medclip.embedding import EmbeddedRows, LoaderOptions, embed, embed_split
 from medclip.eval import bootstrap_ci, retrieval_ranks
 from medclip.eval.clinical_plots import plot_retrieval_examples
+from medclip.eval.embedding_diagnostics import recipe_diagnostics
 from medclip.eval.evaluation_data import check_split_name, open_evaluation_data, require_modalities
 from medclip.eval.findings import nanmean
+from medclip.eval.gap_retrieval import (
+    check_gap_centroids,
+    gap_reference,
+    gap_removed_section,
+    same_modality_section,
+    without_gap,
+)
 from medclip.eval.hygiene import check_unseen_patients, checkpoint_sha256, evaluation_provenance
 from medclip.eval.index import INDEXES, build_index, load_index
 from medclip.eval.ranking import finding_relevance, label_aware_retrieval
 from medclip.eval.report import ReportSection, data_section, format_ci, provenance_section, write_json, write_report
+from medclip.eval.retrieval import SAME_PATIENT_POLICIES
+from medclip.eval.same_modality_evaluation import same_modality_statistics
 
 COMMAND = "retrieve"
 HELP = "cross-modal retrieval (any modality -> any modality): Recall@K, mAP, nDCG with CIs; FAISS index; text search"
@@ -60,6 +70,12 @@ class Config:
     text_modality: str = "report"  # the modality query_text is embedded with
     top_k: int = 10
     n_examples: int = 6  # example queries drawn in examples.png
+    remove_gap: bool = False  # also score every direction with each modality centred on its centroid (side by side)
+    gap_centroids: str = "val"  # rows the centroids come from: train | val | test | all | evaluated (transductive)
+    same_modality: list[str] = field(default_factory=list)  # e.g. [expression]: study -> study within one modality
+    same_patient: str = "exclude"  # same-modality: a patient's other studies leave the gallery | count as "positive"
+    diagnostics: bool = True  # embedding health (gap, alignment, uniformity, rank, sites) + embedding_map.png
+    diagnostics_max_rows: int = 4096  # uniformity / effective rank on at most this many rows (0 = all)
     n_bootstrap: int = 1000
     confidence: float = 0.95
     batch_size: int = 64
@@ -125,6 +141,24 @@ def label_statistics(query, target, labels, patients, cfg: Config) -> dict[str, 
     return result
 
 
+def evaluate_pairs(
+    query: np.ndarray, target: np.ndarray, pairs: EmbeddedRows, has_labels: bool, cfg: Config
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Recall (and, with label columns, mAP / nDCG) in both directions between paired query and target rows."""
+    forward, backward = f"{cfg.query_modality}->{cfg.target_modality}", f"{cfg.target_modality}->{cfg.query_modality}"
+    directions = {
+        forward: recall_statistics(query, target, pairs.patients, cfg.ks, cfg),
+        backward: recall_statistics(target, query, pairs.patients, cfg.ks, cfg),
+    }
+    label_aware = {}
+    if has_labels:
+        label_aware = {
+            forward: label_statistics(query, target, pairs.labels, pairs.patients, cfg),
+            backward: label_statistics(target, query, pairs.labels, pairs.patients, cfg),
+        }
+    return directions, label_aware
+
+
 def example_queries(
     pairs: EmbeddedRows, cfg: Config, label_names: tuple[str, ...], n_hits: int = 5
 ) -> list[dict[str, Any]]:
@@ -163,6 +197,12 @@ def main(cfg: Config) -> dict[str, float]:
         raise ConfigError(f"unknown index {cfg.index!r}; available: {', '.join(INDEXES.names())}")
     if not cfg.ks or any(k < 1 for k in cfg.ks):
         raise ConfigError(f"ks must be positive integers, got {cfg.ks}")
+    if cfg.same_patient not in SAME_PATIENT_POLICIES:
+        raise ConfigError(f"same_patient must be one of {', '.join(SAME_PATIENT_POLICIES)}, got {cfg.same_patient!r}")
+    if cfg.remove_gap:
+        check_gap_centroids(cfg.gap_centroids)
+    if set(cfg.same_modality) - {cfg.query_modality, cfg.target_modality}:
+        raise ConfigError(f"same_modality names modalities outside query/target modality: {cfg.same_modality}")
     out = Path(cfg.out)
     split = check_split_name(cfg.split)
     model = medclip.load_model(cfg.checkpoint, resolve_device(cfg.device))
@@ -183,20 +223,22 @@ def main(cfg: Config) -> dict[str, float]:
         raise ValueError(f"split {cfg.split!r} has {len(pairs)} usable rows with both {modalities}; need at least 2")
 
     query, target = pairs.embeddings[cfg.query_modality], pairs.embeddings[cfg.target_modality]
-    directions = {
-        f"{cfg.query_modality}->{cfg.target_modality}": recall_statistics(query, target, pairs.patients, cfg.ks, cfg),
-        f"{cfg.target_modality}->{cfg.query_modality}": recall_statistics(target, query, pairs.patients, cfg.ks, cfg),
+    directions, label_aware = evaluate_pairs(query, target, pairs, bool(manifest.label_names), cfg)
+    gap = None
+    if cfg.remove_gap:
+        centroids, gap = gap_reference(
+            model, data, modalities, cfg.gap_centroids, pairs, cfg.split, LoaderOptions.of(cfg)
+        )
+        gap["recall"], gap["label_aware"] = evaluate_pairs(
+            without_gap(query, centroids[cfg.query_modality]),
+            without_gap(target, centroids[cfg.target_modality]),
+            pairs, bool(manifest.label_names), cfg,
+        )  # fmt: skip
+    same_modality = {
+        name: same_modality_statistics(rows, name, cfg.ks, cfg.same_patient, cfg.n_bootstrap, cfg.seed, cfg.confidence)
+        for name in cfg.same_modality
     }
-    label_aware = {}
-    if manifest.label_names:
-        label_aware = {
-            f"{cfg.query_modality}->{cfg.target_modality}": label_statistics(
-                query, target, pairs.labels, pairs.patients, cfg
-            ),
-            f"{cfg.target_modality}->{cfg.query_modality}": label_statistics(
-                target, query, pairs.labels, pairs.patients, cfg
-            ),
-        }
+    diagnostics = recipe_diagnostics(cfg, rows, modalities)
 
     # The searchable archive: every study of the split with the target modality (not de-duplicated).
     archive = rows.subset(rows.present[cfg.target_modality])
@@ -250,8 +292,12 @@ def main(cfg: Config) -> dict[str, float]:
         deduplicate_patients=cfg.deduplicate_patients,
         index=cfg.index,
         index_options=cfg.index_options,
+        remove_gap=cfg.remove_gap,
+        gap_centroids=cfg.gap_centroids if cfg.remove_gap else None,
+        same_modality=cfg.same_modality,
+        same_patient=cfg.same_patient,
     )
-    data = {
+    counts = {
         "rows_embedded": len(rows),
         "rows_with_both_modalities": int(both.sum()),
         "rows_removed_by_patient_deduplication": int((~keep).sum()),
@@ -263,24 +309,38 @@ def main(cfg: Config) -> dict[str, float]:
     metrics = {
         "provenance": provenance,
         "hygiene": hygiene,
-        "data": data,
+        "data": counts,
         "recall": directions,
         "label_aware": label_aware,
+        "gap_removed": gap,
+        "same_modality": same_modality,
+        "diagnostics": diagnostics.block,
         "query_results": query_results,
         "examples": examples,
     }
     write_json(out / "metrics.json", metrics)
-    _report(out, cfg, directions, label_aware, data, hygiene, provenance)
+    plain = _merged(directions, label_aware)
+    extra = [gap_removed_section(plain, _merged(gap["recall"], gap["label_aware"]), gap)] if gap else []
+    extra += [same_modality_section(same_modality)] if same_modality else []
+    _report(out, cfg, directions, label_aware, counts, hygiene, provenance, extra + diagnostics.sections)
     summary: dict[str, float] = {"evaluated_pairs": float(len(pairs))}
-    for group in (directions, label_aware):
+    groups = [("", directions), ("", label_aware)]
+    groups += [("gap removed ", gap["recall"]), ("gap removed ", gap["label_aware"])] if gap else []
+    groups += [("same-modality ", {f"{name}->{name}": entry for name, entry in same_modality.items()})]
+    for prefix, group in groups:
         for direction, entries in group.items():
             for name, entry in entries.items():
                 if isinstance(entry, dict):
-                    summary[f"{direction} {name}"] = entry["value"]
+                    summary[f"{prefix}{direction} {name}"] = entry["value"]
     return summary
 
 
-def _report(out: Path, cfg: Config, directions, label_aware, data, hygiene, provenance) -> None:
+def _merged(recall: dict[str, Any], label_aware: dict[str, Any]) -> dict[str, Any]:
+    """Recall and label-aware entries merged per direction, for the side-by-side table."""
+    return {direction: {**entries, **label_aware.get(direction, {})} for direction, entries in recall.items()}
+
+
+def _report(out: Path, cfg: Config, directions, label_aware, data, hygiene, provenance, extra) -> None:
     rows = []
     for direction, entries in directions.items():
         rows += [[direction, name, format_ci(entry)] for name, entry in entries.items()]
@@ -300,6 +360,7 @@ def _report(out: Path, cfg: Config, directions, label_aware, data, hygiene, prov
             rows,
             ["examples.png"],
         ),
+        *extra,
         data_section(
             {
                 cfg.split: {

@@ -10,7 +10,8 @@ modality (a CT, a slide, a cell's expression profile) is scored against them:
 Metrics on the test patients (the ones pretraining held out): AUROC, AUPRC, and sensitivity / specificity / F1 at a
 threshold chosen on validation patients, each with a 95% CI from resampling patients; calibration (ECE, reliability
 curve); a breakdown per site when the manifest has a ``site`` column. Outputs in ``out``: ``metrics.json``,
-``roc.png``, ``reliability.png``, ``report.html`` / ``report.md``.
+``roc.png``, ``reliability.png``, ``embedding_map.png``, ``report.html`` / ``report.md``; ``metrics.json`` ->
+``diagnostics`` holds the embedding health of the evaluated rows (``diagnostics: false`` turns it off).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import medclip
 from medclip.device import resolve_device
 from medclip.embedding import LoaderOptions, embed_split
 from medclip.eval.clinical_plots import plot_findings
+from medclip.eval.embedding_diagnostics import recipe_diagnostics
 from medclip.eval.evaluation_data import check_split_name, open_evaluation_data
 from medclip.eval.findings import FindingStatistics, evaluate_scores
 from medclip.eval.hygiene import check_unseen_patients, evaluation_provenance
@@ -66,6 +68,9 @@ class Config:
     worker_kind: str = "process"  # process | thread (threads load cached volumes several times faster; docs/ct.md)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # bootstrap seed
+    diagnostics: bool = True  # embedding health (gap to the prompts, uniformity, rank, sites) + embedding_map.png
+    diagnostics_max_rows: int = 4096  # uniformity / effective rank on at most this many rows (0 = all)
+    diagnostics_modalities: list[str] = field(default_factory=list)  # e.g. [report]: also embedded, for the gap to it
     allow_seen_patients: bool = False  # evaluate even on patients seen in pretraining (the report says so)
     report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
     progress: bool = True
@@ -103,6 +108,7 @@ def main(cfg: Config) -> dict[str, float]:
         multiclass=cfg.mode == "multiclass",
     )  # fmt: skip
     out = Path(cfg.out)
+    diagnostics = recipe_diagnostics(cfg, test, modalities, {"prompts": classifier.positive.cpu().numpy()}, model)
     images = plot_findings(out, classifier.findings, y_test, scores_test, result, cfg.calibration_bins)
     settings = {key: getattr(cfg, key) for key in ("split", "threshold_split", "threshold_rule", "mode")}
     settings |= {"query_modality": cfg.query_modality, "text_modality": cfg.text_modality}
@@ -124,6 +130,7 @@ def main(cfg: Config) -> dict[str, float]:
             "findings_not_evaluated": [name for name in data.manifest.label_names if name not in classifier.findings],
             "zero_shot": result,
             "multiclass": multiclass,
+            "diagnostics": diagnostics.block,
         },
     )
     measured = (
@@ -135,6 +142,7 @@ def main(cfg: Config) -> dict[str, float]:
         ReportSection("What was measured", [measured]),
         *findings_sections(result, images),
         *multiclass_section(multiclass),
+        *diagnostics.sections,
         data_section(split_rows, hygiene),
         provenance_section(provenance),
     ]
