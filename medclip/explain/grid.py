@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import HEAT_ALPHA, HEAT_COLORMAP, color_limits, new_figure, save_figure
+from .layout import HEAT_ALPHA, HEAT_COLORMAP, add_colorbar, color_limits, new_figure, save_figure
 
 MONTAGE_TOP_SLICES = 4  # slices with the highest activation shown in a volume's montage (plus the middle slice)
 
@@ -29,7 +29,8 @@ def infer_grid(shape: Sequence[int], token_count: int, patch: Sequence[int] = ()
         shape: the input's spatial shape ((I, J, K) or (H, W)).
         token_count: tokens the encoder returned for it.
         patch: the encoder's patch size per axis when known (a ViT); otherwise one stride shared by every axis is
-            searched for (CNNs downsample every axis alike), the grid being ``ceil(shape / stride)``.
+            searched for (CNNs downsample every axis alike), the grid being ``ceil(shape / stride)``; when several
+            strides give that grid, the power of two among them (what stride-2 stages multiply to), else the smallest.
 
     Returns:
         ``(grid, stride)``, each one entry per axis.
@@ -44,12 +45,17 @@ def infer_grid(shape: Sequence[int], token_count: int, patch: Sequence[int] = ()
         if math.prod(grid) == token_count:
             return grid, stride
         raise ValueError(f"{token_count} tokens do not fit patches {list(stride)} over an input of {list(shape)}")
+    fitting = []
     for step in range(1, max(shape) + 1):
         grid = tuple(math.ceil(size / step) for size in shape)
         if math.prod(grid) == token_count:
-            return grid, (step,) * len(shape)
-        if math.prod(grid) < token_count:
+            fitting.append(step)
+        elif math.prod(grid) < token_count:
             break
+    if fitting:  # several strides can round up to the same grid: a network's is a power of two when one fits
+        powers = [step for step in fitting if step & (step - 1) == 0]
+        step = powers[-1] if powers else fitting[0]
+        return tuple(math.ceil(size / step) for size in shape), (step,) * len(shape)
     raise ValueError(f"{token_count} tokens form no regular grid over an input of {list(shape)}")
 
 
@@ -134,7 +140,7 @@ class GridLayout:
             axes = figure.add_subplot(1, 1, 1)
             self._draw(axes, self.background, heat, low, high, origin="upper")
             axes.set_title(title, fontsize=9)
-            figure.colorbar(axes.images[-1], ax=axes, fraction=0.046, label="token similarity (cosine)")
+            add_colorbar(figure, axes, low, high)
             save_figure(figure, path)
             return
         axis = self.slice_axis % 3
@@ -148,7 +154,7 @@ class GridLayout:
             label = " (middle)" if index == middle else ""
             axes.set_title(f"slice {index}{label}", fontsize=8)
         figure.suptitle(title, fontsize=9)
-        figure.colorbar(axes.images[-1], ax=figure.axes, fraction=0.02, label="token similarity (cosine)")
+        add_colorbar(figure, list(figure.axes), low, high)
         save_figure(figure, path)
 
     @staticmethod

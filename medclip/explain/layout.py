@@ -62,6 +62,16 @@ def new_figure(width: float, height: float) -> Any:
     return figure
 
 
+def add_colorbar(figure: Any, axes: Any, low: float, high: float) -> None:
+    """The heat scale in full colour (a colour bar drawn from the translucent overlay would look washed out)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scale = ScalarMappable(norm=Normalize(low, high), cmap=HEAT_COLORMAP)
+    figure.colorbar(scale, ax=axes, fraction=0.046 if not isinstance(axes, list) else 0.02,
+                    label="token similarity (cosine)")  # fmt: skip
+
+
 def save_figure(figure: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", bbox_inches="tight")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import HEAT_ALPHA, HEAT_COLORMAP, color_limits, new_figure, save_figure
+from .layout import HEAT_ALPHA, HEAT_COLORMAP, add_colorbar, color_limits, new_figure, save_figure
 
 MAX_MOSAIC_PIXELS = 1600  # the longest side of the drawn mosaic; patches shrink to fit
 
@@ -76,7 +76,7 @@ class PatchLayout:
         axes.set_xlabel("patches (from the bag's left edge)")
         axes.set_ylabel("patches (from the bag's top edge)")
         axes.set_title(title, fontsize=9)
-        figure.colorbar(axes.images[-1], ax=axes, fraction=0.046, label="token similarity (cosine)")
+        add_colorbar(figure, axes, low, high)
         save_figure(figure, path)
 
     def _mosaic(self, rows: int, columns: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import HEAT_ALPHA, HEAT_COLORMAP, color_limits, new_figure, save_figure
+from .layout import HEAT_ALPHA, HEAT_COLORMAP, add_colorbar, color_limits, new_figure, save_figure
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class SignalLayout:
         band = np.ma.masked_invalid(heat[None, :])  # (1, N) padding left blank
         spacing = 3.0  # traces are normalised per lead: 3 units apart keeps neighbours from overlapping
         extent = (0.0, seconds, -spacing * (len(leads) - 0.5), spacing * 0.5)
-        image = axes.imshow(band, aspect="auto", cmap=HEAT_COLORMAP, vmin=low, vmax=high, alpha=HEAT_ALPHA,
+        axes.imshow(band, aspect="auto", cmap=HEAT_COLORMAP, vmin=low, vmax=high, alpha=HEAT_ALPHA,
                             extent=extent, interpolation="nearest")  # fmt: skip
         time = np.arange(self.traces.shape[1]) / self.sampling_rate
         for row, lead in enumerate(leads):
@@ -80,5 +80,5 @@ class SignalLayout:
         axes.set_yticks([-spacing * row for row in range(len(leads))], [self.leads[lead] for lead in leads])
         axes.set_xlabel("seconds (the band is one score per time window, shared by all leads)")
         axes.set_title(title, fontsize=9)
-        figure.colorbar(image, ax=axes, fraction=0.02, label="token similarity (cosine)")
+        add_colorbar(figure, axes, low, high)
         save_figure(figure, path)
