@@ -263,13 +263,19 @@ RECIPE_OPTIONS = {"--config", "--out", "--resume", "--help", "-h"}  # what _reci
 
 
 def _recipe_flags(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[tuple[str, str]]]:
-    """Take the ``--name VALUE`` options of a recipe's Config (see ``_flag_overrides``) out of ``argv``.
+    """Take the ``--name VALUE`` options of a recipe's Config (see ``_flag_overrides``) out of ``argv``, for recipes
+    that declare ``FLAG_FIELDS`` (option name -> Config field where they differ; others keep argparse's refusal).
 
     Done before argparse, whose ``key=value`` positional would otherwise swallow the options' values.
     """
-    commands = {summary.command for summary in recipe_summaries()}
+    commands = {summary.command: summary.name for summary in recipe_summaries()}
     start = next((index for index, item in enumerate(argv) if not item.startswith("-")), len(argv))
     if start == len(argv) or argv[start] not in commands:
+        return argv, []
+    options = [item.partition("=")[0] for item in argv[start + 1 :] if item.startswith("--") and item != "--"]
+    if all(option in RECIPE_OPTIONS for option in options):
+        return argv, []
+    if not hasattr(RECIPES.get(commands[argv[start]]), "FLAG_FIELDS"):  # options only for recipes that take them
         return argv, []
     rest, flags, items = argv[: start + 1], [], argv[start + 1 :]
     while items:

@@ -101,3 +101,21 @@ def test_refusals_name_the_problem(ct_run, tmp_path, changes, error, words):
     with pytest.raises(error, match=None) as raised:
         main(Config(**{**fields, **changes}))
     assert words in str(raised.value)
+
+
+def test_command_line_options_become_config_fields():
+    """``--phrase`` repeats into ``phrases`` (commas kept), ``--rows`` takes commas, ``key=value`` still works."""
+    from medclip.cli import _flag_overrides, _recipe_flags, build_parser
+    from recipes import explain
+
+    argv = ["-v", "explain", "--checkpoint", "ck", "--phrase", "nodule, left lower lobe", "--rows", "1,5",
+            "--phrase=effusion", "--out", "maps", "limit=3"]  # fmt: skip
+    rest, flags = _recipe_flags(argv, build_parser())
+    assert rest == ["-v", "explain", "--out", "maps", "limit=3"]
+    cfg = config.load(Config, None, [*_flag_overrides(explain, flags), "limit=3"])
+    assert cfg.checkpoint == "ck" and cfg.rows == [1, 5] and cfg.limit == 3
+    assert cfg.phrases == ["nodule, left lower lobe", "effusion"]
+    with pytest.raises(config.ConfigError, match="unknown option --modalty"):
+        _flag_overrides(explain, [("--modalty", "ct")])
+    with pytest.raises(config.ConfigError, match="given 2 times"):
+        _flag_overrides(explain, [("--modality", "ct"), ("--modality", "ecg")])
