@@ -119,3 +119,41 @@ def test_command_line_options_become_config_fields():
         _flag_overrides(explain, [("--modalty", "ct")])
     with pytest.raises(config.ConfigError, match="given 2 times"):
         _flag_overrides(explain, [("--modality", "ct"), ("--modality", "ecg")])
+
+
+@pytest.mark.slow
+def test_ecg_maps_from_wfdb_records(tmp_path):
+    """ECG (WFDB records written with wfdb) <-> report, two steps: one map per row, regions in seconds."""
+    from recipes.pretrain import Config as PretrainConfig
+    from recipes.pretrain import pretrain
+    from tests.modalities.ecg.writers import sine_leads, write_wfdb
+
+    folder = tmp_path / "data"
+    (folder / "ecg").mkdir(parents=True)
+    reports = ["Sinus rhythm.", "Atrial fibrillation.", "ST elevation in V2.", "Left bundle branch block.",
+               "Sinus tachycardia.", "Normal ECG."]  # fmt: skip
+    rows = []
+    for index, report in enumerate(reports):
+        signal = sine_leads(12, 4.0, 250.0) * (1.0 + 0.1 * index)  # (T, 12) mV
+        write_wfdb(folder / "ecg", f"rec{index}", signal, rate=250.0)
+        rows.append({"patient_id": f"P{index}", "ecg": f"ecg/rec{index}.hea", "report": report})
+    manifest = folder / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    ecg = ["modalities.ecg.encoder=vit1d", "modalities.ecg.width=32", "modalities.ecg.depth=1",
+           "modalities.ecg.heads=2", "modalities.ecg.sampling_rate=100.0", "modalities.ecg.seconds=4.0",
+           "modalities.ecg.min_seconds=2.0", "modalities.ecg.patch_seconds=0.4"]  # fmt: skip
+    overrides = [*ecg, *REPORT_OPTIONS, f"data.manifest={manifest}", f"out={tmp_path / 'run'}", "model.embed_dim=16",
+                 "train.steps=2", "train.batch_size=3", "train.warmup_steps=1", "train.progress=false",
+                 "data.val_fraction=0.0", "data.test_fraction=0.0", "data.min_val_patients=0"]  # fmt: skip
+    data = {"modalities": {"ecg": {}, "report": {}}}
+    checkpoint = pretrain(config.build(PretrainConfig, config.apply_overrides(data, overrides))).checkpoint
+    out = tmp_path / "maps"
+    metrics = main(Config(checkpoint=str(checkpoint), manifest=str(manifest), modality="ecg", phrases=["ST elevation"],
+                          rows=[2, 4], out=str(out), progress=False))  # fmt: skip
+    assert metrics["n_maps"] == 2
+    assert sorted(path.name for path in out.glob("*.png")) == ["row00002_phrase01.png", "row00004_phrase01.png"]
+    record = json.loads((out / "explain.json").read_text())
+    for entry in record["maps"]:
+        start, stop = entry["top_region"]["seconds"]
+        assert 0.0 <= start < stop <= 4.0 and stop - start == pytest.approx(0.4)
+    assert not any(f"P{index}" in (out / "explain.json").read_text() for index in range(6))
