@@ -9,9 +9,10 @@ also the one every contrastive loss trains, so it is the best-aligned text vecto
 The input's tokens are projected exactly as the token losses see them (``ContrastiveModel.encode_with_tokens``: the
 modality's projection head applied to every token, then L2-normalised, as for FILIP and the token alignment loss), and
 each token's score is its cosine similarity with the phrase. For encoders that pool by averaging their tokens (the
-volume ViT and ResNets, the ECG ResNet) through a linear head, the study's own (unnormalised) embedding is the mean
-of these projected tokens, so the map decomposes the global score over the input; for CLS-pooled or attention-pooled
-encoders it does not: the map is then only what each token, on its own, resembles.
+volume ViT and ResNets, the ECG ResNet) through a linear head, the study's embedding before normalisation is the mean
+of the tokens' projections before normalisation, so the map decomposes the global score over the input; for
+CLS-pooled or attention-pooled encoders it does not: the map is then only what each token, on its own, resembles.
+Either way it is similarity, not causal attribution (docs/explain.md).
 """
 
 from __future__ import annotations
@@ -119,9 +120,20 @@ def embed_phrases(model: torch.nn.Module, phrases: Sequence[str], text_modality:
 
 @torch.no_grad()
 def ground(
-    model: torch.nn.Module, modality: str, batch: Mapping[str, Any], phrases: Sequence[str], phrase_embeddings
+    model: torch.nn.Module,
+    modality: str,
+    batch: Mapping[str, Any],
+    phrases: Sequence[str],
+    phrase_embeddings: torch.Tensor,
 ) -> list[Grounding]:
     """The maps of every phrase over the one input of a collated one-row ``batch`` of ``modality``.
+
+    Args:
+        model: a ``ContrastiveModel`` with its preprocessing (``medclip.load_model``).
+        modality: the input's modality.
+        batch: ``{modality: input}`` of one row, as the plugin's ``collate`` makes it.
+        phrases: the phrases, in the order of ``phrase_embeddings``.
+        phrase_embeddings: (P, D) unit vectors (``embed_phrases``), or any directions to map.
 
     Raises:
         ExplainError: the encoder returns no tokens, the plugin has no layout for this input, or the layout does not
