@@ -148,3 +148,14 @@ def test_an_encoder_without_tokens_is_refused_by_name():
     check_explainable(model, "vitals")  # the plugin has a layout hook ...
     with pytest.raises(ExplainError, match="the 'vitals' encoder returns no tokens"):  # ... but no tokens come
         ground(model, "vitals", {"vitals": torch.zeros(1, 6)}, ["fever"], torch.ones(1, 4))
+
+
+def test_slide_layout_shows_the_patches_as_read():
+    """The WSI plugin's layout undoes its pixel normalisation: the mosaic shows the patches' own colours."""
+    plugin = medclip.get_modality("wsi", {"patch_size": 32})
+    (sample,) = plugin.synthetic(1, seed=0)
+    batch = plugin.collate([plugin.transforms(False)(sample)])
+    layout = plugin.token_layout(batch["wsi"], len(sample["wsi"]))
+    assert layout.token_count == len(sample["wsi"]) and layout.kind == "slide"
+    np.testing.assert_allclose(layout.patches, sample["wsi"] / 255.0, atol=1e-5)
+    assert np.all(layout.positions >= 0)
