@@ -54,12 +54,48 @@ def _run_recipe(args: argparse.Namespace) -> int:
         overrides.append(f"out={args.out}")
     if args.resume:
         overrides.append(f"train.resume={args.resume}")
+    overrides += _flag_overrides(recipe, getattr(args, "flags", []))
     path = args.config or recipe_config_path(recipe)
     config = load(recipe.Config, path, overrides)
     metrics = recipe.main(config)
     if metrics and not getattr(recipe, "PRINTS_OWN_SUMMARY", False):
         print(json.dumps(metrics, indent=1, default=float))
     return 0
+
+
+def _flag_overrides(recipe, flags: Sequence[tuple[str, str]]) -> list[str]:
+    """``--name VALUE`` options given after a recipe command -> ``key=value`` overrides of its ``Config``.
+
+    ``--some-name`` sets the field ``some_name`` (or the field the recipe's ``FLAG_FIELDS`` maps it to, e.g.
+    ``--phrase`` -> ``phrases``). For a list field every occurrence adds one item (``--phrase A --phrase B``; a phrase
+    may hold commas), and a number list also takes commas (``--rows 1,5,9``).
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(recipe.Config)
+    aliases = getattr(recipe, "FLAG_FIELDS", {})
+    values: dict[str, list[str]] = {}
+    for flag, value in flags:
+        name = flag.removeprefix("--").replace("-", "_")
+        values.setdefault(aliases.get(name, name), []).append(value)
+    overrides = []
+    fields = {field.name for field in dataclasses.fields(recipe.Config)}
+    for key, items in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown option --{key.replace('_', '-')} for this recipe; its keys: {sorted(fields)}")
+        if typing.get_origin(hints[key]) is list:
+            item_type = (typing.get_args(hints[key]) or (str,))[0]
+            if item_type in (int, float):
+                items = [part.strip() for item in items for part in item.split(",") if part.strip()]
+                overrides.append(f"{key}=[{', '.join(items)}]")
+            else:
+                overrides.append(f"{key}={json.dumps(items)}")
+        elif len(items) > 1:
+            raise ConfigError(f"option --{key.replace('_', '-')} was given {len(items)} times; it takes one value")
+        else:
+            overrides.append(f"{key}={items[0]}")
+    return overrides
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -223,6 +259,41 @@ def _add_export_commands(subparsers) -> None:
     card.set_defaults(handler=_export_card)
 
 
+RECIPE_OPTIONS = {"--config", "--out", "--resume", "--help", "-h"}  # what _recipe_parser itself defines
+
+
+def _recipe_flags(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[tuple[str, str]]]:
+    """Take the ``--name VALUE`` options of a recipe's Config (see ``_flag_overrides``) out of ``argv``, for recipes
+    that declare ``FLAG_FIELDS`` (option name -> Config field where they differ; others keep argparse's refusal).
+
+    Done before argparse, whose ``key=value`` positional would otherwise swallow the options' values.
+    """
+    commands = {summary.command: summary.name for summary in recipe_summaries()}
+    start = next((index for index, item in enumerate(argv) if not item.startswith("-")), len(argv))
+    if start == len(argv) or argv[start] not in commands:
+        return argv, []
+    options = [item.partition("=")[0] for item in argv[start + 1 :] if item.startswith("--") and item != "--"]
+    if all(option in RECIPE_OPTIONS for option in options):
+        return argv, []
+    if not hasattr(RECIPES.get(commands[argv[start]]), "FLAG_FIELDS"):  # options only for recipes that take them
+        return argv, []
+    rest, flags, items = argv[: start + 1], [], argv[start + 1 :]
+    while items:
+        item = items.pop(0)
+        name, equals, value = item.partition("=")
+        if not item.startswith("--") or item == "--" or name in RECIPE_OPTIONS:
+            rest.append(item)
+            if name in RECIPE_OPTIONS - {"--help", "-h"} and not equals and items:
+                rest.append(items.pop(0))  # the option's own value
+            continue
+        if not equals:
+            if not items or items[0].startswith("--"):
+                parser.error(f"option {name} needs a value")
+            value = items.pop(0)
+        flags.append((name, value))
+    return rest, flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medclip", description="Align medical modalities in one embedding space with contrastive learning."
@@ -281,11 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv, flags = _recipe_flags(list(sys.argv[1:] if argv is None else argv), parser)
     # Overrides may come before or after options (`--out X key=value`): argparse leaves the later ones unparsed.
     args, extra = parser.parse_known_args(argv)
     if not getattr(args, "hub", False):  # never reach for a model hub unless the user asks for it (--hub)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if hasattr(args, "overrides"):
+        args.flags = flags
     if extra:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -222,6 +222,18 @@ class Modality:
     def check_compatible(self, sample_meta: Mapping[str, Any]) -> None:
         """Raise ModalityError if an input's metadata disagrees with this model's preprocessing fingerprint."""
 
+    # --- grounding maps (medclip explain) ---------------------------------------------------------------------------
+    def token_layout(self, inputs: EncoderInput, token_count: int) -> Any:
+        """Where the encoder's tokens lie in one input: a ``medclip.explain`` layout (``GridLayout``,
+        ``SignalLayout``, ``PatchLayout``), or None when they have no position (then ``medclip explain`` refuses the
+        modality). Optional: plugins whose tokens are regions of the input override it.
+
+        Args:
+            inputs: ``batch[name]`` of a one-row batch (as ``collate`` made it).
+            token_count: tokens the encoder returned for it.
+        """
+        return None
+
     # --- files a checkpoint carries for the plugin -----------------------------------------------------------------
     def save_files(self, folder: Path) -> bool:
         """Write the files the restored plugin needs beyond ``preprocess.json`` into ``folder`` (created by the

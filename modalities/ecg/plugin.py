@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from medclip.data.safe_io import MEGABYTE
+from medclip.explain.signal import SignalLayout
 from medclip.types import Modality, ModalityError, Sample
 
 from .cache import ECGCache, content_hash
@@ -235,6 +236,26 @@ class ECGModality(Modality):
         """The ``cfg.encoder`` encoder: batch["ecg"] -> pooled (B, width), time tokens (B, T', width)."""
         cfg = self.config
         return build_ecg_encoder(cfg)
+
+    def token_layout(self, inputs: Mapping[str, torch.Tensor], token_count: int) -> SignalLayout:
+        """Time tokens: one per ViT patch (``patch_seconds``), or per position of the ResNet's last feature map
+        (every stage halves time); each covers all leads."""
+        cfg = self.config
+        signal = inputs["signal"][0].float().cpu().numpy()  # (L, N)
+        if cfg.encoder == "vit1d":
+            stride = cfg.patch_samples
+        elif cfg.encoder == "resnet1d":
+            stride = 2 ** (cfg.depth + 1)  # the stem and every stage halve time (ResNet1d.downsampling)
+        else:  # another encoder: samples per token, from the token count
+            stride = math.ceil(signal.shape[1] / max(token_count, 1))
+        return SignalLayout(
+            stride=int(stride),
+            traces=signal,
+            leads=list(cfg.leads),
+            lead_present=inputs["lead_mask"][0].cpu().numpy().astype(bool),
+            sampling_rate=float(cfg.sampling_rate),
+            valid_samples=int(inputs["valid_samples"][0]),
+        )
 
     def synthetic(self, n: int, seed: int = 0) -> list[Sample]:
         """``n`` simulated 12-lead records (four rhythms), preprocessed as loaded files are."""

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medclip.data.cache import PreprocessCache
+from medclip.explain.grid import GridLayout, infer_grid
 from medclip.types import Modality, ModalityError, Sample
 
 from .augment import ImageAugmentation
@@ -148,6 +149,22 @@ class ImageModality(Modality):
     def synthetic(self, n: int, seed: int = 0) -> list[Sample]:
         """``n`` small synthetic images of the configured type (chest radiographs, fundus discs or cell stacks)."""
         return [image_sample(self.name, record) for record in synthetic_records(self.config, n, seed)]
+
+    # --- grounding maps ----------------------------------------------------------------------------------------------
+    def token_layout(self, inputs: torch.Tensor | Mapping[str, torch.Tensor], token_count: int) -> GridLayout:
+        """The backbone's tokens on a grid over the preprocessed image (ViT patches or the last feature map: one
+        stride for both axes, found from the token count); drawn on the image itself (multichannel: the mean of the
+        channels present)."""
+        if isinstance(inputs, Mapping):
+            pixels = inputs["pixels"][0].float()  # (C, H, W)
+            present = inputs["channels"][0]  # (C,)
+            background = pixels[present].mean(dim=0) if bool(present.any()) else pixels.mean(dim=0)  # (H, W)
+        else:
+            pixels = inputs[0].float()  # (C, H, W)
+            background = pixels[0] if pixels.shape[0] == 1 else pixels.permute(1, 2, 0)  # (H, W) or (H, W, 3)
+        size = tuple(int(value) for value in pixels.shape[-2:])
+        grid, stride = infer_grid(size, token_count)
+        return GridLayout(grid, stride, background.cpu().numpy())
 
     # --- preprocessing fingerprint ---------------------------------------------------------------------------------
     def preprocess_state(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from medclip.data.cache import PreprocessCache
+from medclip.explain.grid import GridLayout, infer_grid
 from medclip.types import Modality, Sample
 
 from .config import VolumeEncoderConfig
@@ -94,6 +95,20 @@ class VolumeModality(Modality):
         """The ``cfg.encoder`` 3D encoder for (B, C, *size) inputs, sized by ``cfg.preset`` and overrides."""
         cfg = self.config
         return build_volume_encoder(cfg.encoder_spec(self.in_channels(), cfg.size))
+
+    # --- grounding maps ----------------------------------------------------------------------------------------------
+    # The axis montages cut slices along: the last one (axial for CT in RAS, the B-scans for OCT).
+    slice_axis = -1
+
+    def token_layout(self, inputs: torch.Tensor, token_count: int) -> GridLayout:
+        """The encoder's tokens on a grid over the preprocessed volume: ViT patches (the configured patch size), or
+        a ResNet's last feature map (one stride shared by the three axes, found from the token count)."""
+        cfg = self.config
+        size = tuple(int(value) for value in inputs.shape[-3:])
+        patch = cfg.encoder_spec(self.in_channels(), size).patch_size if cfg.encoder == "vit" else ()
+        grid, stride = infer_grid(size, token_count, patch)
+        background = inputs[0, 0].float().cpu().numpy()  # (I, J, K) the first channel (CT: the first HU window)
+        return GridLayout(grid, stride, background, slice_axis=self.slice_axis)
 
     # --- preprocessing fingerprint ---------------------------------------------------------------------------------
     def state_fingerprint(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from medclip.data.safe_io import require_regular_file
+from medclip.explain.patches import PatchLayout
 from medclip.types import Modality, ModalityError, Sample
 
 from .config import WSIConfig
@@ -263,6 +264,19 @@ class WSIModality(Modality):
         """Patch encoder (timm, pixels only) + slide encoder (``cfg.encoder``): batch["wsi"] -> EncoderOutput."""
         cfg = self.config
         return WSIEncoder(cfg)
+
+    def token_layout(self, inputs: Mapping[str, torch.Tensor], token_count: int) -> PatchLayout:
+        """Patch tokens at their positions on the slide's patch grid; drawn over the patches themselves (their
+        pixel normalisation undone), or over an empty grid for cached features."""
+        real = inputs["patch_mask"][0].cpu().numpy().astype(bool)  # (N,)
+        positions = inputs["positions"][0].cpu().numpy()[real]  # (P, 2)
+        patches = None
+        if "pixels" in inputs:
+            pixels = inputs["pixels"][0][inputs["patch_mask"][0]].float()  # (P, 3, S, S) normalised
+            mean = torch.tensor(self.normalisation.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.normalisation.std).view(1, 3, 1, 1)
+            patches = (pixels.cpu() * std + mean).permute(0, 2, 3, 1).numpy()  # (P, S, S, 3) in [0, 1]
+        return PatchLayout(positions, patches)
 
     def synthetic(self, n: int, seed: int = 0) -> list[Sample]:
         """``n`` procedural H&E-like bags of 2 patches (features of random size when ``source: features``)."""
