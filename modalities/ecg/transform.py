@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from medclip.data.loader import sample_generator
 from medclip.types import Sample
 
 from .augment import ECGAugment
@@ -24,7 +25,10 @@ def crop_or_pad(signal: np.ndarray, length: int, random_crop: bool) -> tuple[np.
     """(L, T) -> ((L, length), number of real samples)."""
     total = signal.shape[1]
     if total >= length:
-        start = int(torch.randint(total - length + 1, ()).item()) if random_crop else (total - length) // 2
+        if random_crop:
+            start = int(torch.randint(total - length + 1, (), generator=sample_generator()).item())
+        else:
+            start = (total - length) // 2
         return signal[:, start : start + length], length
     padded = np.zeros((signal.shape[0], length), dtype=signal.dtype)  # (L, length)
     padded[:, :total] = signal

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medclip.data.loader import sample_generator
 from medclip.types import Modality, ModalityError, Sample
 
 from .config import ExpressionConfig
@@ -55,7 +56,8 @@ class AlignExpression:
         name: the modality's sample key.
         aligner: the fitted gene aligner (shared with the modality, so its alignment report sees this process's files).
         space: the value space the model was fitted on.
-        gene_dropout: fraction of expressed genes zeroed per cell (0 at evaluation).
+        gene_dropout: fraction of expressed genes zeroed per cell (0 at evaluation), drawn from the sample's own
+            generator (``medclip.data.loader.sample_generator``).
     """
 
     def __init__(self, name: str, aligner: GeneAligner, space: str | None, gene_dropout: float = 0.0) -> None:
@@ -73,7 +75,8 @@ class AlignExpression:
         check_value_space(meta, self.space)
         aligned = torch.from_numpy(self.aligner.align(np.asarray(sample[self.name]), meta["genes_key"]))  # (V,)
         if self.gene_dropout > 0:
-            aligned = aligned * (torch.rand(aligned.shape) >= self.gene_dropout)  # (V,)
+            kept = torch.rand(aligned.shape, generator=sample_generator()) >= self.gene_dropout  # (V,)
+            aligned = aligned * kept  # (V,)
         return {**sample, self.name: aligned}
 
 
