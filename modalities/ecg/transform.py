@@ -18,7 +18,7 @@ from medclip.types import Sample
 
 from .augment import ECGAugment
 from .config import ECGConfig
-from .normalize import LEAD_NORMALIZATIONS
+from .normalize import ECG_LEAD_NORMALIZATIONS
 
 
 def crop_or_pad(signal: np.ndarray, length: int, random_crop: bool) -> tuple[np.ndarray, int]:
@@ -49,7 +49,7 @@ class ECGTransform:
         self.leads = list(cfg.leads)
         self.length = cfg.n_samples
         self.sampling_rate = cfg.sampling_rate
-        self.normalize = LEAD_NORMALIZATIONS.get(cfg.normalization)
+        self.normalize = ECG_LEAD_NORMALIZATIONS.get(cfg.normalization)
         self.train = train
         self.augment = ECGAugment(cfg) if train and cfg.augment else None
 

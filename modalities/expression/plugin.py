@@ -24,7 +24,7 @@ from medclip.types import Modality, ModalityError, Sample
 from .config import ExpressionConfig
 from .encoders import build_expression_encoder
 from .genes import genes_key_of
-from .normalize import AUTO, LOG_SPACE, NORMALIZATIONS, SCALED_SPACE, check_normalised
+from .normalize import AUTO, EXPRESSION_NORMALIZATIONS, LOG_SPACE, SCALED_SPACE, check_normalised
 from .reader import CellReference, choose_matrix, open_h5ad, parse_reference, reading
 from .synthetic import synthetic_samples
 from .vocabulary import GeneAligner, GeneStatistics, GeneVocabulary
@@ -126,7 +126,7 @@ class ExpressionModality(Modality):
         if not np.isfinite(values).all():
             raise ModalityError("non_finite", "the observation has non-finite (NaN or infinite) expression values")
         kind = matrix.detected_kind if self.config.normalization == AUTO else self.config.normalization
-        normalization = NORMALIZATIONS.get(kind)
+        normalization = EXPRESSION_NORMALIZATIONS.get(kind)
         if normalization.non_negative and values.min(initial=0.0) < 0:
             raise ModalityError(
                 "normalization_mismatch",
