@@ -104,8 +104,9 @@ def card_from_pretrain_config(data: Mapping[str, Any]) -> ModelCard:
     )
 
 
-def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared or strided storage; a detached contiguous copy of each tensor is always accepted.
+def contiguous_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached, contiguous copy of each tensor: what every safetensors file medclip writes holds (model weights,
+    optimizer and EMA state), since safetensors refuses tensors that share or stride their storage."""
     return {key: value.detach().contiguous().clone() for key, value in state.items()}
 
 
@@ -123,7 +124,7 @@ def weights_state(
     state = {f"model.{key}": value for key, value in model_state.items()}
     if criterion is not None:
         state.update({f"loss.{key}": value for key, value in criterion.state_dict().items()})
-    return _contiguous(state)
+    return contiguous_copy(state)
 
 
 def save_model(

@@ -43,3 +43,15 @@ def lps_affine(row, column, spacing, origin) -> np.ndarray:
     affine[:3, 2] = normal * spacing[2]
     affine[:3, 3] = origin
     return LPS_TO_RAS @ affine
+
+
+def same_encoder_input(a: Any, b: Any) -> bool:
+    """Whether two collated encoder inputs (a tensor, or a dict of tensors such as a report's token ids) are equal."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(same_encoder_input(a[key], b[key]) for key in a)
+        )
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)

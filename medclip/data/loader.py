@@ -43,7 +43,9 @@ def sample_generator() -> torch.Generator | None:
 
 
 @contextmanager
-def _sample_rng(seed: int):
+def seeded_sample(seed: int) -> Iterator[None]:
+    """Give the sample loaded inside this block its own generator, seeded with ``seed`` (what ``sample_generator``
+    returns there); the loader threads wrap each sample in it, and tests use it to replay one sample's draws."""
     previous = getattr(_THREAD_STATE, "generator", None)
     _THREAD_STATE.generator = torch.Generator().manual_seed(seed)
     try:
@@ -126,7 +128,7 @@ def _load_batch(loader: ThreadLoader, indices: list[int], seeds: list[int], stop
     for index, seed in zip(indices, seeds, strict=True):
         if stopped.is_set():  # closed mid-batch: drop the rest instead of loading it for nobody
             return None
-        with _sample_rng(seed):
+        with seeded_sample(seed):
             samples.append(loader.dataset[index])
     batch = loader.collate_fn(samples)
     return _pin(batch) if loader.pin_memory else batch

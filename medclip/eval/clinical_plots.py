@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle
 from sklearn.metrics import roc_curve
 
 from .calibration import reliability_curve
-from .plots import _new_figure, _save
+from .plots import new_figure, save_figure
 
 MAX_CURVES = 12  # more lines than this on one axis are unreadable; the report table still lists every finding
 
@@ -34,7 +34,7 @@ def plot_roc_curves(
         path: where to write the PNG.
     """
     y, scores = np.asarray(y, dtype=np.float64), np.asarray(scores, dtype=np.float64)
-    figure = _new_figure(6.0, 5.5)
+    figure = new_figure(6.0, 5.5)
     axes = figure.add_subplot()
     drawn = 0
     for k, name in enumerate(finding_names):
@@ -52,7 +52,7 @@ def plot_roc_curves(
     axes.set_ylim(0, 1.01)
     axes.set_title("ROC per finding (test patients), AUROC with 95% CI")
     axes.legend(fontsize=7, loc="lower right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reliability(
@@ -66,7 +66,7 @@ def plot_reliability(
         path: where to write the PNG.
         n_bins: equal-width probability bins.
     """
-    figure = _new_figure(5.5, 5.5)
+    figure = new_figure(5.5, 5.5)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1.0, label="perfect calibration")
     for drawn, (name, (outcome, probability)) in enumerate(curves.items()):
@@ -87,7 +87,7 @@ def plot_reliability(
     axes.set_ylim(0, 1)
     axes.set_title("Reliability (test patients)")
     axes.legend(fontsize=7, loc="upper left")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_retrieval_examples(
@@ -104,7 +104,7 @@ def plot_retrieval_examples(
     colours = {"paired": "#4caf50", "same findings": "#c5e1a5", "other": "#eeeeee"}
     n_rows = max(1, len(queries))
     n_cols = max([len(query["hits"]) for query in queries] + [1])
-    figure = _new_figure(2.0 + 1.7 * n_cols, 0.8 + 0.7 * n_rows)
+    figure = new_figure(2.0 + 1.7 * n_cols, 0.8 + 0.7 * n_rows)
     axes = figure.add_subplot()
     axes.set_xlim(0, n_cols + 1.3)
     axes.set_ylim(n_rows, 0)
@@ -123,7 +123,7 @@ def plot_retrieval_examples(
                 va="center",
             )
     axes.set_title(f"{title} (green: paired study, light green: same findings)", fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_few_shot(
@@ -136,7 +136,7 @@ def plot_few_shot(
         path: where to write the PNG.
         metric: y-axis label.
     """
-    figure = _new_figure(5.5, 4.0)
+    figure = new_figure(5.5, 4.0)
     axes = figure.add_subplot()
     for name, by_fraction in curves.items():
         fractions = sorted(by_fraction)
@@ -150,7 +150,7 @@ def plot_few_shot(
     axes.set_ylabel(metric)
     axes.set_title(f"Few-shot probe: {metric} (mean, range over seeds)")
     axes.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_findings(

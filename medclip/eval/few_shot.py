@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .probe import _choose_C, _probe
+from .probe import choose_C, probe_pipeline
 
 
 def sample_patients(patients: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -58,10 +58,10 @@ def fit_probe_probabilities(
         record["C"], record["C_source"] = float(C), "given"
     else:
         try:
-            record["C"], record["C_source"] = _choose_C(train_x, train_y, seed, max_iter, (0.01, 0.1, 1.0, 10.0)), "cv"
+            record["C"], record["C_source"] = choose_C(train_x, train_y, seed, max_iter, (0.01, 0.1, 1.0, 10.0)), "cv"
         except ValueError:
             record["C"], record["C_source"] = 1.0, "default (a class has fewer than 2 rows for cross-validation)"
-    probe = _probe(record["C"], seed, max_iter).fit(train_x, train_y)
+    probe = probe_pipeline(record["C"], seed, max_iter).fit(train_x, train_y)
     outputs = []
     for x in predict_x:
         full = np.zeros((len(x), n_classes))  # (n, K): classes absent from training get probability 0

@@ -26,13 +26,16 @@ MARKERS = ("o", "^", "s", "D", "P", "X", "v", "*")  # one per modality in the em
 UMAP_MIN_POINTS = 5  # UMAP's spectral layout needs a handful of points; below this the map uses PCA
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` x ``height`` inches on its own Agg canvas (no pyplot, see the module docstring); every
+    report plot here and in ``clinical_plots`` starts from one."""
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: str | os.PathLike) -> Path:
+def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+    """Write ``figure`` as a PNG at the reports' resolution (``DPI``), creating the folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
@@ -72,7 +75,7 @@ def plot_confusion(
     else:
         values = matrix
     side = max(4.0, 0.6 * n_classes + 2.0)
-    figure = _new_figure(side + 1.0, side)
+    figure = new_figure(side + 1.0, side)
     axes = figure.add_subplot()
     image = axes.imshow(np.nan_to_num(values), cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
@@ -89,7 +92,7 @@ def plot_confusion(
             text = "n/a" if np.isnan(value) else (f"{value:.2f}" if normalize else f"{int(value)}")
             color = "white" if np.isfinite(value) and value > threshold else "black"  # contrast on dark cells
             axes.text(j, i, text, ha="center", va="center", color=color, fontsize=font_size)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # 2-D projections of the embedding map, by method name: each takes (N, D) unit-norm rows and a seed, returns (N, 2).
@@ -191,7 +194,7 @@ def plot_embedding_map(
     points = EMBEDDING_MAP_METHODS.get(used)(unit, seed)  # (N, 2)
 
     colors = _class_colors(n_classes)
-    figure = _new_figure(8.0, 6.5)
+    figure = new_figure(8.0, 6.5)
     axes = figure.add_subplot()
     largest_group = max(int(np.sum(modalities == name)) for name in modality_names)
     for modality, marker in zip(modality_names, MARKERS, strict=False):
@@ -229,7 +232,7 @@ def plot_embedding_map(
     axes.set_ylabel(f"{used.upper()} 2")
     axes.set_xticks([])
     axes.set_yticks([])
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def exponential_moving_average(values: Sequence[float], span: int) -> np.ndarray:
@@ -270,7 +273,7 @@ def plot_training_curve(
     curves = dict(losses) if isinstance(losses, Mapping) else {"loss": losses}
     if steps.ndim != 1 or len(steps) == 0:
         raise ValueError(f"steps must be a non-empty 1-D sequence, got shape {steps.shape}")
-    figure = _new_figure(7.0, 4.5)
+    figure = new_figure(7.0, 4.5)
     axes = figure.add_subplot()
     span = max(2, len(steps) // 20)  # ~5% of the run: smooths step noise, keeps the trend
     for index, (name, values) in enumerate(curves.items()):
@@ -288,4 +291,4 @@ def plot_training_curve(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -40,8 +40,10 @@ def _labels(values: Any, n_rows: int, name: str) -> np.ndarray:
     return array
 
 
-def _probe(C: float, seed: int, max_iter: int) -> Pipeline:
-    # lbfgs fits a multinomial (softmax) model whenever there are more than two classes
+def probe_pipeline(C: float, seed: int, max_iter: int) -> Pipeline:
+    """The linear probe itself: standardised embeddings -> logistic regression with inverse regularisation ``C``;
+    shared by ``linear_probe`` and the few-shot probes so both fit the same model (lbfgs fits a multinomial softmax
+    model whenever there are more than two classes)."""
     return Pipeline(
         [
             ("standardise", StandardScaler()),
@@ -50,7 +52,7 @@ def _probe(C: float, seed: int, max_iter: int) -> Pipeline:
     )
 
 
-def _choose_C(train_x: np.ndarray, train_y: np.ndarray, seed: int, max_iter: int, grid: Sequence[float]) -> float:
+def choose_C(train_x: np.ndarray, train_y: np.ndarray, seed: int, max_iter: int, grid: Sequence[float]) -> float:
     """Best C by stratified K-fold macro F1 on the training split; ties go to the smaller C (more regularised)."""
     _, class_counts = np.unique(train_y, return_counts=True)
     n_folds = min(MAX_FOLDS, int(class_counts.min()))
@@ -60,7 +62,7 @@ def _choose_C(train_x: np.ndarray, train_y: np.ndarray, seed: int, max_iter: int
             "pass C explicitly"
         )
     search = GridSearchCV(
-        _probe(1.0, seed, max_iter),
+        probe_pipeline(1.0, seed, max_iter),
         {"logistic__C": sorted(grid)},
         scoring="f1_macro",
         cv=StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed),
@@ -103,10 +105,10 @@ def linear_probe(
     if len(np.unique(train_y)) < 2:
         raise ValueError("train_y holds a single class: a probe needs at least two")
     if C is None:
-        C = _choose_C(train_x, train_y, seed, max_iter, C_GRID)
+        C = choose_C(train_x, train_y, seed, max_iter, C_GRID)
     elif C <= 0:
         raise ValueError(f"C must be > 0, got {C}")
-    probe = _probe(C, seed, max_iter).fit(train_x, train_y)
+    probe = probe_pipeline(C, seed, max_iter).fit(train_x, train_y)
     predictions = probe.predict(test_x)
     classes = probe.classes_
     return {

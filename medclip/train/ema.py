@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..atomic import write_atomic
-from ..checkpoint import CheckpointError, _contiguous
+from ..checkpoint import CheckpointError, contiguous_copy
 from ..config import ConfigError
 from .config import EmaConfig
 
@@ -125,7 +125,7 @@ class EmaTeacher:
     # --- checkpoints ----------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Tensor]:
         """What a checkpoint keeps: the trained parameters and every buffer (frozen parameters are the model's)."""
-        return _contiguous(_file_state(self.parameters, self.buffers))
+        return contiguous_copy(_file_state(self.parameters, self.buffers))
 
     def writer(self, also: Callable[[Path], None] | None = None) -> Callable[[Path], None]:
         """A ``write_extra`` for ``save_model`` writing ``ema.safetensors`` (after ``also``, e.g. the trainer state)."""

@@ -38,6 +38,12 @@ DEFAULT_LOGGERS = ("jsonl", "tensorboard")
 LOGGERS: Registry[type] = Registry("training logger", "medclip.loggers")
 
 
+def list_loggers(pattern: str | None = None) -> list[str]:
+    """Names of the training loggers (built-in and from the ``medclip.loggers`` entry points), or those matching
+    ``pattern`` (``"tensor*"``): what ``train.loggers`` accepts."""
+    return LOGGERS.names(pattern)
+
+
 def _finite_numbers(values: Mapping[str, Any]) -> dict[str, float]:
     return {
         key: float(value)

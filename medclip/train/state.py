@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..atomic import write_atomic, write_text_atomic
-from ..checkpoint import CheckpointError, _contiguous
+from ..checkpoint import CheckpointError, contiguous_copy
 
 TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -67,7 +67,7 @@ def _optimizer_tensors(
         {key: (list(value) if isinstance(value, tuple) else value) for key, value in group.items()}
         for group in state_dict["param_groups"]
     ]
-    return _contiguous(tensors), {"param_groups": groups, "scalars": scalars}
+    return contiguous_copy(tensors), {"param_groups": groups, "scalars": scalars}
 
 
 def _restore_optimizer(

@@ -2,6 +2,6 @@
 
 from .config import CTConfig
 from .plugin import CTModality, ct_preprocessing
-from .windows import HU_WINDOWS, HUWindow, parse_window
+from .windows import CT_HU_WINDOWS, HUWindow, parse_window
 
-__all__ = ["HU_WINDOWS", "CTConfig", "CTModality", "HUWindow", "ct_preprocessing", "parse_window"]
+__all__ = ["CT_HU_WINDOWS", "CTConfig", "CTModality", "HUWindow", "ct_preprocessing", "parse_window"]

@@ -25,13 +25,13 @@ class HUWindow:
         return np.clip((hounsfield - np.float32(low)) / np.float32(self.width), 0.0, 1.0)
 
 
-HU_WINDOWS: Registry[HUWindow] = Registry("HU window")
-HU_WINDOWS.register("lung", HUWindow(level=-600.0, width=1500.0))
-HU_WINDOWS.register("mediastinum", HUWindow(level=40.0, width=400.0))
-HU_WINDOWS.register("bone", HUWindow(level=400.0, width=1800.0))
-HU_WINDOWS.register("abdomen", HUWindow(level=40.0, width=350.0))
-HU_WINDOWS.register("brain", HUWindow(level=40.0, width=80.0))
-HU_WINDOWS.register("liver", HUWindow(level=60.0, width=160.0))
+CT_HU_WINDOWS: Registry[HUWindow] = Registry("HU window")
+CT_HU_WINDOWS.register("lung", HUWindow(level=-600.0, width=1500.0))
+CT_HU_WINDOWS.register("mediastinum", HUWindow(level=40.0, width=400.0))
+CT_HU_WINDOWS.register("bone", HUWindow(level=400.0, width=1800.0))
+CT_HU_WINDOWS.register("abdomen", HUWindow(level=40.0, width=350.0))
+CT_HU_WINDOWS.register("brain", HUWindow(level=40.0, width=80.0))
+CT_HU_WINDOWS.register("liver", HUWindow(level=60.0, width=160.0))
 
 
 def parse_window(text: str) -> HUWindow:
@@ -49,7 +49,7 @@ def parse_window(text: str) -> HUWindow:
         if window.width <= 0:
             raise ValueError(f"HU window {text!r} needs a positive width")
         return window
-    return HU_WINDOWS.get(text)
+    return CT_HU_WINDOWS.get(text)
 
 
 def apply_windows(hounsfield: np.ndarray, windows: list[HUWindow]) -> np.ndarray:

@@ -2,20 +2,20 @@
 
 from .cache import ECGCache
 from .config import ECGConfig
-from .encoders import ENCODERS
+from .encoders import ECG_ENCODERS
 from .leads import LEAD_ALIASES, STANDARD_LEADS, canonical_lead
-from .normalize import LEAD_NORMALIZATIONS
+from .normalize import ECG_LEAD_NORMALIZATIONS
 from .plugin import ECGModality
-from .readers import READERS
+from .readers import ECG_READERS
 from .resample import resample
 from .simulator import RHYTHMS, simulate_ecg
 from .synthetic import generate_ecgs, write_dataset
 
 __all__ = [
-    "ENCODERS",
+    "ECG_ENCODERS",
     "LEAD_ALIASES",
-    "LEAD_NORMALIZATIONS",
-    "READERS",
+    "ECG_LEAD_NORMALIZATIONS",
+    "ECG_READERS",
     "RHYTHMS",
     "STANDARD_LEADS",
     "ECGCache",

@@ -87,7 +87,7 @@ class ECGConfig(ModalityConfig):
     wander_amplitude: float = 0.05
 
     def __post_init__(self) -> None:
-        from .normalize import LEAD_NORMALIZATIONS  # late: normalize.py needs no config, this avoids a cycle
+        from .normalize import ECG_LEAD_NORMALIZATIONS  # late: normalize.py needs no config, this avoids a cycle
 
         unknown = [lead for lead in self.leads if lead not in STANDARD_LEADS]
         if unknown or not self.leads or len(set(self.leads)) != len(self.leads):
@@ -126,9 +126,9 @@ class ECGConfig(ModalityConfig):
                 )
         if self.notch_hz < 0 or self.notch_quality <= 0:
             raise ConfigError("ecg.notch_hz must be >= 0 (0 = off) and ecg.notch_quality positive")
-        if self.normalization not in LEAD_NORMALIZATIONS:
+        if self.normalization not in ECG_LEAD_NORMALIZATIONS:
             raise ConfigError(
-                f"ecg.normalization {self.normalization!r} is unknown; use one of {LEAD_NORMALIZATIONS.names()}"
+                f"ecg.normalization {self.normalization!r} is unknown; use one of {ECG_LEAD_NORMALIZATIONS.names()}"
             )
         if self.default_units:
             try:

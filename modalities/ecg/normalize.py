@@ -13,11 +13,11 @@ import numpy as np
 
 from medclip.registry import Registry
 
-LEAD_NORMALIZATIONS: Registry[Callable[[np.ndarray, np.ndarray], np.ndarray]] = Registry("ECG lead normalization")
+ECG_LEAD_NORMALIZATIONS: Registry[Callable[[np.ndarray, np.ndarray], np.ndarray]] = Registry("ECG lead normalization")
 EPSILON_MV = 1e-3  # a lead flatter than 1 microvolt is left unscaled instead of blown up
 
 
-@LEAD_NORMALIZATIONS.register("zscore")
+@ECG_LEAD_NORMALIZATIONS.register("zscore")
 def zscore(signal: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(L, T) -> each lead minus its mean, divided by its standard deviation, over the ``valid`` (T,) samples."""
     window = signal[:, valid] if not valid.all() else signal  # (L, V)
@@ -29,7 +29,7 @@ def zscore(signal: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return normalised
 
 
-@LEAD_NORMALIZATIONS.register("none")
+@ECG_LEAD_NORMALIZATIONS.register("none")
 def unchanged(signal: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Millivolts as they are."""
     return signal

@@ -13,18 +13,22 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from medclip.data.loader import sample_generator
 from medclip.types import Sample
 
 from .augment import ECGAugment
 from .config import ECGConfig
-from .normalize import LEAD_NORMALIZATIONS
+from .normalize import ECG_LEAD_NORMALIZATIONS
 
 
 def crop_or_pad(signal: np.ndarray, length: int, random_crop: bool) -> tuple[np.ndarray, int]:
     """(L, T) -> ((L, length), number of real samples)."""
     total = signal.shape[1]
     if total >= length:
-        start = int(torch.randint(total - length + 1, ()).item()) if random_crop else (total - length) // 2
+        if random_crop:
+            start = int(torch.randint(total - length + 1, (), generator=sample_generator()).item())
+        else:
+            start = (total - length) // 2
         return signal[:, start : start + length], length
     padded = np.zeros((signal.shape[0], length), dtype=signal.dtype)  # (L, length)
     padded[:, :total] = signal
@@ -45,7 +49,7 @@ class ECGTransform:
         self.leads = list(cfg.leads)
         self.length = cfg.n_samples
         self.sampling_rate = cfg.sampling_rate
-        self.normalize = LEAD_NORMALIZATIONS.get(cfg.normalization)
+        self.normalize = ECG_LEAD_NORMALIZATIONS.get(cfg.normalization)
         self.train = train
         self.augment = ECGAugment(cfg) if train and cfg.augment else None
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from medclip.config import ConfigError
 from medclip.types import ModalityConfig
 
-from .normalize import AUTO, NORMALIZATIONS
+from .normalize import AUTO, EXPRESSION_NORMALIZATIONS
 
 
 @dataclass
@@ -42,10 +42,10 @@ class ExpressionConfig(ModalityConfig):
     gene_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.normalization != AUTO and self.normalization not in NORMALIZATIONS:
+        if self.normalization != AUTO and self.normalization not in EXPRESSION_NORMALIZATIONS:
             raise ConfigError(
                 f"expression normalization {self.normalization!r} is unknown; "
-                f"use one of: {', '.join([AUTO, *NORMALIZATIONS.names()])}"
+                f"use one of: {', '.join([AUTO, *EXPRESSION_NORMALIZATIONS.names()])}"
             )
         if not self.layer:
             raise ConfigError("expression layer must be 'auto', 'X', 'raw' or a layers key")

@@ -16,7 +16,7 @@ from medclip.types import EncoderOutput
 
 from .config import ExpressionConfig
 
-ENCODERS: Registry[Callable[[int, ExpressionConfig], nn.Module]] = Registry("expression encoder")
+EXPRESSION_ENCODERS: Registry[Callable[[int, ExpressionConfig], nn.Module]] = Registry("expression encoder")
 
 
 def top_expressed(values: Tensor, top_genes: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -43,7 +43,7 @@ class ResidualBlock(nn.Module):
         return x + self.net(x)
 
 
-@ENCODERS.register("mlp")
+@EXPRESSION_ENCODERS.register("mlp")
 class ExpressionMLP(nn.Module):
     """An MLP over the whole expression vector, the strong simple baseline for cell embeddings.
 
@@ -74,7 +74,7 @@ class ExpressionMLP(nn.Module):
         return EncoderOutput(pooled=self.norm(hidden), tokens=tokens, token_mask=token_mask)
 
 
-@ENCODERS.register("gene_transformer")
+@EXPRESSION_ENCODERS.register("gene_transformer")
 class GeneTransformer(nn.Module):
     """A transformer over each cell's top-expressed genes (the scGPT / Geneformer input style), pooled by a CLS token.
 
@@ -106,4 +106,4 @@ class GeneTransformer(nn.Module):
 
 def build_expression_encoder(num_genes: int, cfg: ExpressionConfig) -> nn.Module:
     """The encoder named by ``cfg.encoder`` for a vocabulary of ``num_genes`` genes."""
-    return ENCODERS.get(cfg.encoder)(num_genes, cfg)
+    return EXPRESSION_ENCODERS.get(cfg.encoder)(num_genes, cfg)

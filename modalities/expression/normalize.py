@@ -9,7 +9,8 @@ Files arrive in one of three states, and mixing them would put cells on differen
 - ``scaled``: z-scored per gene (has negative values): used as is, but it lives in a different value space than the
   other two, so a model trained on one space refuses the other (see ``ExpressionModality.check_compatible``).
 
-``detect_kind`` tells them apart from a sample of a file's values; ``NORMALIZATIONS`` maps each kind to its transform.
+``detect_kind`` tells them apart from a sample of a file's values; ``EXPRESSION_NORMALIZATIONS`` maps each kind to its
+transform.
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def unchanged(values: np.ndarray, target_sum: float) -> np.ndarray:
     return values
 
 
-NORMALIZATIONS: Registry[Normalization] = Registry("expression normalization")
-NORMALIZATIONS.register("counts", Normalization("counts", LOG_SPACE, non_negative=True, apply=library_size_log1p))
-NORMALIZATIONS.register("log1p", Normalization("log1p", LOG_SPACE, non_negative=True, apply=unchanged))
-NORMALIZATIONS.register("scaled", Normalization("scaled", SCALED_SPACE, non_negative=False, apply=unchanged))
+EXPRESSION_NORMALIZATIONS: Registry[Normalization] = Registry("expression normalization")
+EXPRESSION_NORMALIZATIONS.register(
+    "counts", Normalization("counts", LOG_SPACE, non_negative=True, apply=library_size_log1p)
+)
+EXPRESSION_NORMALIZATIONS.register("log1p", Normalization("log1p", LOG_SPACE, non_negative=True, apply=unchanged))
+EXPRESSION_NORMALIZATIONS.register("scaled", Normalization("scaled", SCALED_SPACE, non_negative=False, apply=unchanged))
 
 AUTO = "auto"
 # The largest plausible log-space value: log1p of ~1e13. Counts normalised to any target sum stay far below it (9.2 for

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from medclip.data.loader import sample_generator
 from medclip.types import Modality, ModalityError, Sample
 
 from .config import ExpressionConfig
 from .encoders import build_expression_encoder
 from .genes import genes_key_of
-from .normalize import AUTO, LOG_SPACE, NORMALIZATIONS, SCALED_SPACE, check_normalised
+from .normalize import AUTO, EXPRESSION_NORMALIZATIONS, LOG_SPACE, SCALED_SPACE, check_normalised
 from .reader import CellReference, choose_matrix, open_h5ad, parse_reference, reading
 from .synthetic import synthetic_samples
 from .vocabulary import GeneAligner, GeneStatistics, GeneVocabulary
@@ -55,7 +56,8 @@ class AlignExpression:
         name: the modality's sample key.
         aligner: the fitted gene aligner (shared with the modality, so its alignment report sees this process's files).
         space: the value space the model was fitted on.
-        gene_dropout: fraction of expressed genes zeroed per cell (0 at evaluation).
+        gene_dropout: fraction of expressed genes zeroed per cell (0 at evaluation), drawn from the sample's own
+            generator (``medclip.data.loader.sample_generator``).
     """
 
     def __init__(self, name: str, aligner: GeneAligner, space: str | None, gene_dropout: float = 0.0) -> None:
@@ -73,7 +75,8 @@ class AlignExpression:
         check_value_space(meta, self.space)
         aligned = torch.from_numpy(self.aligner.align(np.asarray(sample[self.name]), meta["genes_key"]))  # (V,)
         if self.gene_dropout > 0:
-            aligned = aligned * (torch.rand(aligned.shape) >= self.gene_dropout)  # (V,)
+            kept = torch.rand(aligned.shape, generator=sample_generator()) >= self.gene_dropout  # (V,)
+            aligned = aligned * kept  # (V,)
         return {**sample, self.name: aligned}
 
 
@@ -123,7 +126,7 @@ class ExpressionModality(Modality):
         if not np.isfinite(values).all():
             raise ModalityError("non_finite", "the observation has non-finite (NaN or infinite) expression values")
         kind = matrix.detected_kind if self.config.normalization == AUTO else self.config.normalization
-        normalization = NORMALIZATIONS.get(kind)
+        normalization = EXPRESSION_NORMALIZATIONS.get(kind)
         if normalization.non_negative and values.min(initial=0.0) < 0:
             raise ModalityError(
                 "normalization_mismatch",

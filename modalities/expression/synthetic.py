@@ -12,7 +12,7 @@ import numpy as np
 from medclip.types import Sample
 
 from .genes import register_gene_list
-from .normalize import NORMALIZATIONS
+from .normalize import EXPRESSION_NORMALIZATIONS
 
 SYNTHETIC_GENES = 200  # a small panel keeps tests fast
 SYNTHETIC_PROGRAMS = 4  # cell types
@@ -52,7 +52,7 @@ def synthetic_samples(n: int, seed: int = 0, target_sum: float = 1e4) -> list[Sa
     """``n`` samples as ``load`` returns them: normalised (G,) float32 vectors with allow-listed metadata."""
     genes_key = register_gene_list(synthetic_gene_names())
     counts, _ = synthetic_counts(n, seed)
-    normalization = NORMALIZATIONS.get("counts")
+    normalization = EXPRESSION_NORMALIZATIONS.get("counts")
     samples = []
     for cell in counts:
         values = normalization.apply(cell.astype(np.float64), target_sum).astype(np.float32)

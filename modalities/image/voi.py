@@ -24,10 +24,10 @@ from pydicom.uid import UID
 from medclip.registry import Registry
 from medclip.types import ModalityError
 
-VOI_FUNCTIONS: Registry = Registry("VOI LUT function")
+IMAGE_VOI_FUNCTIONS: Registry = Registry("VOI LUT function")
 
 
-@VOI_FUNCTIONS.register("LINEAR")
+@IMAGE_VOI_FUNCTIONS.register("LINEAR")
 def linear(values: np.ndarray, center: float, width: float) -> np.ndarray:
     """PS3.3 C.11.2.1.2.1, in place on float32 ``values``."""
     if width < 1:
@@ -38,7 +38,7 @@ def linear(values: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip(values, 0.0, 1.0, out=values)
 
 
-@VOI_FUNCTIONS.register("LINEAR_EXACT")
+@IMAGE_VOI_FUNCTIONS.register("LINEAR_EXACT")
 def linear_exact(values: np.ndarray, center: float, width: float) -> np.ndarray:
     """PS3.3 C.11.2.1.3.2, in place."""
     if width <= 0:
@@ -49,7 +49,7 @@ def linear_exact(values: np.ndarray, center: float, width: float) -> np.ndarray:
     return np.clip(values, 0.0, 1.0, out=values)
 
 
-@VOI_FUNCTIONS.register("SIGMOID")
+@IMAGE_VOI_FUNCTIONS.register("SIGMOID")
 def sigmoid(values: np.ndarray, center: float, width: float) -> np.ndarray:
     """PS3.3 C.11.2.1.3.1, in place."""
     if width <= 0:
@@ -72,13 +72,15 @@ def _pick(value, index: int) -> float:
 def apply_window(values: np.ndarray, dataset: Dataset, index: int) -> tuple[np.ndarray, str]:
     """Window the float32 modality values of ``dataset`` to [0, 1]; returns them and the function's name."""
     function = str(dataset.get("VOILUTFunction", "") or "LINEAR").strip().upper()
-    if function not in VOI_FUNCTIONS:
-        raise ModalityError("bad_window", f"unknown VOILUTFunction; DICOM defines {', '.join(VOI_FUNCTIONS.names())}")
+    if function not in IMAGE_VOI_FUNCTIONS:
+        raise ModalityError(
+            "bad_window", f"unknown VOILUTFunction; DICOM defines {', '.join(IMAGE_VOI_FUNCTIONS.names())}"
+        )
     center = _pick(dataset.WindowCenter, index)
     width = _pick(dataset.WindowWidth, index)
     if not (np.isfinite(center) and np.isfinite(width)):
         raise ModalityError("bad_window", "the window centre or width is not a finite number")
-    return VOI_FUNCTIONS.get(function)(values, center, width), function
+    return IMAGE_VOI_FUNCTIONS.get(function)(values, center, width), function
 
 
 def lut_entries(item: Dataset, little_endian: bool, signed: bool) -> tuple[np.ndarray, int, int]:

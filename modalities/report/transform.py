@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from medclip.data.loader import sample_generator
 from medclip.types import Sample
 
 from .cleaning import clean_report_text
@@ -56,6 +57,7 @@ class ReportTransform:
             raise TypeError(f"report transform expects loaded report text, got {type(text).__name__}")
         sentences = report_sentences(text, self.cfg)
         if self.shuffle_sentences and len(sentences) > 1:
-            sentences = [sentences[index] for index in torch.randperm(len(sentences)).tolist()]
+            order = torch.randperm(len(sentences), generator=sample_generator()).tolist()
+            sentences = [sentences[index] for index in order]
         input_ids, sentence_ids = tokenize_sentences(self.tokenizer, sentences, self.cfg.max_tokens)
         return {**sample, "report": {"input_ids": input_ids, "sentence_ids": sentence_ids}}

@@ -6,7 +6,7 @@ patch-feature cache), ``modalities.wsi.synthetic`` (synthetic slides and spatial
 ``modalities.wsi.stained_slides`` (evaluation slides from real stained images shipped in packages).
 """
 
-from .backends import READERS, Level, SlideBackend
+from .backends import WSI_READERS, Level, SlideBackend
 from .config import WSIConfig
 from .encoder import WSIEncoder
 from .grid import PatchGrid, tissue_grid
@@ -14,13 +14,13 @@ from .patch_encoder import TimmPatchEncoder
 from .plugin import WSIModality
 from .reference import PatchSpec, SlideReference, format_reference, parse_reference
 from .slide import Slide, open_slide
-from .slide_encoders import SLIDE_ENCODERS
-from .tissue import TISSUE_DETECTORS, TissueOptions, otsu_threshold, saturation, tissue_mask
+from .slide_encoders import WSI_SLIDE_ENCODERS
+from .tissue import WSI_TISSUE_DETECTORS, TissueOptions, otsu_threshold, saturation, tissue_mask
 
 __all__ = [
-    "READERS",
-    "SLIDE_ENCODERS",
-    "TISSUE_DETECTORS",
+    "WSI_READERS",
+    "WSI_SLIDE_ENCODERS",
+    "WSI_TISSUE_DETECTORS",
     "Level",
     "PatchGrid",
     "PatchSpec",

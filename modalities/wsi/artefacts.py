@@ -15,7 +15,7 @@ mixtures (Ruifrok & Johnston's stain vectors; measured H&E and IHC tissue lie at
   Pale grey is not refused: pale IHC stroma is nearly grey too, and only its low density tells it from black ink.
 
 Each rule maps a pixel's OD fractions (red, green, blue shares: arrays of one shape) and its total OD to a bool
-mask; ``ARTEFACTS`` is the registry the tissue detector applies. Ink is dense: every rule asks for a minimum total
+mask; ``WSI_ARTEFACTS`` is the registry the tissue detector applies. Ink is dense: every rule asks for a minimum total
 OD, so pale tissue never matches.
 """
 
@@ -32,20 +32,20 @@ BLACK_MIN_DENSITY = 0.6  # a light black or grey marker (0.9); pale IHC stroma, 
 GREY_SPREAD = 0.1  # OD fractions within this of each other are grey; DAB + haematoxylin tissue spreads over 0.2
 
 Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (red, green, blue, total) -> mask
-ARTEFACTS: Registry[Rule] = Registry("glass artefact")
+WSI_ARTEFACTS: Registry[Rule] = Registry("glass artefact")
 
 
-@ARTEFACTS.register("blue_or_green_ink")
+@WSI_ARTEFACTS.register("blue_or_green_ink")
 def blue_or_green_ink(red: np.ndarray, green: np.ndarray, blue: np.ndarray, total: np.ndarray) -> np.ndarray:
     return (red > green + 0.03) & (total > INK_MIN_DENSITY)
 
 
-@ARTEFACTS.register("red_ink")
+@WSI_ARTEFACTS.register("red_ink")
 def red_ink(red: np.ndarray, green: np.ndarray, blue: np.ndarray, total: np.ndarray) -> np.ndarray:
     return (red <= 0.5 * green) & (blue >= 0.7 * green) & (blue <= 1.1 * green) & (total > INK_MIN_DENSITY)
 
 
-@ARTEFACTS.register("black_ink_or_debris")
+@WSI_ARTEFACTS.register("black_ink_or_debris")
 def black_ink_or_debris(red: np.ndarray, green: np.ndarray, blue: np.ndarray, total: np.ndarray) -> np.ndarray:
     spread = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
     return (spread < GREY_SPREAD) & (total > BLACK_MIN_DENSITY)
@@ -58,6 +58,6 @@ def artefact_mask(density: np.ndarray) -> np.ndarray:
     scale = 1.0 / np.maximum(total, 1e-6)
     red, green, blue = density[..., 0] * scale, density[..., 1] * scale, density[..., 2] * scale  # OD fractions
     mask = np.zeros(total.shape, dtype=bool)
-    for _, rule in ARTEFACTS.items():
+    for _, rule in WSI_ARTEFACTS.items():
         mask |= rule(red, green, blue, total)
     return mask

@@ -1,6 +1,6 @@
 """Slide readers behind one small interface: pyramid levels, MPP, and in-bounds region reads at a level.
 
-``READERS`` maps a name to a backend class: "tiffslide" (pure Python, the default) and "openslide" (optional, when
+``WSI_READERS`` maps a name to a backend class: "tiffslide" (pure Python, the default) and "openslide" (optional, when
 ``openslide-python`` and ``openslide-bin`` are installed). The tiffslide backend reads tiled TIFF levels through
 ``tiles.TiledLevel`` (tile-aligned, thread-parallel) and falls back to tiffslide's own reader for other layouts.
 
@@ -75,7 +75,7 @@ class SlideBackend:
         """Release file handles."""
 
 
-READERS: Registry[type[SlideBackend]] = Registry("wsi reader")
+WSI_READERS: Registry[type[SlideBackend]] = Registry("wsi reader")
 
 
 PHYSICAL_UNITS = ("INCH", "CENTIMETER", "MILLIMETER", "MICROMETER")  # TIFF resolution units with a length
@@ -97,7 +97,7 @@ def _decode_bytes(page) -> int:
     return rows * int(page.imagewidth) * max(int(page.imagedepth), 1) * samples * itemsize
 
 
-@READERS.register("tiffslide")
+@WSI_READERS.register("tiffslide")
 class TiffSlideBackend(SlideBackend):
     """tiffslide for the slide's structure and MPP; tile-aligned reads for tiled levels, tiffslide's zarr otherwise."""
 
@@ -184,7 +184,7 @@ class TiffSlideBackend(SlideBackend):
             self._slide.close()
 
 
-@READERS.register("openslide")
+@WSI_READERS.register("openslide")
 class OpenSlideBackend(SlideBackend):
     """OpenSlide (C library): the widest format support (SVS, NDPI, MRXS, SCN, ...), when installed."""
 

@@ -8,7 +8,7 @@ from medclip.config import ConfigError
 from medclip.types import ModalityConfig
 
 from .spacing import MAX_MPP, MIN_MPP, plausible_mpp
-from .tissue import TISSUE_DETECTORS, TissueOptions
+from .tissue import WSI_TISSUE_DETECTORS, TissueOptions
 
 SOURCES = ("pixels", "features")
 
@@ -96,9 +96,10 @@ class WSIConfig(ModalityConfig):
                 f"wsi assume_mpp must be 0 (refuse slides without MPP) or in [{MIN_MPP:g}, {MAX_MPP:g}], "
                 f"got {self.assume_mpp}"
             )
-        if self.tissue_detector not in TISSUE_DETECTORS:
+        if self.tissue_detector not in WSI_TISSUE_DETECTORS:
             raise ConfigError(
-                f"wsi tissue_detector {self.tissue_detector!r} is unknown; use one of: {', '.join(TISSUE_DETECTORS)}"
+                f"wsi tissue_detector {self.tissue_detector!r} is unknown; "
+                f"use one of: {', '.join(WSI_TISSUE_DETECTORS)}"
             )
         if not 0.0 < self.tissue_min_density < 1.0:
             raise ConfigError(f"wsi tissue_min_density must be in (0, 1), got {self.tissue_min_density}")

@@ -10,7 +10,7 @@ from medclip.types import EncoderOutput
 
 from .config import WSIConfig
 from .patch_encoder import TimmPatchEncoder
-from .slide_encoders import SLIDE_ENCODERS
+from .slide_encoders import WSI_SLIDE_ENCODERS
 
 
 class WSIEncoder(nn.Module):
@@ -33,7 +33,7 @@ class WSIEncoder(nn.Module):
             self.feature_dim = self.patch_encoder.output_dim
         else:
             self.feature_dim = cfg.feature_dim
-        self.slide_encoder = SLIDE_ENCODERS.get(cfg.encoder)(self.feature_dim, cfg)
+        self.slide_encoder = WSI_SLIDE_ENCODERS.get(cfg.encoder)(self.feature_dim, cfg)
         self.output_dim = self.slide_encoder.output_dim
 
     def patch_features(self, inputs: Mapping[str, Tensor]) -> Tensor:

@@ -104,7 +104,7 @@ def tissue_grid(
         stride: grid step in pixels at ``mpp``.
         min_tissue_fraction: keep patches with at least this fraction of tissue on the thumbnail's mask.
         thumbnail_size: longest side of the thumbnail the mask is computed on.
-        detector: a name in ``tissue.TISSUE_DETECTORS``.
+        detector: a name in ``tissue.WSI_TISSUE_DETECTORS``.
         options: the detector's settings.
         max_decoded_mb: budget for the grid's arrays (checked before they are allocated).
 

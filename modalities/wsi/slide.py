@@ -34,7 +34,7 @@ from PIL import Image
 from medclip.data.safe_io import MEGABYTE, check_decoded_size, require_regular_file
 from medclip.types import ModalityError
 
-from .backends import READERS, Level, SlideBackend
+from .backends import WSI_READERS, Level, SlideBackend
 from .spacing import check_slide_mpp
 
 # A level whose MPP is within this fraction of the target counts as the target resolution (scanners report 0.2527).
@@ -52,7 +52,7 @@ class Slide:
 
     Args:
         path: the slide file.
-        reader: a name in ``backends.READERS``.
+        reader: a name in ``backends.WSI_READERS``.
         assume_mpp: MPP to use when the slide declares none (0 = none: ``mpp`` is None and MPP-based reads refuse).
             It never replaces a declared but bogus MPP.
         max_decoded_mb: the most one decode (tile, strip), one read region or the thumbnail's level may take.
@@ -67,7 +67,7 @@ class Slide:
     ) -> None:
         path = Path(path)
         require_regular_file(path, "slide")  # before any library opens it: a FIFO would block, /dev/zero never end
-        backend_class = READERS.get(reader)
+        backend_class = WSI_READERS.get(reader)
         try:
             self.backend: SlideBackend = backend_class(path)
         except (ImportError, ModalityError):

@@ -26,7 +26,7 @@ from medclip.types import EncoderOutput
 
 from .config import WSIConfig
 
-SLIDE_ENCODERS: Registry[Callable[[int, WSIConfig], nn.Module]] = Registry("wsi slide encoder")
+WSI_SLIDE_ENCODERS: Registry[Callable[[int, WSIConfig], nn.Module]] = Registry("wsi slide encoder")
 
 
 def projection(input_dim: int, cfg: WSIConfig) -> nn.Module:
@@ -34,7 +34,7 @@ def projection(input_dim: int, cfg: WSIConfig) -> nn.Module:
     return nn.Sequential(nn.Linear(input_dim, cfg.width), nn.GELU(), nn.Dropout(cfg.dropout))
 
 
-@SLIDE_ENCODERS.register("mean")
+@WSI_SLIDE_ENCODERS.register("mean")
 class MeanPooling(nn.Module):
     """Masked mean of the projected patch embeddings."""
 
@@ -51,7 +51,7 @@ class MeanPooling(nn.Module):
         return EncoderOutput(pooled=pooled, tokens=tokens, token_mask=mask)
 
 
-@SLIDE_ENCODERS.register("abmil")
+@WSI_SLIDE_ENCODERS.register("abmil")
 class GatedAttentionMIL(nn.Module):
     """Gated attention-MIL: a_i = softmax_i(w^T (tanh(V h_i) * sigmoid(U h_i))), slide = sum_i a_i h_i."""
 
@@ -89,7 +89,7 @@ def sincos_2d(positions: Tensor, width: int, max_period: float = 10000.0) -> Ten
     return embedding.flatten(start_dim=2)  # (B, N, width)
 
 
-@SLIDE_ENCODERS.register("transformer")
+@WSI_SLIDE_ENCODERS.register("transformer")
 class PositionalTransformer(nn.Module):
     """A pre-norm transformer over patch tokens + 2-D sine-cosine positions, pooled by a CLS token."""
 

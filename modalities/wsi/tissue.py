@@ -1,6 +1,6 @@
 """Tissue detection on a slide thumbnail: a registry of detectors, optical density above the glass by default.
 
-``TISSUE_DETECTORS`` maps a name (the ``tissue_detector`` config option) to a function
+``WSI_TISSUE_DETECTORS`` maps a name (the ``tissue_detector`` config option) to a function
 ``(thumbnail (h, w, 3) uint8, pixel_microns, options) -> (h, w) bool``:
 
 - "optical_density" (default, ``optical_density.py``): how much light the section absorbs relative to the slide's
@@ -41,7 +41,7 @@ class TissueOptions:
 
 
 Detector = Callable[[np.ndarray, "float | None", TissueOptions], np.ndarray]
-TISSUE_DETECTORS: Registry[Detector] = Registry("tissue detector")
+WSI_TISSUE_DETECTORS: Registry[Detector] = Registry("tissue detector")
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
@@ -75,14 +75,14 @@ def otsu_threshold(values: np.ndarray, bins: int = OTSU_BINS) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-@TISSUE_DETECTORS.register("saturation_otsu")
+@WSI_TISSUE_DETECTORS.register("saturation_otsu")
 def saturation_otsu_mask(thumbnail: np.ndarray, pixel_microns: float | None, options: TissueOptions) -> np.ndarray:
     """Saturation above max(Otsu, ``min_saturation``) (the first detector; see the module docstring)."""
     sat = saturation(thumbnail)
     return sat > max(otsu_threshold(sat), options.min_saturation)
 
 
-@TISSUE_DETECTORS.register("optical_density")
+@WSI_TISSUE_DETECTORS.register("optical_density")
 def _optical_density(thumbnail: np.ndarray, pixel_microns: float | None, options: TissueOptions) -> np.ndarray:
     return optical_density_mask(thumbnail, pixel_microns, options.min_density)
 
@@ -98,7 +98,7 @@ def tissue_mask(
     Args:
         thumbnail: the slide thumbnail.
         pixel_microns: microns per thumbnail pixel when known (size limits and averaging of the detector).
-        detector: a name in ``TISSUE_DETECTORS``.
+        detector: a name in ``WSI_TISSUE_DETECTORS``.
         options: detector settings (defaults when None).
     """
-    return TISSUE_DETECTORS.get(detector)(thumbnail, pixel_microns, options or TissueOptions())
+    return WSI_TISSUE_DETECTORS.get(detector)(thumbnail, pixel_microns, options or TissueOptions())

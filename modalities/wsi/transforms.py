@@ -3,6 +3,7 @@
 Histology has no canonical orientation, so training flips and rotates each patch by a random element of the
 dihedral group (8 orientations); colour is left alone (stain augmentation is dataset-specific). Bags of cached
 features are randomly subsampled to ``max_patches`` in training, the feature-space crop TITAN and CONCH train with.
+Random draws come from the sample's own generator (``medclip.data.loader.sample_generator``), as in CT and images.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from medclip.data.loader import sample_generator
 from medclip.types import Sample
 
 from .normalisation import IMAGENET_MEAN, IMAGENET_STD
@@ -80,12 +82,12 @@ class WSITransform:
         if meta.get("kind") == "features":
             features = torch.as_tensor(np.asarray(data), dtype=torch.float32)  # (N, F)
             if self.train and 0 < self.max_patches < features.shape[0]:
-                keep = torch.randperm(features.shape[0])[: self.max_patches].sort().values
+                keep = torch.randperm(features.shape[0], generator=sample_generator())[: self.max_patches].sort().values
                 features, coords = features[keep], coords[keep]
             return {**sample, self.name: features, f"{self.name}_coords": coords}
         if isinstance(data, torch.Tensor) and data.is_floating_point():
             return sample  # already transformed
         pixels = to_tensor(np.asarray(data), self.mean, self.std)  # (N, 3, S, S)
         if self.train and self.augment:
-            pixels = dihedral(pixels)
+            pixels = dihedral(pixels, sample_generator())
         return {**sample, self.name: pixels, f"{self.name}_coords": coords}

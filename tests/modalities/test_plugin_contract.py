@@ -1,21 +1,29 @@
 """Every registered modality honours the plugin contract (timm-style: one test over the whole registry).
 
-synthetic -> (fit) -> transforms -> collate (with a missing row) -> encoder inside ContrastiveModel: shapes, masks,
-no NaN, gradients, and a JSON round trip of the preprocessing state.
+Parametrised over ``medclip.list_modalities()``, so a new plugin (built-in or third-party) is covered the moment it
+registers: synthetic -> (fit) -> transforms -> collate (with a missing row) -> encoder, alone and inside
+ContrastiveModel: shapes, masks, no NaN, gradients; a JSON round trip of the preprocessing state and of the config;
+the capability attributes of the base class with their declared types. That training transforms replay from the
+per-sample seed and leave the global RNGs alone is tested over the same registry in ``test_random_transforms.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 
+import numpy as np
 import pytest
 import torch
 
 import medclip
+from medclip.config import to_dict
 from medclip.model import ContrastiveModel, ProjectionHead
-from medclip.types import EncoderOutput, Modality
+from medclip.types import EncoderOutput, Modality, ModalityConfig
+from tests.helpers import same_encoder_input
 
-BUILT_INS = {"report", "expression"}
+BUILT_INS = {"ct", "oct", "wsi", "ecg", "report", "expression", "image"}
 
 
 def test_built_in_plugins_are_registered_through_entry_points():
@@ -50,6 +58,13 @@ def test_plugin_contract(name):
     direct = encoder(medclip.model.select_rows(batch[name], torch.tensor([0, 1])))
     assert isinstance(direct, EncoderOutput)
     assert direct.pooled.shape == (2, encoder.output_dim)
+    assert torch.isfinite(direct.pooled).all()
+    if direct.tokens is not None:
+        assert direct.tokens.ndim == 3 and direct.tokens.shape[0] == 2
+        assert torch.isfinite(direct.tokens).all()
+    if direct.token_mask is not None:
+        assert direct.tokens is not None, "a token mask without tokens"
+        assert direct.token_mask.dtype == torch.bool and direct.token_mask.shape == direct.tokens.shape[:2]
 
     model = ContrastiveModel({name: encoder}, {name: ProjectionHead(encoder.output_dim, 16)})
     outputs = model(batch)
@@ -72,13 +87,47 @@ def test_plugin_contract(name):
     restored.load_preprocess_state(state)
     again = restored.collate([restored.transforms(train=False)(dict(s)) for s in samples])
     reference = plugin.collate([transform(dict(s)) for s in samples])
-    _assert_same(again[name], reference[name])
+    assert same_encoder_input(again[name], reference[name])
 
 
-def _assert_same(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for key in a:
-            _assert_same(a[key], b[key])
-    else:
-        assert torch.equal(a, b)
+@pytest.mark.parametrize("name", medclip.list_modalities())
+def test_synthetic_samples_follow_their_seed(name):
+    plugin = medclip.get_modality(name)
+    first, again, other = (plugin.synthetic(3, seed=seed) for seed in (4, 4, 5))
+
+    def data(samples):
+        return [np.asarray(sample[name]) for sample in samples]
+
+    assert all(np.array_equal(a, b) for a, b in zip(data(first), data(again), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(data(first), data(other), strict=True))
+
+
+@pytest.mark.parametrize("name", medclip.list_modalities())
+def test_config_round_trips_through_json(name):
+    plugin = medclip.get_modality(name)
+    assert isinstance(plugin.config, plugin.config_class) and issubclass(plugin.config_class, ModalityConfig)
+    stored = json.loads(json.dumps(to_dict(plugin.config)))
+    assert medclip.get_modality(name, stored).config == plugin.config
+
+
+@pytest.mark.parametrize("name", medclip.list_modalities())
+def test_capability_attributes_have_their_declared_types(name):
+    cls = type(medclip.get_modality(name))
+    assert isinstance(cls.fits_on_data, bool)
+    assert isinstance(cls.file_suffixes, tuple)
+    assert all(
+        isinstance(suffix, str) and suffix.startswith(".") and suffix == suffix.lower() for suffix in cls.file_suffixes
+    )
+    assert isinstance(cls.reads_directories, bool)
+    assert isinstance(cls.files_hold_many_patients, bool)
+    assert isinstance(cls.text_input, bool)
+    assert isinstance(cls.export_dynamic_axes, Mapping)
+    for key, axes in cls.export_dynamic_axes.items():
+        assert isinstance(key, str) and isinstance(axes, Mapping)
+        assert all(isinstance(axis, int) and axis >= 1 and isinstance(label, str) for axis, label in axes.items())
+    assert isinstance(cls.weight_slots, Mapping)
+    assert all(isinstance(kind, str) and isinstance(path, str) for kind, path in cls.weight_slots.items())
+    assert isinstance(cls.backbone_option, str) and cls.backbone_option
+    if "timm_backbone" in cls.weight_slots:  # convert-weights prints this option for the user to copy: it must exist
+        assert cls.backbone_option in {field.name for field in dataclasses.fields(cls.config_class)}
+    assert cls.text_input or cls.file_suffixes or cls.reads_directories, "a file modality must say what it reads"

@@ -15,22 +15,22 @@ from medclip.registry import Registry
 
 from ..config import ECGConfig
 
-ENCODERS: Registry[Callable[[ECGConfig], nn.Module]] = Registry("ECG encoder")
+ECG_ENCODERS: Registry[Callable[[ECGConfig], nn.Module]] = Registry("ECG encoder")
 
 
 def build_ecg_encoder(cfg: ECGConfig) -> nn.Module:
     """The encoder ``cfg.encoder`` names."""
-    return ENCODERS.get(cfg.encoder)(cfg)
+    return ECG_ENCODERS.get(cfg.encoder)(cfg)
 
 
 def _register_builtin_encoders() -> None:
     from .resnet1d import ResNet1d
     from .vit1d import ViT1d
 
-    ENCODERS.register("resnet1d", ResNet1d)
-    ENCODERS.register("vit1d", ViT1d)
+    ECG_ENCODERS.register("resnet1d", ResNet1d)
+    ECG_ENCODERS.register("vit1d", ViT1d)
 
 
 _register_builtin_encoders()
 
-__all__ = ["ENCODERS", "build_ecg_encoder"]
+__all__ = ["ECG_ENCODERS", "build_ecg_encoder"]

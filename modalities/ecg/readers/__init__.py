@@ -58,7 +58,7 @@ def single_file(path: Path) -> list[Path]:
     return [path]
 
 
-READERS: Registry[Reader] = Registry("ECG file format")
+ECG_READERS: Registry[Reader] = Registry("ECG file format")
 
 
 def reader_for(path: Path) -> Reader:
@@ -68,21 +68,21 @@ def reader_for(path: Path) -> Reader:
         ModalityError: ``unsupported_format``.
     """
     suffix = path.suffix.lower()
-    if suffix not in READERS:  # the suffix is part of the file name: never quoted
+    if suffix not in ECG_READERS:  # the suffix is part of the file name: never quoted
         raise ModalityError(
-            "unsupported_format", f"the ECG file's type is not supported; use one of {', '.join(READERS.names())}"
+            "unsupported_format", f"the ECG file's type is not supported; use one of {', '.join(ECG_READERS.names())}"
         )
-    return READERS.get(suffix)
+    return ECG_READERS.get(suffix)
 
 
 def _register_builtin_readers() -> None:
     from . import dicom_reader, edf_reader, table_reader, wfdb_reader
 
     for module in (wfdb_reader, dicom_reader, table_reader, edf_reader):
-        for suffix, reader in module.READERS.items():
-            READERS.register(suffix, reader)
+        for suffix, reader in module.READERS_BY_SUFFIX.items():
+            ECG_READERS.register(suffix, reader)
 
 
 _register_builtin_readers()
 
-__all__ = ["READERS", "ReadOptions", "Reader", "reader_for", "single_file"]
+__all__ = ["ECG_READERS", "ReadOptions", "Reader", "reader_for", "single_file"]

@@ -140,4 +140,4 @@ def read_dicom(path: Path, options: ReadOptions) -> RawRecord:
 
 
 DICOM_READER = Reader(name="dicom", read=read_dicom, source_files=single_file)
-READERS = {".dcm": DICOM_READER}
+READERS_BY_SUFFIX = {".dcm": DICOM_READER}

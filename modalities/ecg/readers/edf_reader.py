@@ -68,4 +68,4 @@ def read_edf(path: Path, options: ReadOptions) -> RawRecord:
 
 
 EDF_READER = Reader(name="edf", read=read_edf, source_files=single_file)
-READERS = {".edf": EDF_READER}
+READERS_BY_SUFFIX = {".edf": EDF_READER}

@@ -221,4 +221,4 @@ def read_numpy(path: Path, options: ReadOptions) -> RawRecord:
 
 CSV_READER = Reader(name="csv", read=read_csv, source_files=sidecar_files)
 NUMPY_READER = Reader(name="numpy", read=read_numpy, source_files=sidecar_files)
-READERS = {".csv": CSV_READER, ".npy": NUMPY_READER}
+READERS_BY_SUFFIX = {".csv": CSV_READER, ".npy": NUMPY_READER}

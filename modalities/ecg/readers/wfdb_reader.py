@@ -279,4 +279,4 @@ def read_wfdb(path: Path, options: ReadOptions) -> RawRecord:
 
 
 WFDB_READER = Reader(name="wfdb", read=read_wfdb, source_files=data_files)
-READERS = {".hea": WFDB_READER, ".dat": WFDB_READER}
+READERS_BY_SUFFIX = {".hea": WFDB_READER, ".dat": WFDB_READER}

@@ -23,8 +23,8 @@ def test_a_skipped_non_finite_step_is_left_out():
 
 def test_the_png_has_raw_and_smoothed_curves(tmp_path, monkeypatch):
     figures = []
-    save = plots._save
-    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or save(figure, path))
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: figures.append(figure) or save(figure, path))
     steps = np.arange(1, 101)
     path = plot_training_curve(steps, 3.0 * np.exp(-steps / 40) + 0.1 * np.sin(steps), tmp_path / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

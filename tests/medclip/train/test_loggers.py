@@ -10,7 +10,7 @@ import pytest
 from medclip.config import build
 from medclip.registry import RegistryError
 from medclip.train.config import TrainConfig
-from medclip.train.logger import LOGGERS, ProgressLines, RunLogger
+from medclip.train.logger import LOGGERS, ProgressLines, RunLogger, list_loggers
 
 STEPS = [(1, {"loss": 4.0, "lr": 1e-4, "samples_per_s": 100.0}), (2, {"loss": 3.5, "lr": 2e-4, "samples_per_s": 110.0})]
 
@@ -84,3 +84,8 @@ def test_a_run_without_the_bar_prints_a_line_per_logged_step(small_experiment, c
     assert all("loss " in line and "lr " in line and "samples/s " in line for line in lines)
     assert [line.split("  ")[0] for line in printed if "  validation  " in line] == ["step 4/4"]  # once, at the end
     assert not (result.checkpoint.parent / "tensorboard").exists()
+
+
+def test_list_loggers_names_the_built_in_trackers_and_filters_by_pattern():
+    assert {"jsonl", "tensorboard", "wandb", "mlflow"} <= set(list_loggers())
+    assert list_loggers("tensor*") == ["tensorboard"]

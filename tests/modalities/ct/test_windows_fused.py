@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from modalities.ct.windows import (
+    CT_HU_WINDOWS,
     FUSED_CHUNK,
-    HU_WINDOWS,
     _fused_is_exact,
     _window_int16,
     parse_window,
@@ -38,7 +38,7 @@ def volume() -> np.ndarray:
 
 
 def test_named_windows_are_fused_and_bit_identical(volume, tmp_path):
-    windows = [HU_WINDOWS.get(name) for name in ("lung", "mediastinum", "bone", "abdomen", "brain", "liver")]
+    windows = [CT_HU_WINDOWS.get(name) for name in ("lung", "mediastinum", "bone", "abdomen", "brain", "liver")]
     assert all(_fused_is_exact(window) for window in windows)
     expected = _definition(volume, windows)
     path = tmp_path / "entry.npy"
@@ -59,7 +59,7 @@ def test_windows_where_fusing_would_round_differently_use_the_definition(volume)
 
 
 def test_concurrent_threads_get_their_own_results(volume):
-    windows = {name: [HU_WINDOWS.get(name)] for name in ("lung", "bone", "brain", "liver")}
+    windows = {name: [CT_HU_WINDOWS.get(name)] for name in ("lung", "bone", "brain", "liver")}
     expected = {name: _definition(volume, chosen) for name, chosen in windows.items()}
     failures = []
 

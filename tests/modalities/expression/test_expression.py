@@ -21,7 +21,7 @@ from medclip.config import ConfigError
 from medclip.registry import RegistryError
 from medclip.types import ModalityError
 from modalities.expression import (
-    ENCODERS,
+    EXPRESSION_ENCODERS,
     ExpressionConfig,
     ExpressionModality,
     expression_refs,
@@ -349,7 +349,7 @@ def test_collate_masks_missing_and_refuses_unaligned():
         modality.collate([transform(samples[0]), {"expression": np.zeros(5, np.float32)}])
 
 
-@pytest.mark.parametrize("encoder", ENCODERS.names())
+@pytest.mark.parametrize("encoder", EXPRESSION_ENCODERS.names())
 def test_encoders_shapes_masks_and_gradients(encoder):
     samples = ExpressionModality().synthetic(6, seed=4)
     modality = fitted(samples, encoder=encoder, width=32, heads=4, layers=2, top_genes=16)

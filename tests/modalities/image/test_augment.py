@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import medclip
-from medclip.data.loader import _sample_rng
+from medclip.data.loader import seeded_sample
 from modalities.image.augment import ImageAugmentation
 from modalities.image.phantom import chest_radiograph
 
@@ -18,7 +18,7 @@ def phantom_sample(plugin, seed: int = 3):
 
 def train_image(plugin, sample, seed: int) -> torch.Tensor:
     transform = plugin.transforms(train=True)
-    with _sample_rng(seed):
+    with seeded_sample(seed):
         return transform(dict(sample))["image"].float()
 
 
@@ -61,7 +61,7 @@ def test_affine_keeps_a_non_square_image_unsheared():
     turned = ImageAugmentation(
         rotation_degrees=90.0, scale_range=0.0, translate_fraction=0.0, noise_std=0.0, intensity_jitter=0.0
     )
-    with _sample_rng(0):  # some rotation within +-90 degrees
+    with seeded_sample(0):  # some rotation within +-90 degrees
         rotated = turned(pixels.clone())
     bright = torch.nonzero(rotated[0] > 0.5)
     height = int(bright[:, 0].max() - bright[:, 0].min() + 1)
@@ -78,7 +78,7 @@ def test_channel_dropout_keeps_at_least_one_channel_and_masks_the_rest():
     transform = plugin.transforms(train=True)
     kept_counts = []
     for seed in range(20):
-        with _sample_rng(seed):
+        with seeded_sample(seed):
             out = transform(dict(sample))
         mask = out["image_channels"]
         kept_counts.append(int(mask.sum()))

@@ -16,7 +16,7 @@ from modalities.wsi.artefacts import artefact_mask
 from modalities.wsi.grid import tissue_grid
 from modalities.wsi.slide import Slide
 from modalities.wsi.stained_slides import PEN_INKS, available_sources, compose, write_stained_slides
-from modalities.wsi.tissue import TISSUE_DETECTORS, tissue_mask
+from modalities.wsi.tissue import WSI_TISSUE_DETECTORS, tissue_mask
 
 RECALL, GLASS = 0.9, 0  # the issue's targets
 PATCH = 32
@@ -64,7 +64,9 @@ def test_ink_debris_and_dust_alone_are_not_tissue():
     image, truth, kinds = compose(empty, np.random.default_rng(3), patch=32, margin=4)
     assert {"pen", "debris", "dust"} <= set(kinds[kinds != ""].tolist())
     assert not tissue_mask(image, pixel_microns=0.5).any()
-    assert TISSUE_DETECTORS.get("saturation_otsu")(image, 0.5, WSIConfig().tissue_options).mean() > 0.05  # pen = tissue
+    assert (
+        WSI_TISSUE_DETECTORS.get("saturation_otsu")(image, 0.5, WSIConfig().tissue_options).mean() > 0.05
+    )  # pen = tissue
 
 
 def test_missing_tiles_are_not_glass_and_pale_tissue_next_to_stain_is_tissue():
@@ -111,7 +113,7 @@ def test_the_artefact_rules_tell_marker_ink_and_debris_from_stains():
 
 def test_the_detector_is_chosen_by_name():
     assert WSIConfig().tissue_detector == "optical_density"
-    assert set(TISSUE_DETECTORS.names()) >= {"optical_density", "saturation_otsu"}
+    assert set(WSI_TISSUE_DETECTORS.names()) >= {"optical_density", "saturation_otsu"}
     with pytest.raises(ConfigError, match="tissue_detector"):
         WSIConfig(tissue_detector="otsu")
     with pytest.raises(ConfigError, match="tissue_min_density"):
