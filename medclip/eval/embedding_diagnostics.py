@@ -28,7 +28,7 @@ import numpy as np
 from ..embedding import EmbeddedRows, LoaderOptions, embed_split
 from .diagnostics import DEFAULT_MAX_ROWS, embedding_health, modality_gap, subsample_rows
 from .evaluation_data import check_split_name, open_evaluation_data
-from .plots import _class_colors, _new_figure, _save
+from .plots import class_colors, new_figure, save_figure
 from .report import ReportSection
 
 MAP_FILE = "embedding_map.png"
@@ -198,9 +198,9 @@ def plot_modality_map(
     projected = PCA(n_components=2, random_state=seed).fit_transform(unit)  # (P, 2)
     modality_of, site_of = np.asarray(modality_of), np.asarray(site_of)
     sites = sorted(set(site_of) - {""})
-    figure = _new_figure(12.0 if sites else 6.5, 5.5)
+    figure = new_figure(12.0 if sites else 6.5, 5.5)
     axes = figure.add_subplot(1, 2 if sites else 1, 1)
-    colours = _class_colors(max(len(modalities) + len(references), 1))
+    colours = class_colors(max(len(modalities) + len(references), 1))
     for colour, name in zip(colours, [*modalities, *references], strict=False):
         drawn = modality_of == name
         is_reference = name in references
@@ -220,7 +220,7 @@ def plot_modality_map(
     axes.legend(loc="best", fontsize=8, markerscale=1.5)
     if sites:
         by_site = figure.add_subplot(1, 2, 2, sharex=axes, sharey=axes)
-        site_colours = _class_colors(min(len(sites), MAX_SITE_COLOURS))
+        site_colours = class_colors(min(len(sites), MAX_SITE_COLOURS))
         markers = dict(zip(modalities, "o^sDvP", strict=False))
         for index, site in enumerate(sites):
             for name in modalities:
@@ -238,7 +238,7 @@ def plot_modality_map(
         by_site.set_title("The same points by site")
         by_site.set_xlabel("PC 1")
         by_site.legend(loc="best", fontsize=7, markerscale=1.5)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _number(value: Any, digits: int = 3) -> str:

@@ -128,7 +128,8 @@ def _resolve_method(method: str, n_points: int) -> tuple[str, str]:
     return method, ""
 
 
-def _class_colors(n_classes: int) -> np.ndarray:
+def class_colors(n_classes: int) -> np.ndarray:
+    """One colour per class (n_classes, 4): tab10 / tab20 while they are enough, then turbo."""
     from matplotlib import colormaps
 
     name = "tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "turbo"
@@ -193,7 +194,7 @@ def plot_embedding_map(
     unit = embeddings / np.maximum(norms, 1e-12)
     points = EMBEDDING_MAP_METHODS.get(used)(unit, seed)  # (N, 2)
 
-    colors = _class_colors(n_classes)
+    colors = class_colors(n_classes)
     figure = new_figure(8.0, 6.5)
     axes = figure.add_subplot()
     largest_group = max(int(np.sum(modalities == name)) for name in modality_names)

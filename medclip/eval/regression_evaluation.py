@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..embedding import EmbeddedRows
-from .plots import _new_figure, _save
+from .plots import new_figure, save_figure
 from .regression import regression_probe
 from .report import ReportSection, format_ci
 
@@ -98,7 +98,7 @@ def plot_predictions(
     truth, predictions = np.asarray(truth, dtype=np.float64), np.asarray(predictions, dtype=np.float64)
     columns = min(PANEL_COLUMNS, len(names))
     lines = math.ceil(len(names) / columns)
-    figure = _new_figure(4.2 * columns, 4.0 * lines)
+    figure = new_figure(4.2 * columns, 4.0 * lines)
     figure.subplots_adjust(wspace=0.35, hspace=0.45)  # room for each panel's axis labels
     for k, name in enumerate(names):
         axes = figure.add_subplot(lines, columns, k + 1)
@@ -111,7 +111,7 @@ def plot_predictions(
         axes.set_title(f"{name}: R² {format_ci(results[name].get('r2'), 2)}", fontsize=9)
         axes.set_xlabel("true")
         axes.set_ylabel("predicted")
-    return _save(figure, Path(out) / SCATTER_FILE)
+    return save_figure(figure, Path(out) / SCATTER_FILE)
 
 
 def regression_section(result: Mapping[str, Any], modality: str) -> ReportSection:
