@@ -94,8 +94,7 @@ class HardNegativeBatches(BatchComposer):
             table = broadcast_from_main(table, runtime)
         finally:
             restore_rng_state(saved)
-        self.table, self.refresh_number = table, self.refresh_number + 1
-        self.table_start, self.refreshed_at_step = consumed, step
+        self.use_table(table, step, consumed)
         alone = int((table[:, 0] < 0).sum())
         self.last_refresh = {"seconds": time.perf_counter() - started, "rows": float(self.size),
                              "unreadable_rows": float(unreadable), "rows_without_neighbours": float(alone)}  # fmt: skip
@@ -104,6 +103,13 @@ class HardNegativeBatches(BatchComposer):
             "an eligible neighbour (they are still drawn as seeds)",
             step, self.size, self.last_refresh["seconds"], unreadable, alone,
         )  # fmt: skip
+
+    def use_table(self, table: torch.Tensor, step: int, consumed: int) -> None:
+        """Compose from ``table`` ((N, candidates) positions, -1 padded) from global batch ``consumed`` on."""
+        if tuple(table.shape) != (self.size, self.config.candidates) or table.dtype != torch.int64:
+            raise ValueError(f"a neighbour table must be ({self.size}, {self.config.candidates}) int64")
+        self.table, self.refresh_number = table, self.refresh_number + 1
+        self.table_start, self.refreshed_at_step = consumed, step
 
     def _evaluation_view(self, modalities: dict[str, Any]):
         """The training rows with evaluation (non-augmenting) transforms: the neighbours of the rows, not of one
