@@ -125,7 +125,7 @@ def nearest_neighbours(
     names = list(embeddings)
     size = len(patients)
     vectors = {name: embeddings[name].to(device, torch.float32) for name in names}  # (N, D)
-    has = {name: present[name].to(device, torch.float32) for name in names}  # (N,)
+    has = torch.stack([present[name].to(device, torch.float32) for name in names], dim=1)  # (N, M)
     patient_codes = torch.as_tensor(patients, device=device)
     finding_codes = None if findings is None else torch.as_tensor(findings, device=device)
     keep = min(candidates, max(size - 1, 0))
@@ -133,23 +133,24 @@ def nearest_neighbours(
     chunk = max(1, SIMILARITY_CHUNK_ELEMENTS // max(size, 1))
     for start in range(0, size, chunk):
         stop = min(start + chunk, size)
-        total = torch.zeros(stop - start, size, device=device)  # (c, N)
-        count = torch.zeros(stop - start, size, device=device)  # (c, N)
+        similarity = torch.zeros(stop - start, size, device=device)  # (c, N)
         for first in names:
             for second in names:
                 if first != second:
-                    total += vectors[first][start:stop] @ vectors[second].T
-                    count += has[first][start:stop, None] * has[second][None, :]
-        similarity = torch.where(count > 0, total / count.clamp_min(1), torch.tensor(float("-inf"), device=device))
-        excluded = patient_codes[start:stop, None] == patient_codes[None, :]  # (c, N), includes the row itself
+                    similarity.addmm_(vectors[first][start:stop], vectors[second].T)
+        # pairs of distinct modalities that row i has in one and row j in the other: all pairs minus same-modality
+        count = has[start:stop].sum(1, keepdim=True) * has.sum(1)[None, :] - has[start:stop] @ has.T  # (c, N)
+        similarity.div_(count.clamp_min(1))
+        excluded = count <= 0
+        excluded |= patient_codes[start:stop, None] == patient_codes[None, :]  # includes the row itself
         if finding_codes is not None:
             own = finding_codes[start:stop, None]
             excluded |= (own == finding_codes[None, :]) & (own >= 0)
-        similarity[excluded] = float("-inf")
+        similarity.masked_fill_(excluded, float("-inf"))
         if keep == 0:
             continue
         values, indices = similarity.topk(keep, dim=1)  # (c, C)
-        indices[torch.isinf(values)] = -1
+        indices.masked_fill_(torch.isinf(values), -1)
         table[start:stop, :keep] = indices.cpu()
     return table
 
