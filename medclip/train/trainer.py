@@ -1,8 +1,9 @@
 """The training loop: AdamW + warmup/cosine, gradient accumulation, clipping, bf16 autocast, DDP, exact resume.
 
 Resume is exact: the checkpoint carries weights, optimizer moments, scheduler, RNG states, the number of batches
-consumed and the EMA teacher (``train.ema``), and the sample order is a pure function of (seed, epoch), so N steps +
-resume + N steps gives the same weights as 2N steps straight (tested). Frozen parameters (``freeze``, the base weights
+consumed and the EMA teacher (``train.ema``), and the sample order is a pure function of (seed, epoch) and, for
+hard-negative batches, the saved neighbour table (``train.batching``, medclip/train/batching), so N steps + resume + N
+steps gives the same weights as 2N steps straight (tested). Frozen parameters (``freeze``, the base weights
 under ``lora``) are not optimised, and the run log's first record counts trainable / frozen parameters per tower.
 """
 
