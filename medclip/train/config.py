@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import ConfigError
+from .batching.config import BatchingConfig
 
 
 @dataclass
@@ -69,6 +70,8 @@ class TrainConfig:
     init_logit_scale: bool = False  # also take the learned temperature
 
     ema: EmaConfig = field(default_factory=EmaConfig)  # EMA teacher for the `distill` / `cwcl` losses; decay 0 = off
+    # which rows share a batch: random | site_stratified | same_site | hard_negative (docs/batching.md)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
     def __post_init__(self) -> None:
         from .logger import LOGGERS

@@ -1,8 +1,9 @@
 """The training loop: AdamW + warmup/cosine, gradient accumulation, clipping, bf16 autocast, DDP, exact resume.
 
 Resume is exact: the checkpoint carries weights, optimizer moments, scheduler, RNG states, the number of batches
-consumed and the EMA teacher (``train.ema``), and the sample order is a pure function of (seed, epoch), so N steps +
-resume + N steps gives the same weights as 2N steps straight (tested). Frozen parameters (``freeze``, the base weights
+consumed and the EMA teacher (``train.ema``), and the sample order is a pure function of (seed, epoch) and, for
+hard-negative batches, the saved neighbour table (``train.batching``, medclip/train/batching), so N steps + resume + N
+steps gives the same weights as 2N steps straight (tested). Frozen parameters (``freeze``, the base weights
 under ``lora``) are not optimised, and the run log's first record counts trainable / frozen parameters per tower.
 """
 
@@ -25,6 +26,7 @@ from ..data import SkipSummary, TooManySkippedError, check_skip_fraction
 from ..data.loader import make_loader
 from ..device import move_to_device, outputs_to_float32
 from ..types import Modality
+from .batching import build_batching
 from .config import TrainConfig
 from .ema import EmaTeacher, check_teacher, restore_teacher
 from .gradcache import GradCache
@@ -130,6 +132,13 @@ class Trainer:
         # --- EMA teacher (ema.py, train.ema): copied after wrapping, so every rank starts from rank 0's weights ---
         self.ema = EmaTeacher.create(self.model, self.train_config.ema, self.train_config.parallel)
         check_teacher(self.criterion, self.ema)
+        # --- batch composition (batching/, train.batching): which rows share a batch; resumable, rank-sliced ---
+        self.batching = build_batching(
+            train_config.batching, train_dataset, train_config.batch_size, train_config.seed, runtime.rank,
+            runtime.world_size,
+        )  # fmt: skip
+        if train_config.batching.kind == "hard_negative" and train_config.parallel == "fsdp":
+            raise ValueError("train.batching.kind=hard_negative does not support train.parallel=fsdp yet")
         self._first_record: dict[str, int] = {}  # extra values for the run log's first record (parameter counts)
         self.step = 0
         self.resumed_at: int | None = None  # the step a resumed run continues from
@@ -161,6 +170,7 @@ class Trainer:
         self.consumed_batches = int(state["consumed_batches"])
         self.best = dict(state.get("best") or {})
         self.stale_validations = int(state.get("stale_validations", 0))
+        self.batching.load_state_dict(state.get("batching"), Path(path))  # --- batch composition ---
 
     def save(self, path: str | Path | None = None, full_state: tuple[Any, Any] = (None, None)) -> Path:
         """Write the checkpoint (rank 0). ``full_state``: (model, optimizer) state dicts gathered by FSDP."""
@@ -170,6 +180,7 @@ class Trainer:
             "world_size": self.runtime.world_size,
             "best": self.best,
             "stale_validations": self.stale_validations,
+            "batching": self.batching.state_dict(),  # --- batch composition ---
         }
         self.card.training["steps_done"] = self.step
         return save_model(
@@ -180,7 +191,9 @@ class Trainer:
             criterion=self.criterion,
             model_state=full_state[0],
             extra_json={DATA_FILE: self.provenance} if self.provenance else None,
-            write_extra=self._with_teacher(trainer_files(state, self.optimizer, self.scheduler, full_state[1])),
+            write_extra=self.batching.writer(
+                self._with_teacher(trainer_files(state, self.optimizer, self.scheduler, full_state[1]))
+            ),  # --- batch composition: its own files (the hard-negative table) ---
         )
 
     # --- EMA teacher hooks (ema.py) ---------------------------------------------------------------------------------
@@ -196,23 +209,28 @@ class Trainer:
             outputs = self.ema.outputs(batch, chunk_size=self.train_config.grad_cache_chunk)
         return outputs_to_float32(outputs)
 
+    # --- batch composition hook (batching/): hard-negative batches re-embed the training rows every few steps ----
+    def _refresh_batching(self) -> bool:
+        """Refresh what the composition depends on when it is due at this step; True when the loader must restart
+        (batches already prefetched were composed from the old table)."""
+        if not self.batching.refresh_due(self.step):
+            return False
+        self.batching.refresh(
+            self.model, dict(self.modalities), self.step, self.consumed_batches, self.runtime,
+            self.train_config.precision,
+        )  # fmt: skip
+        return True
+
     # ----------------------------------------------------------------------------------------------------------------
 
     def _loader(self) -> Iterable[dict[str, Any]]:
-        sampler = ResumableBatchSampler(
-            len(self.train_dataset),
-            self.train_config.batch_size,
-            seed=self.train_config.seed,
-            rank=self.runtime.rank,
-            world_size=self.runtime.world_size,
-        )
         # A private generator: creating the loader must not draw from the global RNG, or a resumed run's dropout
         # and augmentation would diverge from the straight run's.
         generator = torch.Generator().manual_seed(self.train_config.seed)
         workers = self.num_workers
         return make_loader(
             self.train_dataset,
-            batch_sampler=_BatchesFrom(sampler, self.consumed_batches),
+            batch_sampler=self.batching.from_batch(self.consumed_batches),  # --- batch composition ---
             collate_fn=self.collate,
             num_workers=workers,
             worker_kind=self.worker_kind,
@@ -260,6 +278,7 @@ class Trainer:
             total_steps=config.steps,
             resumed_at=self.resumed_at,
         )
+        self._refresh_batching()  # --- batch composition hook ---
         batches = iter(self._loader())
         progress = None
         if self.runtime.is_main and config.progress:
@@ -289,6 +308,9 @@ class Trainer:
         last: dict[str, float] = {}
         window_samples, window_start = 0, time.perf_counter()
         while self.step < last_step:
+            if self._refresh_batching():  # --- batch composition hook: batches from the refreshed table ---
+                getattr(batches, "close", lambda: None)()
+                batches = iter(self._loader())
             totals: dict[str, float] = {}
             for micro_step in range(config.grad_accum):
                 batch = move_to_device(self._next_batch(batches), self.runtime.device)
