@@ -56,10 +56,16 @@ def _reference_exists(reference: Any) -> bool:
 
 
 def _reference_path(reference: Any) -> Path | None:
-    """The file or folder a reference names (a path, or a mapping with a "path"), or None for inline values."""
+    """The file or folder a reference names (a path, or a mapping with a "path"), or None for inline values.
+
+    A bare string is an inline value (report text): plugins resolve file cells to ``Path`` objects or to mappings
+    with a "path" entry (``Modality.resolve``), the convention ``_reference_exists`` follows too.
+    """
     if isinstance(reference, Mapping):
         reference = reference.get("path")
-    if isinstance(reference, str | os.PathLike):
+        if isinstance(reference, str):
+            reference = Path(reference)
+    if isinstance(reference, os.PathLike):
         return Path(reference)
     return None
 
