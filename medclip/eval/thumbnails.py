@@ -56,13 +56,11 @@ def _window(values: np.ndarray) -> tuple[float, float]:
 
 
 def _fit(picture: Image.Image, width: int, height: int) -> Image.Image:
-    """Scale into ``width`` x ``height`` keeping the aspect ratio, centred on black."""
+    """Scale (down or up) into ``width`` x ``height`` keeping the aspect ratio, centred on black."""
     picture = picture.convert("RGB")
-    picture.thumbnail((width, height), Image.Resampling.BILINEAR)
-    if picture.width < width // 4 or picture.height < height // 4:  # tiny inputs: enlarge instead of a dot
-        factor = min(width / max(picture.width, 1), height / max(picture.height, 1))
-        size = (max(1, int(picture.width * factor)), max(1, int(picture.height * factor)))
-        picture = picture.resize(size, Image.Resampling.NEAREST)
+    factor = min(width / max(picture.width, 1), height / max(picture.height, 1))  # small volumes are enlarged too
+    size = (max(1, round(picture.width * factor)), max(1, round(picture.height * factor)))
+    picture = picture.resize(size, Image.Resampling.BILINEAR if factor < 1 else Image.Resampling.NEAREST)
     canvas = Image.new("RGB", (width, height), "black")
     canvas.paste(picture, ((width - picture.width) // 2, (height - picture.height) // 2))
     return canvas
