@@ -184,3 +184,27 @@ def test_the_page_renders_in_headless_chromium(retrieval_run, tmp_path):
     rendered = parse_page(dom)
     assert len(rendered.queries) == N_QUERIES
     assert [len(query["hits"]) for query in rendered.queries] == [TOP_K] * N_QUERIES
+
+
+def test_report_text_is_escaped_and_cards_follow_the_query_order():
+    from medclip.eval.browser import HitCard, QueryRow, render_browser
+    from medclip.eval.thumbnails import png_bytes, text_tile
+
+    png = png_bytes(text_tile("no image for this modality"))
+    queries = [
+        QueryRow(
+            7,
+            "s-1",
+            "effusion",
+            text="<script>alert(1)</script> effusion & more",
+            hits=[HitCard(1, 7, "s-1", 0.9, "paired", png)],
+        ),
+        QueryRow(3, "s-2", "", text="clear", hits=[HitCard(1, 9, "s-3", 0.5, "same findings", png)]),
+    ]
+    text = render_browser("t", queries)
+    assert "<script>" not in text and "&lt;script&gt;" in text and "&amp; more" in text
+    page = parse_page(text)
+    assert [(q["row"], [(h["row"], h["match"]) for h in q["hits"]]) for q in page.queries] == [
+        (7, [(7, "paired")]),
+        (3, [(9, "same-findings")]),
+    ]
