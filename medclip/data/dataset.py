@@ -56,10 +56,15 @@ def _reference_exists(reference: Any) -> bool:
 
 
 def _reference_path(reference: Any) -> Path | None:
-    """The file or folder a reference names (a path, or a mapping with a "path"), or None for inline values."""
+    """The file or folder a reference names (a path, or a mapping with a "path"), or None for inline values.
+
+    A bare string is an inline value (report text), as in ``_reference_exists``: identical templated reports of two
+    patients are not one file, and text is not a path that could leave the manifest's folder.
+    """
     if isinstance(reference, Mapping):
         reference = reference.get("path")
-    if isinstance(reference, str | os.PathLike):
+        return Path(reference) if isinstance(reference, str | os.PathLike) else None
+    if isinstance(reference, os.PathLike):
         return Path(reference)
     return None
 

@@ -84,3 +84,19 @@ def test_cells_of_one_h5ad_file_may_belong_to_many_patients(pbmc_manifest, caplo
     )
     with caplog.at_level(logging.WARNING, logger="medclip.data"):
         assert flag_files_of_several_patients([twinned]) == 1
+
+
+def test_identical_inline_reports_of_two_patients_are_not_a_shared_file(tmp_path, caplog, monkeypatch):
+    """Templated reports ("Normal chest.") repeat across patients: inline text is not a file, so it is neither
+    flagged as one file under two patient ids nor refused as a path leaving the manifest's folder."""
+    table = pd.DataFrame({"patient_id": ["p1", "p2"], "report": ["Normal chest.", "Normal chest."]})
+    path = write(tmp_path, table)
+    monkeypatch.chdir(tmp_path.parent)  # relative "paths" would resolve outside the manifest's folder from here
+    manifest = read_manifest(path, ["report"])
+    report = {"report": medclip.get_modality("report")}
+    dataset = ManifestDataset(manifest, report, transforms={})
+    with caplog.at_level(logging.WARNING, logger="medclip.data"):
+        assert flag_files_of_several_patients([dataset]) == 0
+    assert "different patients" not in caplog.text
+    confined = ManifestDataset(manifest, report, transforms={}, confine_paths=True)
+    assert confined.row_numbers() == [1, 2]
