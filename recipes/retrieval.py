@@ -274,9 +274,10 @@ def main(cfg: Config) -> dict[str, float]:
             f"Retrieval browser: {cfg.query_modality} -> {cfg.target_modality} (split '{cfg.split}')",
             query_rows(browsed, references, plugins, cfg.query_modality, cfg.target_modality),
             [
-                f"Top {cfg.top_k} of the {len(pairs)} evaluated {cfg.target_modality} studies for the first "
-                f"{len(browsed)} queries. Cards show 1-based manifest row numbers; local/row_references.json maps "
-                "them to files. Local-only: this page shows patient images and report text."
+                f"Top {min(cfg.top_k, len(pairs))} of the {len(pairs)} evaluated {cfg.target_modality} studies for "
+                f"the first {len(browsed)} queries. Cards show 1-based manifest row numbers; "
+                "local/row_references.json maps them to files. Local-only: this page shows patient images and report "
+                "text."
             ],
         )
     provenance = evaluation_provenance(

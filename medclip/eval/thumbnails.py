@@ -34,6 +34,7 @@ from medclip.types import ModalityError, Sample
 from .plots import _new_figure
 
 TILE = 192  # pixels per side of one square tile: large enough to recognise anatomy, small enough for 100 per page
+HOUNSFIELD_WINDOW = (-1000.0, 400.0)  # HU: lungs grey, soft tissue light, bone white; percentiles flatten CT to 2 tones
 Renderer = Callable[[Sample, str, Any], Image.Image]  # (loaded sample, modality name, plugin) -> RGB picture
 
 THUMBNAILS: Registry[Renderer] = Registry("thumbnail renderer")
@@ -67,12 +68,14 @@ def _fit(picture: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def render_volume(sample: Sample, name: str, plugin: Any = None) -> Image.Image:
-    """Mid-slices of the three planes (top) over their maximum intensity projections (bottom), one display window."""
+    """Mid-slices of the three planes (top) over their maximum intensity projections (bottom), one display window
+    (a fixed broad window for CT in Hounsfield units, the 1st-99th percentiles otherwise)."""
     volume = np.asarray(sample[name])
     volume = volume.reshape(volume.shape[-3:]) if volume.ndim > 3 and np.prod(volume.shape[:-3]) == 1 else volume
     if volume.ndim != 3:
         raise ModalityError("unexpected_shape", f"a volume thumbnail needs 3 dimensions, got {volume.ndim}")
-    low, high = _window(volume)
+    meta = sample.get(f"{name}_meta", {}) or {}
+    low, high = HOUNSFIELD_WINDOW if meta.get("intensity") == "hounsfield" else _window(volume)
     cell = TILE // 3
     montage = Image.new("RGB", (TILE, TILE), "black")
     for axis in range(3):
