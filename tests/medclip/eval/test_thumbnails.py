@@ -30,7 +30,7 @@ def test_every_renderer_draws_a_non_blank_tile_from_a_loaded_sample(name):
 def test_a_ct_nifti_file_is_drawn_through_the_plugin(tmp_path):
     """A real NIfTI written by nibabel, read by the CT plugin: three planes over their projections."""
     volume = np.full((32, 32, 24), -1000, dtype=np.int16)  # air
-    volume[8:24, 8:24, 6:18] = 40  # a soft-tissue block in the middle, visible in every plane
+    volume[8:24, 8:24, 6:18] = 300  # a dense block in the middle, visible in every plane
     path = tmp_path / "chest.nii.gz"
     nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 2.0, 1.0])), path)
     plugin = build_modalities({"ct": {}})["ct"]
