@@ -33,6 +33,7 @@ LOCAL_README = (
     "and row numbers only."
 )
 MATCH_CLASSES = {"paired": "paired", "same findings": "same-findings", "other": "other"}
+CARD_TEXT_CHARS = 400  # of a retrieved report: enough to judge the match, short enough for a card
 COLOURS = {"paired": "#2e7d32", "same-findings": "#9ccc65", "other": "#bdbdbd"}
 
 
@@ -46,6 +47,7 @@ class HitCard:
     score: float
     match: str  # paired | same findings | other
     thumbnail: bytes  # PNG
+    text: str | None = None  # de-identified report text, when the retrieved modality is text (no thumbnail drawn)
 
 
 @dataclass
@@ -107,6 +109,7 @@ td.query { width: 320px; font-size: 12px; }
 td.query pre { white-space: pre-wrap; max-height: 180px; overflow: auto; background: #fff; padding: 4px; }
 div.hits { display: flex; gap: 6px; }
 div.hit-card { border: 4px solid #bdbdbd; background: #fff; font-size: 11px; text-align: center; padding: 2px; }
+div.hit-card pre { width: 144px; height: 144px; overflow: auto; white-space: pre-wrap; text-align: left; margin: 0; }
 div.hit-card img, td.query img { width: 144px; height: 144px; display: block; margin: auto; }
 div.hit-card.paired { border-color: #2e7d32; }
 div.hit-card.same-findings { border-color: #9ccc65; }
@@ -128,8 +131,12 @@ def _hit_card(hit: HitCard) -> str:
     css = MATCH_CLASSES.get(hit.match, "other")
     return (
         f'<div class="hit-card {css}" data-row="{hit.row}" data-match="{css}">'
-        f'<img alt="row {hit.row}" src="{_data_uri(hit.thumbnail)}">'
-        f"#{hit.rank} row {hit.row}<br>score {hit.score:.3f}<br>{html.escape(hit.match)}</div>"
+        + (
+            f"<pre>{html.escape(hit.text[:CARD_TEXT_CHARS])}</pre>"
+            if hit.text is not None
+            else f'<img alt="row {hit.row}" src="{_data_uri(hit.thumbnail)}">'
+        )
+        + f"#{hit.rank} row {hit.row}<br>score {hit.score:.3f}<br>{html.escape(hit.match)}</div>"
     )
 
 
@@ -177,6 +184,7 @@ def query_rows(
     target_rows = [hit["row"] for example in examples for hit in example["hits"]]
     target_references = {row: refs[target_modality] for row, refs in references.items() if target_modality in refs}
     pictures = render_rows(plugins[target_modality], target_modality, target_references, target_rows)
+    texts = _texts(plugins[target_modality], target_modality, target_references, target_rows)
     result = []
     for example in examples:
         query = QueryRow(row=int(example["row"]), study=example["query"], findings=example.get("findings", ""))
@@ -193,8 +201,33 @@ def query_rows(
                 query.row
             ]
         query.hits = [
-            HitCard(rank, int(hit["row"]), hit["study"], float(hit["score"]), hit["match"], pictures[int(hit["row"])])
+            HitCard(
+                rank,
+                int(hit["row"]),
+                hit["study"],
+                float(hit["score"]),
+                hit["match"],
+                pictures[int(hit["row"])],
+                texts.get(int(hit["row"])),
+            )
             for rank, hit in enumerate(example["hits"], start=1)
         ]
         result.append(query)
     return result
+
+
+def _texts(plugin: Any, name: str, references: Mapping[int, Any], rows: Sequence[int]) -> dict[int, str]:
+    """The loaded (de-identified) text of each row, when ``name`` is a text modality without a thumbnail renderer."""
+    from .thumbnails import THUMBNAILS
+
+    if name in THUMBNAILS:
+        return {}
+    texts = {}
+    for row in dict.fromkeys(int(r) for r in rows):
+        try:
+            value = plugin.load(references[row])[name] if row in references else None
+        except Exception:  # noqa: BLE001 - the placeholder tile already says it could not be shown
+            continue
+        if isinstance(value, str):
+            texts[row] = value
+    return texts

@@ -208,3 +208,24 @@ def test_report_text_is_escaped_and_cards_follow_the_query_order():
         (7, [(7, "paired")]),
         (3, [(9, "same-findings")]),
     ]
+
+
+def test_retrieved_reports_are_shown_as_de_identified_text():
+    """ct -> report retrieval: a text hit has no picture to draw; its card shows the report as the plugin loads it."""
+    from medclip.eval.browser import query_rows, render_browser
+    from medclip.factory import build_modalities
+
+    report = build_modalities({"report": {}})["report"]
+    examples = [
+        {"row": 1, "query": "s-a", "findings": "", "hits": [{"row": 2, "study": "s-b", "score": 0.5, "match": "other"}]}
+    ]
+    references = {
+        1: {"report": "Small left effusion."},
+        2: {"report": "Seen by Dr. John Smith on 03/04/2021. Normal chest."},
+    }
+    (query,) = query_rows(examples, references, {"report": report}, "report", "report")
+    (hit,) = query.hits
+    assert query.text == report.load("Small left effusion.")["report"]
+    assert "Normal chest." in hit.text and "John Smith" not in hit.text and "03/04/2021" not in hit.text
+    text = render_browser("t", [query])
+    assert "John Smith" not in text and text.count("<pre>") == 2
