@@ -11,7 +11,9 @@ Any query modality against any target modality of a checkpoint. On the rows of o
 - ``query_text: "..."``: a free-text search returning the top-k studies (pseudonymised ids) with their scores.
 
 Outputs in ``out``: ``metrics.json``, ``examples.png`` (example queries and their top hits), ``query_results.json``
-(free-text search), ``index/`` and ``report.html`` / ``report.md``.
+(free-text search), ``index/`` and ``report.html`` / ``report.md``; every hit carries its 1-based manifest ``row``.
+Local-only, in ``out/local/`` (never to be shared): ``row_references.json`` (row -> file references) and
+``browser.html`` (the example queries beside thumbnails of their top-k hits).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from medclip.config import ConfigError
 from medclip.device import resolve_device
 from medclip.embedding import EmbeddedRows, LoaderOptions, embed, embed_split
 from medclip.eval import bootstrap_ci, retrieval_ranks
+from medclip.eval.browser import query_rows, write_browser, write_row_references
 from medclip.eval.clinical_plots import plot_retrieval_examples
 from medclip.eval.embedding_diagnostics import recipe_diagnostics
 from medclip.eval.evaluation_data import check_split_name, open_evaluation_data, require_modalities
@@ -85,6 +88,7 @@ class Config:
     seed: int = 0
     allow_seen_patients: bool = False
     report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
+    browser: bool = True  # out/local/browser.html + row_references.json (local-only: thumbnails, file references)
     progress: bool = True
 
 
@@ -178,9 +182,21 @@ def example_queries(
         hits = []
         for score, position in zip(scores[i], positions[i], strict=True):
             match = "paired" if position == i else "same findings" if same_findings[i, position] else "other"
-            hits.append({"study": pairs.studies[position], "score": float(score), "match": match})
+            hits.append(
+                {
+                    "row": int(pairs.row_numbers[position]),
+                    "study": pairs.studies[position],
+                    "score": float(score),
+                    "match": match,
+                }
+            )
         examples.append(
-            {"query": pairs.studies[i], "findings": _finding_text(pairs.labels[i], label_names), "hits": hits}
+            {
+                "row": int(pairs.row_numbers[i]),
+                "query": pairs.studies[i],
+                "findings": _finding_text(pairs.labels[i], label_names),
+                "hits": hits,
+            }
         )
     return examples
 
@@ -214,7 +230,8 @@ def main(cfg: Config) -> dict[str, float]:
     hygiene = check_unseen_patients(
         cfg.checkpoint, data.patients(split), manifest.key_fingerprint, cfg.allow_seen_patients
     )
-    rows, skips = embed_split(model, data.dataset(model, modalities, split), modalities, LoaderOptions.of(cfg))
+    dataset = data.dataset(model, modalities, split)
+    rows, skips = embed_split(model, dataset, modalities, LoaderOptions.of(cfg))
     both = rows.present[cfg.query_modality] & rows.present[cfg.target_modality]
     pairs = rows.subset(both)
     keep = first_study_per_patient(pairs.patients) if cfg.deduplicate_patients else np.ones(len(pairs), bool)
@@ -269,16 +286,42 @@ def main(cfg: Config) -> dict[str, float]:
             "text_modality": cfg.text_modality,
             "index": cfg.index,
             "hits": [
-                {"rank": r + 1, "study": h.study, "patient": h.patient, "score": h.score} for r, h in enumerate(hits)
+                {
+                    "rank": r + 1,
+                    "row": int(archive.row_numbers[h.position]),  # 1-based manifest row (files: local/)
+                    "study": h.study,
+                    "patient": h.patient,
+                    "score": h.score,
+                }
+                for r, h in enumerate(hits)
             ],
         }
         write_json(out / "query_results.json", query_results)
         print(f"top {len(hits)} {cfg.target_modality} studies for the query:")
         for hit in query_results["hits"]:
-            print(f"  {hit['rank']:>3}  {hit['study']}  (patient {hit['patient']})  score {hit['score']:.4f}")
+            print(
+                f"  {hit['rank']:>3}  row {hit['row']}  {hit['study']}  (patient {hit['patient']})  "
+                f"score {hit['score']:.4f}"
+            )
 
     examples = example_queries(pairs, cfg, manifest.label_names)
     plot_retrieval_examples(examples, out / "examples.png", f"{cfg.query_modality} -> {cfg.target_modality}")
+    if cfg.browser:
+        references = dataset.row_references()
+        write_row_references(out, references)
+        plugins = {name: model.preprocess[name].plugin for name in modalities}
+        browsed = example_queries(pairs, cfg, manifest.label_names, n_hits=cfg.top_k)
+        write_browser(
+            out,
+            f"Retrieval browser: {cfg.query_modality} -> {cfg.target_modality} (split '{cfg.split}')",
+            query_rows(browsed, references, plugins, cfg.query_modality, cfg.target_modality),
+            [
+                f"Top {min(cfg.top_k, len(pairs))} of the {len(pairs)} evaluated {cfg.target_modality} studies for "
+                f"the first {len(browsed)} queries. Cards show 1-based manifest row numbers; "
+                "local/row_references.json maps them to files. Local-only: this page shows patient images and report "
+                "text."
+            ],
+        )
     provenance = evaluation_provenance(
         COMMAND,
         cfg.checkpoint,

@@ -9,9 +9,11 @@ modality (a CT, a slide, a cell's expression profile) is scored against them:
 
 Metrics on the test patients (the ones pretraining held out): AUROC, AUPRC, and sensitivity / specificity / F1 at a
 threshold chosen on validation patients, each with a 95% CI from resampling patients; calibration (ECE, reliability
-curve); a breakdown per site when the manifest has a ``site`` column. Outputs in ``out``: ``metrics.json``,
-``roc.png``, ``reliability.png``, ``embedding_map.png``, ``report.html`` / ``report.md``; ``metrics.json`` ->
-``diagnostics`` holds the embedding health of the evaluated rows (``diagnostics: false`` turns it off).
+curve); a breakdown per site when the manifest has a ``site`` column; each finding's worst false positives and false
+negatives by score (1-based manifest rows). Outputs in ``out``: ``metrics.json``, ``roc.png``, ``reliability.png``,
+``embedding_map.png``, ``report.html`` / ``report.md`` (whose mistakes link to thumbnails in the local-only
+``out/local/thumbnails/``); ``metrics.json`` -> ``diagnostics`` holds the embedding health of the evaluated rows
+(``diagnostics: false`` turns it off).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from medclip.eval.report import (
     write_json,
     write_report,
 )
+from medclip.eval.worst_errors import errors_section, worst_errors, write_error_thumbnails
 from medclip.eval.zero_shot_classifier import ZeroShotClassifier
 
 COMMAND = "zero-shot"
@@ -73,6 +76,8 @@ class Config:
     diagnostics_modalities: list[str] = field(default_factory=list)  # e.g. [report]: also embedded, for the gap to it
     allow_seen_patients: bool = False  # evaluate even on patients seen in pretraining (the report says so)
     report_formats: list[str] = field(default_factory=lambda: ["html", "markdown"])
+    n_errors: int = 3  # worst false positives / negatives listed per finding
+    thumbnails: bool = True  # draw them into out/local/thumbnails/ (local-only: patient images)
     progress: bool = True
 
 
@@ -95,7 +100,8 @@ def main(cfg: Config) -> dict[str, float]:
         cfg.checkpoint, data.patients(*scored), data.manifest.key_fingerprint, cfg.allow_seen_patients
     )
     options = LoaderOptions.of(cfg)
-    test, test_skips = embed_split(model, data.dataset(model, modalities, test_split), modalities, options)
+    test_rows = data.dataset(model, modalities, test_split)
+    test, test_skips = embed_split(model, test_rows, modalities, options)
     if len(test) == 0:
         raise ValueError(f"no usable rows in split {cfg.split!r} of the manifest ({test_skips.total()} skipped)")
     y_val = scores_val = None
@@ -109,6 +115,13 @@ def main(cfg: Config) -> dict[str, float]:
     )  # fmt: skip
     out = Path(cfg.out)
     diagnostics = recipe_diagnostics(cfg, test, modalities, {"prompts": classifier.positive.cpu().numpy()}, model)
+    errors = worst_errors(classifier.findings, y_test, scores_test, test.row_numbers, cfg.n_errors)
+    plugin = model.preprocess[cfg.query_modality].plugin
+    thumbnails = (
+        write_error_thumbnails(out, errors, plugin, cfg.query_modality, test_rows.row_references())
+        if cfg.thumbnails
+        else {}
+    )
     images = plot_findings(out, classifier.findings, y_test, scores_test, result, cfg.calibration_bins)
     settings = {key: getattr(cfg, key) for key in ("split", "threshold_split", "threshold_rule", "mode")}
     settings |= {"query_modality": cfg.query_modality, "text_modality": cfg.text_modality}
@@ -131,6 +144,7 @@ def main(cfg: Config) -> dict[str, float]:
             "zero_shot": result,
             "multiclass": multiclass,
             "diagnostics": diagnostics.block,
+            "worst_errors": errors,
         },
     )
     measured = (
@@ -143,6 +157,7 @@ def main(cfg: Config) -> dict[str, float]:
         *findings_sections(result, images),
         *multiclass_section(multiclass),
         *diagnostics.sections,
+        errors_section(errors, thumbnails),
         data_section(split_rows, hygiene),
         provenance_section(provenance),
     ]

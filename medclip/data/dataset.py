@@ -192,6 +192,10 @@ class ManifestDataset(Dataset):
                     identity += "#" + "&".join(f"{key}={value}" for key, value in part)
                 yield row, identity
 
+    def row_references(self) -> dict[int, dict[str, Any]]:
+        """1-based row number -> {modality: load reference} of the usable rows (for local-only outputs only)."""
+        return {row.row_number: dict(references) for row, references in self._items}
+
     def row_numbers(self) -> list[int]:
         """Manifest row numbers of the usable rows, in dataset order."""
         return [row.row_number for row, _ in self._items]

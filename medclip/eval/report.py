@@ -58,6 +58,26 @@ def format_ci(entry: Mapping[str, Any] | None, digits: int = 3) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links to a file of the output folder (e.g. a thumbnail under ``local/``)."""
+
+    text: str
+    href: str
+
+
+def _markdown_cell(cell: str | Link) -> str:
+    if isinstance(cell, Link):
+        return f"[{cell.text.replace('|', '/')}]({cell.href})"
+    return cell.replace("|", "\\|")
+
+
+def _html_cell(cell: str | Link) -> str:
+    if isinstance(cell, Link):
+        return f"<a href='{html.escape(cell.href)}'>{html.escape(cell.text)}</a>"
+    return html.escape(cell)
+
+
 @dataclass
 class ReportSection:
     """One block of the report: a heading, short paragraphs, an optional table and images (file names in --out)."""
@@ -65,7 +85,7 @@ class ReportSection:
     heading: str
     paragraphs: list[str] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
+    rows: list[list[str | Link]] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
 
 
@@ -87,7 +107,7 @@ def _markdown(title: str, sections: Sequence[ReportSection]) -> str:
         if section.header:
             lines.append("| " + " | ".join(section.header) + " |")
             lines.append("|" + "---|" * len(section.header))
-            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in section.rows]
+            lines += ["| " + " | ".join(_markdown_cell(cell) for cell in row) + " |" for row in section.rows]
             lines.append("")
         lines += [f"![{image}]({image})" for image in section.images]
         if section.images:
@@ -110,7 +130,7 @@ def _html(title: str, sections: Sequence[ReportSection]) -> str:
         if section.header:
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in section.header) + "</tr>")
             for row in section.rows:
-                parts.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
+                parts.append("<tr>" + "".join(f"<td>{_html_cell(cell)}</td>" for cell in row) + "</tr>")
             parts.append("</table>")
         parts += [f"<img src='{html.escape(image)}' alt='{html.escape(image)}'>" for image in section.images]
     parts.append("</body></html>")

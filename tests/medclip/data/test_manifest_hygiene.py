@@ -86,13 +86,17 @@ def test_cells_of_one_h5ad_file_may_belong_to_many_patients(pbmc_manifest, caplo
         assert flag_files_of_several_patients([twinned]) == 1
 
 
-def test_inline_report_text_is_not_a_file(tmp_path, caplog):
-    """The same inline report under many patients is common (short templated reports): never flagged as one file under
-    two patient ids, and never refused by confine_paths as a path outside the manifest folder."""
-    table = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "report": ["Normal chest.", "Normal chest.", "Effusion."]})
-    manifest = read_manifest(write(tmp_path, table), ["report"])
-    dataset = ManifestDataset(manifest, {"report": medclip.get_modality("report")}, transforms={}, confine_paths=True)
-    assert dataset.row_numbers() == [1, 2, 3]
+def test_identical_inline_reports_of_two_patients_are_not_a_shared_file(tmp_path, caplog, monkeypatch):
+    """Templated reports ("Normal chest.") repeat across patients: inline text is not a file, so it is neither
+    flagged as one file under two patient ids nor refused as a path leaving the manifest's folder."""
+    table = pd.DataFrame({"patient_id": ["p1", "p2"], "report": ["Normal chest.", "Normal chest."]})
+    path = write(tmp_path, table)
+    monkeypatch.chdir(tmp_path.parent)  # relative "paths" would resolve outside the manifest's folder from here
+    manifest = read_manifest(path, ["report"])
+    report = {"report": medclip.get_modality("report")}
+    dataset = ManifestDataset(manifest, report, transforms={})
     with caplog.at_level(logging.WARNING, logger="medclip.data"):
         assert flag_files_of_several_patients([dataset]) == 0
     assert "different patients" not in caplog.text
+    confined = ManifestDataset(manifest, report, transforms={}, confine_paths=True)
+    assert confined.row_numbers() == [1, 2]
