@@ -237,10 +237,10 @@ def validation_for(cfg: Config, datasets: dict, modalities: dict, runtime: Runti
     train_as_evaluated = datasets["train"].with_transforms(evaluation_transforms(modalities))
     collate = partial(collate_samples, modalities=modalities)
 
-    def make(model, criterion) -> Validator:
+    def make(model, criterion, extra_loss_inputs=None) -> Validator:
         return Validator(
             model, criterion, datasets["val"], train_as_evaluated, collate, cfg.train.batch_size, runtime,
-            cfg.train.precision, cfg.data.num_workers, cfg.data.worker_kind, cfg.train.seed,
+            cfg.train.precision, cfg.data.num_workers, cfg.data.worker_kind, cfg.train.seed, extra_loss_inputs,
         )  # fmt: skip
 
     return make

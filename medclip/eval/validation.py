@@ -12,7 +12,7 @@ comparison, an equally large fixed subset of training rows) and reports:
 
 Every process embeds its share of the rows; the features are gathered so all processes compute the same metrics
 (early stopping must be decided alike everywhere). The training loop knows none of this: the recipe hands it a
-``make_validator(model, criterion)`` factory (``medclip/train`` and ``medclip/eval`` never import each other).
+``make_validator(model, criterion, extra_loss_inputs)`` factory (``medclip/train`` and ``medclip/eval`` never import each other).
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ class Validator:
         num_workers: int = 0,
         worker_kind: str = "process",
         seed: int = 0,
+        extra_loss_inputs: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.model, self.criterion, self.collate = model, criterion, collate
+        # Loss inputs the model's own outputs lack (the EMA teacher's features for `distill`), from the trainer.
+        self.extra_loss_inputs = extra_loss_inputs
         self.batch_size, self.runtime, self.precision = batch_size, runtime, precision
         self.num_workers, self.worker_kind = num_workers, worker_kind
         self.val_dataset = val_dataset
@@ -117,13 +120,15 @@ class Validator:
         for batch in loader:
             if is_empty_batch(batch):  # every row failed to load; the others' forwards would wait (FSDP): rare
                 continue
+            batch = move_to_device(dict(batch), self.runtime.device)
             outputs = self._forward(batch)
             rows.extend(int(row) for row in batch["row"])
             for name, value in outputs["features"].items():
                 features.setdefault(name, []).append(value.float().cpu().numpy())  # (B, D)
                 masks.setdefault(name, []).append(outputs["masks"][name].cpu().numpy().astype(bool))  # (B,)
             if with_loss:
-                value = float(self.criterion(**outputs_to_float32(outputs))["loss"])
+                extra = self.extra_loss_inputs(batch) if self.extra_loss_inputs is not None else {}
+                value = float(self.criterion(**outputs_to_float32(outputs), **extra)["loss"])
                 if math.isfinite(value):
                     loss_sum, loss_batches = loss_sum + value, loss_batches + 1
         local = (

@@ -76,7 +76,7 @@ class Trainer:
         max_skip_fraction: see ``summary``.
         total_rows: the manifest's row count, the base of ``max_skip_fraction`` (default: the training rows).
         provenance: JSON-able description of the training data, saved with every checkpoint.
-        make_validator: ``(model as wrapped for training, criterion) -> validate()``, where ``validate()`` returns a
+        make_validator: ``(model as wrapped for training, criterion, extra loss inputs of a batch) -> validate()``, where ``validate()`` returns a
             dict of metrics (``medclip.eval.validation.Validator``); run every ``train.val_every`` steps and at the
             end. The best model by ``train.best_metric`` is saved to ``out_dir / "best"``, and
             ``train.early_stopping_patience`` validations without improvement end the run. None: no validation.
@@ -99,7 +99,7 @@ class Trainer:
         max_skip_fraction: float = 1.0,
         total_rows: int | None = None,
         provenance: Mapping[str, Any] | None = None,
-        make_validator: Callable[[nn.Module, nn.Module], Callable[[], dict[str, float]]] | None = None,
+        make_validator: Callable[..., Callable[[], dict[str, float]]] | None = None,
     ) -> None:
         self.card, self.train_config = card, train_config
         self.num_workers, self.worker_kind = num_workers, worker_kind
@@ -125,13 +125,13 @@ class Trainer:
         self.wrapped = self.parallel.wrap(self.model)
         if runtime.distributed:
             self._broadcast_loss_state()
-        if make_validator is not None:
-            self.validator = make_validator(self.wrapped, self.criterion)
         self.optimizer = build_optimizer([self.model, self.criterion], self.train_config)
         self.scheduler = build_scheduler(self.optimizer, self.train_config)
         # --- EMA teacher (ema.py, train.ema): copied after wrapping, so every rank starts from rank 0's weights ---
         self.ema = EmaTeacher.create(self.model, self.train_config.ema, self.train_config.parallel)
         check_teacher(self.criterion, self.ema)
+        if make_validator is not None:  # the validation loss sees what the training loss sees (teacher included)
+            self.validator = make_validator(self.wrapped, self.criterion, self._teacher_outputs)
         # --- batch composition (batching/, train.batching): which rows share a batch; resumable, rank-sliced ---
         self.batching = build_batching(
             train_config.batching, train_dataset, train_config.batch_size, train_config.seed, runtime.rank,
