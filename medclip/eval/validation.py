@@ -12,7 +12,8 @@ comparison, an equally large fixed subset of training rows) and reports:
 
 Every process embeds its share of the rows; the features are gathered so all processes compute the same metrics
 (early stopping must be decided alike everywhere). The training loop knows none of this: the recipe hands it a
-``make_validator(model, criterion, extra_loss_inputs)`` factory (``medclip/train`` and ``medclip/eval`` never import each other).
+``make_validator(model, criterion, extra_loss_inputs)`` factory (``medclip/train`` and ``medclip/eval`` never import
+each other).
 """
 
 from __future__ import annotations

@@ -76,9 +76,9 @@ class Trainer:
         max_skip_fraction: see ``summary``.
         total_rows: the manifest's row count, the base of ``max_skip_fraction`` (default: the training rows).
         provenance: JSON-able description of the training data, saved with every checkpoint.
-        make_validator: ``(model as wrapped for training, criterion, extra loss inputs of a batch) -> validate()``, where ``validate()`` returns a
-            dict of metrics (``medclip.eval.validation.Validator``); run every ``train.val_every`` steps and at the
-            end. The best model by ``train.best_metric`` is saved to ``out_dir / "best"``, and
+        make_validator: ``(model as wrapped for training, criterion, teacher outputs of a batch) -> validate()``,
+            where ``validate()`` returns a dict of metrics (``medclip.eval.validation.Validator``); run every
+            ``train.val_every`` steps and at the end. The best model by ``train.best_metric`` is saved to ``out_dir / "best"``, and
             ``train.early_stopping_patience`` validations without improvement end the run. None: no validation.
     """
 
