@@ -78,8 +78,9 @@ class Trainer:
         provenance: JSON-able description of the training data, saved with every checkpoint.
         make_validator: ``(model as wrapped for training, criterion, teacher outputs of a batch) -> validate()``,
             where ``validate()`` returns a dict of metrics (``medclip.eval.validation.Validator``); run every
-            ``train.val_every`` steps and at the end. The best model by ``train.best_metric`` is saved to ``out_dir / "best"``, and
-            ``train.early_stopping_patience`` validations without improvement end the run. None: no validation.
+            ``train.val_every`` steps and at the end. The best model by ``train.best_metric`` is saved to
+            ``out_dir / "best"``, and ``train.early_stopping_patience`` validations without improvement end the run.
+            None: no validation.
     """
 
     def __init__(
