@@ -1,0 +1,196 @@
+"""De-identification backends (``modalities/report/deid_backends.py``): the registry, the rules default, the optional
+Presidio backend (missing package or model -> a clear error; with a blank spaCy model its pattern recognizers give
+medclip's placeholders), the record in the preprocess state, and linear time of ``rules+presidio``.
+
+The Presidio tests run Presidio for real with a blank spaCy pipeline written to ``tmp_path`` (no NER model: spaCy
+models are not on PyPI); they are skipped where ``presidio_analyzer`` is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import time
+
+import pytest
+
+import medclip
+from medclip.config import ConfigError
+from medclip.registry import RegistryError
+from modalities.report import ReportConfig, ReportModality, deidentify
+from modalities.report.deid import Deidentifier, PhiSpan
+from modalities.report.deid_backends import (
+    DEID_BACKENDS,
+    CombinedDeidentifier,
+    build_deidentifier,
+    list_deid_backends,
+    register_deid_backend,
+)
+
+HAS_PRESIDIO = importlib.util.find_spec("presidio_analyzer") is not None
+needs_presidio = pytest.mark.skipif(not HAS_PRESIDIO, reason="presidio-analyzer not installed (medclip[presidio])")
+SMALL = {"width": 32, "layers": 1, "heads": 2, "dropout": 0.0, "max_tokens": 64, "vocab_size": 300}
+CONTACT = "FINDINGS: Lungs clear. Results sent to jane.roe@example.org and (617) 555-0143 on 01/02/2023, 3.5 cm."
+
+
+def blank_spacy_model(folder, name: str = "pipeline"):
+    """A blank English spaCy pipeline on disk (tokenizer only, no NER): what Presidio's pattern recognizers need."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.meta["name"] = name
+    nlp.to_disk(folder)
+    return folder
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test: backends must never download anything."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a de-identification backend tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# --- registry and the rules default ----------------------------------------------------------------------------------
+def test_registry_lists_the_built_in_backends():
+    assert {"rules", "presidio", "rules+presidio"} <= set(list_deid_backends())
+    assert list_deid_backends("*presidio") == ["presidio", "rules+presidio"]
+    with pytest.raises(RegistryError, match="unknown de-identification backend 'presido'.*did you mean 'presidio'"):
+        ReportModality(ReportConfig(**SMALL, deid_backend="presido"))
+
+
+def test_rules_stay_the_default_and_are_built_once():
+    cfg = ReportConfig(**SMALL)
+    assert cfg.deid_backend == "rules"
+    built = build_deidentifier(cfg)
+    assert isinstance(built, Deidentifier) and build_deidentifier(ReportConfig(**SMALL)) is built
+    text = "FINDINGS: Dictated by: Jane Roe, MD on 01/02/2023. MRN: 00482913. Parkinson disease, 3.5 cm."
+    assert ReportModality(cfg).load(text)["report"] == deidentify(text)
+    assert ReportModality(ReportConfig(**SMALL, deidentify_ages_over_89=False)).load("Age: 93. Clear.")["report"] == (
+        "Age: 93. Clear."
+    )
+
+
+def test_deidentify_false_is_off_whatever_the_backend():
+    plugin = ReportModality(ReportConfig(**SMALL, deidentify=False, deid_backend="presidio"))  # no model needed
+    assert plugin.load(CONTACT)["report"] == CONTACT
+
+
+def test_a_registered_backend_is_used_by_the_load_path():
+    class SecretWords:
+        """Finds the word "Zorblax" as a name (a stand-in for an institution's own tagger)."""
+
+        def find(self, text):
+            start = text.find("Zorblax")
+            return [] if start < 0 else [PhiSpan(start, start + 7, "NAME", "secret_words")]
+
+        def __call__(self, text):
+            return Deidentifier.replace(text, self.find(text))
+
+    register_deid_backend("test_secret_words", lambda cfg: SecretWords())
+    try:
+        plugin = ReportModality(ReportConfig(**SMALL, deid_backend="test_secret_words"))
+        assert plugin.load("FINDINGS: Zorblax has a 3 mm nodule.")["report"] == "FINDINGS: [NAME] has a 3 mm nodule."
+        # rules first, then the custom backend: everything the rules find stays, with the rules' type
+        combined = CombinedDeidentifier([Deidentifier(), SecretWords()])
+        assert combined("Dr. Jane Roe saw Zorblax on 01/02/2023.") == "Dr. [NAME] saw [NAME] on [DATE]."
+    finally:
+        DEID_BACKENDS._items.pop("test_secret_words")
+
+
+# --- Presidio: clear errors -------------------------------------------------------------------------------------------
+def test_presidio_without_the_package_says_which_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "presidio_analyzer", None)  # import presidio_analyzer -> ImportError
+    for backend in ("presidio", "rules+presidio"):
+        cfg = ReportConfig(**SMALL, deid_backend=backend, presidio_model=str(tmp_path / "no-package"))
+        with pytest.raises(ConfigError, match=r"presidio-analyzer: pip install 'medclip\[presidio\]'"):
+            ReportModality(cfg)
+
+
+@needs_presidio
+@pytest.mark.parametrize("model", ["", "missing_model_dir", "en_core_web_not_installed"])
+def test_presidio_without_a_model_says_how_to_get_one_and_downloads_nothing(model, tmp_path, no_network):
+    path = str(tmp_path / model) if model == "missing_model_dir" else model
+    cfg = ReportConfig(**SMALL, deid_backend="presidio", presidio_model=path)
+    with pytest.raises(ConfigError, match="never downloads models.*spacy download en_core_web_lg.*to_disk"):
+        ReportModality(cfg)
+    (tmp_path / "not_a_model").mkdir()
+    with pytest.raises(ConfigError, match="could not be loaded as a spaCy model"):
+        build_deidentifier(ReportConfig(**SMALL, deid_backend="presidio", presidio_model=str(tmp_path / "not_a_model")))
+
+
+# --- Presidio with a blank spaCy model ---------------------------------------------------------------------------
+@needs_presidio
+def test_presidio_pattern_recognizers_give_medclip_placeholders_in_the_load_path(tmp_path, no_network):
+    model = str(blank_spacy_model(tmp_path / "blank_en"))
+    plugin = ReportModality(ReportConfig(**SMALL, deid_backend="presidio", presidio_model=model))
+    text = plugin.load(CONTACT)["report"]
+    assert text == "FINDINGS: Lungs clear. Results sent to [EMAIL] and [PHONE] on [DATE], 3.5 cm."
+    # without an NER model Presidio finds no names; the combined backend keeps the rules' recall
+    signed = "FINDINGS: Clear. Dictated by: Jane Roe, MD. Call (617) 555-0143."
+    assert "Jane Roe" in build_deidentifier(plugin.config)(signed)
+    combined = ReportConfig(**SMALL, deid_backend="rules+presidio", presidio_model=model)
+    assert ReportModality(combined).load(signed)["report"] == "FINDINGS: Clear. Dictated by: [NAME], MD. Call [PHONE]."
+    # the transform applies the same backend again (idempotent) to text that never went through load
+    plugin.fit([plugin.load(CONTACT), *plugin.synthetic(20, seed=1)])
+    assert plugin.transforms(train=False)({"report": CONTACT})["report"]["input_ids"].tolist() == (
+        plugin.transforms(train=False)({"report": text})["report"]["input_ids"].tolist()
+    )
+
+
+@needs_presidio
+def test_presidio_choice_round_trips_through_the_preprocess_state(tmp_path):
+    model = str(blank_spacy_model(tmp_path / "blank_en"))
+    plugin = ReportModality(ReportConfig(**SMALL, deid_backend="rules+presidio", presidio_model=model))
+    plugin.fit(plugin.synthetic(20, seed=0))
+    state = json.loads(json.dumps(plugin.preprocess_state()))
+    assert state["deidentification"] == {
+        "backend": "rules+presidio",
+        "ages_over_89": True,
+        "identity": "en_pipeline-0.0.0+no-ner",
+    }
+    restored = ReportModality(ReportConfig(**state["config"]))  # as a checkpoint rebuilds it: config, then state
+    restored.load_preprocess_state(state)
+    assert restored.load(CONTACT)["report"] == plugin.load(CONTACT)["report"]
+    # the same model at another path is the same de-identification; another model is refused
+    moved = str(blank_spacy_model(tmp_path / "moved"))
+    ReportModality(ReportConfig(**{**state["config"], "presidio_model": moved})).load_preprocess_state(state)
+    other = str(blank_spacy_model(tmp_path / "other", name="other_model"))
+    with pytest.raises(ConfigError, match="de-identification differs from the checkpoint's.*other_model"):
+        ReportModality(ReportConfig(**{**state["config"], "presidio_model": other})).load_preprocess_state(state)
+
+
+def test_rules_choice_round_trips_and_a_different_choice_is_refused():
+    plugin = medclip.get_modality("report", SMALL)
+    plugin.fit(plugin.synthetic(20, seed=0))
+    state = json.loads(json.dumps(plugin.preprocess_state()))
+    assert state["deidentification"] == {"backend": "rules", "ages_over_89": True, "identity": None}
+    ReportModality(ReportConfig(**state["config"])).load_preprocess_state(state)
+    with pytest.raises(ConfigError, match='trained with .*"rules".* gives .*"backend": null'):
+        ReportModality(ReportConfig(**{**state["config"], "deidentify": False})).load_preprocess_state(state)
+    older = {key: value for key, value in state.items() if key != "deidentification"}  # written before backends
+    ReportModality(ReportConfig(**state["config"])).load_preprocess_state(older)
+
+
+# --- linear time ---------------------------------------------------------------------------------------------------
+@needs_presidio
+@pytest.mark.slow
+def test_rules_plus_presidio_takes_linear_time_on_adversarial_text(tmp_path):
+    from tests.modalities.report.test_deid_linear_time import repeated
+
+    model = str(blank_spacy_model(tmp_path / "blank_en"))
+    combined = build_deidentifier(ReportConfig(deid_backend="rules+presidio", presidio_model=model))
+    combined.find("warm up on 01/02/2023, (617) 555-0143")
+    units = ["7", "7-", "7 ", "a@", "a.", "A-", "(617) 555-014", "01/02/202", "http://a", "www.", "x@y.", "Dr. "]
+    for unit in units:
+        text = repeated(unit, 100_000)  # half of report.max_chars
+        began = time.process_time()
+        combined.find(text)
+        assert time.process_time() - began < CPU_SECONDS_PER_100K, f"unit {unit!r}"
+
+
+CPU_SECONDS_PER_100K = 10.0
