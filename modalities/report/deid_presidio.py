@@ -13,6 +13,13 @@ Two rules keep it as offline as the rest of medclip:
 - ``tldextract`` (used by Presidio's e-mail recognizer) fetches the public-suffix list over HTTP on first use; its
   default extractor is switched to the snapshot bundled with the package.
 
+Presidio's ``UrlRecognizer`` is left out: its regular expression takes quadratic time (measured: 3 s of CPU for
+2,000 characters of "a.a.a.", over 40 s for 25,000; a crafted report would hold up a data-loader worker for hours)
+and it also matches bare domain-like words ("jane.ro" inside an e-mail address). medclip's ``url`` rule covers URLs
+in ``rules+presidio``. The other recognizers were timed on the adversarial inputs of
+``tests/modalities/report/test_deid_linear_time.py``: linear, the slowest (phone numbers on "7/7/7/") ~0.3 ms per
+character.
+
 Presidio's findings are mapped onto medclip's placeholder types (``PRESIDIO_KINDS``); entities medclip keeps on
 purpose (organisations, nationalities, ages up to 89) are not requested. Overlapping findings are resolved like the
 rules: the highest score (then the longest) claims its characters first, later ones keep only unclaimed parts.
@@ -36,7 +43,6 @@ PRESIDIO_KINDS: dict[str, str] = {
     "DATE_TIME": "DATE",
     "PHONE_NUMBER": "PHONE",
     "EMAIL_ADDRESS": "EMAIL",
-    "URL": "URL",
     "LOCATION": "ADDRESS",
     **{
         entity: "ID"
@@ -58,6 +64,7 @@ PRESIDIO_KINDS: dict[str, str] = {
     },
 }
 
+QUADRATIC_RECOGNIZERS = ("UrlRecognizer",)  # see the module docstring
 HOW_TO_GET_A_MODEL = (
     "medclip never downloads models. On a machine with internet run `python -m spacy download en_core_web_lg` "
     "(or download the wheel from https://github.com/explosion/spacy-models/releases), then either pip-install that "
@@ -140,6 +147,8 @@ class PresidioDeidentifier:
         engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
         engine.nlp = {"en": nlp}  # loaded here: SpacyNlpEngine.load() would try to download a missing model
         self.analyzer = analyzer_module.AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+        for recognizer in QUADRATIC_RECOGNIZERS:
+            self.analyzer.registry.remove_recognizer(recognizer)
         supported = set(self.analyzer.get_supported_entities("en"))
         self.entities = [entity for entity in PRESIDIO_KINDS if entity in supported]
         self.score_threshold = score_threshold
