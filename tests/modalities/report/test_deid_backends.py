@@ -227,3 +227,32 @@ def test_presidio_backend_leaves_out_the_quadratic_url_recognizer(tmp_path):
     began = time.process_time()
     assert presidio.find("a." * 5_000) == []
     assert time.process_time() - began < 5.0  # with the URL recognizer: tens of seconds
+
+
+@needs_presidio
+@pytest.mark.slow  # importing Presidio + spaCy and building an analyzer: 5-50 s on a loaded machine
+def test_a_saved_checkpoint_evaluates_with_the_backend_it_was_trained_with(tmp_path):
+    from dataclasses import asdict
+
+    import yaml
+
+    from medclip.checkpoint import CONFIG_FILE, ModelCard, load_model, save_model
+    from medclip.factory import ModelConfig, build_model
+
+    cfg = ReportConfig(**SMALL, deid_backend="rules+presidio", presidio_model=str(blank_spacy_model(tmp_path / "m")))
+    plugin = ReportModality(cfg)
+    plugin.fit(plugin.synthetic(6, seed=0))
+    model = build_model(ModelConfig(embed_dim=16), {"report": plugin})
+    card = ModelCard(modalities={"report": asdict(cfg)}, model=ModelConfig(embed_dim=16))
+    checkpoint = save_model(tmp_path / "checkpoint", model, {"report": plugin}, card)
+    loaded = load_model(checkpoint)
+    assert loaded.preprocess["report"].load(CONTACT)["report"] == plugin.load(CONTACT)["report"]
+    assert "[EMAIL]" in loaded.preprocess["report"].load(CONTACT)["report"]
+    # evaluating with another spaCy model than training's is refused, naming both
+    other = blank_spacy_model(tmp_path / "other", name="other_model")
+    card_file = checkpoint / CONFIG_FILE
+    data = yaml.safe_load(card_file.read_text())
+    data["modalities"]["report"]["presidio_model"] = str(other)
+    card_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="en_pipeline-0.0.0.*en_other_model-0.0.0"):
+        load_model(checkpoint)
