@@ -189,10 +189,10 @@ def test_rules_choice_round_trips_and_a_different_choice_is_refused():
 # "7/7/7/..." (linear; 60 s for a report of report.max_chars). Its URL recognizer took quadratic time (3 s for 2,000
 # characters of "a.a.a.", over 40 s for 25,000) and is left out (deid_presidio.QUADRATIC_RECOGNIZERS).
 ADVERSARIAL_UNITS = ["a.", "7/", "7 ", "7-", "a@", "www.", "x@y.", "(617) 555-014", "01/02/202", "Dr. ", "A "]
-MAX_DOUBLING_RATIO = 2.5  # quadratic behaviour gives 4x
+SMALL_TEXT, LARGE_TEXT = 10_000, 40_000
+MAX_GROWTH = 6.0  # for 4x the text: linear gives ~4x, quadratic 16x (timer noise on a loaded machine reaches ~1.4x)
 CPU_SECONDS_PER_100K = 60.0
 MEASURABLE_SECONDS = 0.05
-SMALL_TEXT, LARGE_TEXT = 10_000, 20_000
 
 
 @needs_presidio
@@ -206,14 +206,17 @@ def test_rules_plus_presidio_takes_linear_time_on_adversarial_text(unit, shared_
 
     def seconds(size: int) -> float:
         text = repeated(unit, size)
-        began = time.process_time()
-        combined.find(text)
-        return time.process_time() - began
+        best = float("inf")
+        for _ in range(2):  # the best of two: noise only ever adds time
+            began = time.process_time()
+            combined.find(text)
+            best = min(best, time.process_time() - began)
+        return best
 
     small, large = seconds(SMALL_TEXT), seconds(LARGE_TEXT)
     assert large < CPU_SECONDS_PER_100K * LARGE_TEXT / 100_000
     if large > MEASURABLE_SECONDS:
-        assert large / max(small, MEASURABLE_SECONDS / 2) < MAX_DOUBLING_RATIO
+        assert large / max(small, MEASURABLE_SECONDS / 4) < MAX_GROWTH
 
 
 @needs_presidio
