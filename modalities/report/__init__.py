@@ -5,6 +5,7 @@ from __future__ import annotations
 from .backends import REPORT_ENCODERS, ReportBackend
 from .config import ReportConfig
 from .deid import Deidentifier, PhiSpan, deidentify
+from .deid_backends import DEID_BACKENDS, build_deidentifier, list_deid_backends, register_deid_backend
 from .hf_local import OfflineModelError
 from .plugin import ReportModality
 from .sections import SECTION_ALIASES, extract_sections
@@ -12,6 +13,7 @@ from .sentences import split_sentences
 from .synthetic import generate_reports
 
 __all__ = [
+    "DEID_BACKENDS",
     "REPORT_ENCODERS",
     "SECTION_ALIASES",
     "Deidentifier",
@@ -20,8 +22,11 @@ __all__ = [
     "ReportBackend",
     "ReportConfig",
     "ReportModality",
+    "build_deidentifier",
     "deidentify",
     "extract_sections",
     "generate_reports",
+    "list_deid_backends",
+    "register_deid_backend",
     "split_sentences",
 ]

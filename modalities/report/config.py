@@ -39,6 +39,13 @@ class ReportConfig(ModalityConfig):
             placeholders ("[NAME]", "[DATE]", ...) as soon as a report is read, before it is used or stored (rule set
             and measured recall in docs/deid.md). Turn off only for text that is already de-identified.
         deidentify_ages_over_89: also replace ages above 89 with "[AGE]" (HIPAA Safe Harbor).
+        deid_backend: what finds the identifiers (``deid_backends.DEID_BACKENDS``): "rules" (medclip's rule set, the
+            offline default), "presidio" (Presidio + a local spaCy model; extra ``medclip[presidio]``) or
+            "rules+presidio" (both: recall never below the rules'). Same placeholders whichever is chosen.
+        presidio_model: the spaCy model Presidio uses: a local model directory or an installed model package name
+            (``en_core_web_lg``); never downloaded (docs/deid.md says how to get one).
+        presidio_score_threshold: Presidio findings below this confidence are ignored (its weakest recognizers
+            match any 8-9 digit number with confidence 0.01-0.05).
         pooling: the report vector: "mean" of the real token states (default; see ``encoder.py`` for why), or "cls",
             the first token's state ([CLS] of BERT-style models, which some pretrained models were tuned to use).
         freeze_pretrained: "hf" only: keep the pretrained model's weights fixed (and its dropout off); only the
@@ -62,6 +69,9 @@ class ReportConfig(ModalityConfig):
     min_frequency: int = 2  # a piece seen once is usually a typo or an identifier
     deidentify: bool = True  # on by default: report text is protected health information
     deidentify_ages_over_89: bool = True
+    deid_backend: str = "rules"  # rules | presidio | rules+presidio (modalities/report/deid_backends.py)
+    presidio_model: str = ""
+    presidio_score_threshold: float = 0.4
     pooling: str = "mean"  # mean | cls
     freeze_pretrained: bool = False  # "hf" only: the pretrained weights stay fixed
     max_chars: int = 200_000  # ~40x a long report; loading one this long takes 1-3 s of CPU at most
@@ -74,6 +84,8 @@ class ReportConfig(ModalityConfig):
             )
         if self.max_tokens < 3:
             raise ValueError("report.max_tokens must be at least 3 ([CLS], one token, [SEP])")
+        if not 0.0 <= self.presidio_score_threshold <= 1.0:
+            raise ValueError("report.presidio_score_threshold must lie in [0, 1]")
         if self.max_chars < 1:
             raise ValueError("report.max_chars must be at least 1")
         if self.max_sentences < 1:

@@ -20,8 +20,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .deid import PLACEHOLDERS, Deidentifier, PhiSpan
+
+if TYPE_CHECKING:
+    from .deid_backends import TextDeidentifier
 
 KEEP = "KEEP"
 TAG_KINDS = (*PLACEHOLDERS, KEEP)
@@ -156,8 +160,9 @@ def _overlaps(start: int, end: int, other_start: int, other_end: int) -> bool:
     return start < other_end and other_start < end
 
 
-def score_corpus(reports: Sequence[AnnotatedReport], deidentifier: Deidentifier | None = None) -> DeidScore:
-    """Run ``deidentifier`` (the default rule set if None) on every report and count hits, misses and damage."""
+def score_corpus(reports: Sequence[AnnotatedReport], deidentifier: TextDeidentifier | None = None) -> DeidScore:
+    """Run ``deidentifier`` (any backend's, ``deid_backends.py``; the default rule set if None) on every report and
+    count hits, misses and damage."""
     deidentifier = deidentifier or Deidentifier()
     result = DeidScore(per_type={kind: TypeScore() for kind in PLACEHOLDERS})
     for report in reports:

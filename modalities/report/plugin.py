@@ -21,6 +21,7 @@ from medclip.types import Modality, ModalityError, Sample
 from .backends import REPORT_ENCODERS, ReportBackend
 from .cleaning import clean_report_text
 from .config import ReportConfig
+from .deid_backends import DEID_BACKENDS, build_deidentifier, check_deidentification_state, deidentification_state
 from .hf_local import save_model_files
 from .reading import read_report, resolve_cell
 from .sections import extract_sections
@@ -51,6 +52,9 @@ class ReportModality(Modality):
     def __init__(self, config: ReportConfig | None = None) -> None:
         super().__init__(config)
         REPORT_ENCODERS.get(self.config.encoder)  # fail early, listing the available encoders
+        if self.config.deidentify:  # fail early (unknown backend, Presidio or its spaCy model missing), not mid-run
+            DEID_BACKENDS.get(self.config.deid_backend)
+            build_deidentifier(self.config)
         self._tokenizer: ReportTokenizer | None = None
         self._files: Path | None = None  # the model files a checkpoint carries ("hf"), once attached
 
@@ -62,8 +66,8 @@ class ReportModality(Modality):
     def load(self, ref: str | os.PathLike | Mapping[str, Any]) -> Sample:
         """Read, clean and de-identify a report; metadata is allow-listed (never file names: they can hold identifiers).
 
-        With ``deidentify`` on (the default), identifiers are replaced by typed placeholders here, before the text is
-        split, tokenized, cached or logged.
+        With ``deidentify`` on (the default), identifiers are replaced by typed placeholders here, by the backend
+        ``deid_backend`` names (rules by default), before the text is split, tokenized, cached or logged.
 
         Raises:
             ModalityError: "missing_file", "not_regular_file", "too_large", "not_utf8", "binary_file", "unreadable",
@@ -115,20 +119,24 @@ class ReportModality(Modality):
         return self._tokenizer
 
     def preprocess_state(self) -> dict[str, Any]:
-        """The config and the tokenizer (BPE tokenizer JSON, or the "hf" model name + vocabulary size)."""
+        """The config, the tokenizer (BPE tokenizer JSON, or the "hf" model name + vocabulary size) and the
+        de-identification (backend, age switch, model identity), which evaluation must repeat."""
         return {
             "format": PREPROCESS_FORMAT,
             "config": asdict(self.config),
             "tokenizer": self._require_tokenizer(self.config).state(),
+            "deidentification": deidentification_state(self.config),
         }
 
     def load_preprocess_state(self, state: Mapping[str, Any]) -> None:
-        """Restore the tokenizer so reports tokenize exactly as in training (the config was given at construction)."""
+        """Restore the tokenizer so reports tokenize exactly as in training (the config was given at construction),
+        and check that reports are de-identified as in training (states written before backends existed: rules)."""
         if state.get("format") != PREPROCESS_FORMAT:
             found = state.get("format")
             raise ValueError(f"report preprocess state has format {found!r}, expected {PREPROCESS_FORMAT}")
         if "tokenizer" not in state:
             raise ValueError("report preprocess state holds no tokenizer")
+        check_deidentification_state(state.get("deidentification"), self.config)
         self._tokenizer = self._backend(self.config).tokenizer.from_state(state["tokenizer"], self.config, self._files)
 
     # --- files a checkpoint carries ----------------------------------------------------------------------------------

@@ -11,15 +11,16 @@ from medclip.types import Sample
 
 from .cleaning import clean_report_text
 from .config import ReportConfig
-from .deid import Deidentifier
+from .deid_backends import build_deidentifier
 from .sections import extract_sections
 from .sentences import split_sentences
 from .tokenizer import ReportTokenizer, tokenize_sentences
 
 
 def deidentify_report(text: str, cfg: ReportConfig) -> str:
-    """``text`` with identifiers replaced by typed placeholders when ``cfg.deidentify`` (see ``deid.py``)."""
-    return Deidentifier(ages_over_89=cfg.deidentify_ages_over_89)(text) if cfg.deidentify else text
+    """``text`` with identifiers replaced by typed placeholders when ``cfg.deidentify``, by the backend
+    ``cfg.deid_backend`` names (``deid_backends.py``; built once per process)."""
+    return build_deidentifier(cfg)(text) if cfg.deidentify else text
 
 
 def report_sentences(text: str, cfg: ReportConfig) -> list[str]:
