@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 from medclip.registry import Registry
 from medclip.types import ModalityError, Sample
 
-from .plots import _new_figure
+from .plots import new_figure
 
 TILE = 192  # pixels per side of one square tile: large enough to recognise anatomy, small enough for 100 per page
 HOUNSFIELD_WINDOW = (-1000.0, 400.0)  # HU: lungs grey, soft tissue light, bone white; percentiles flatten CT to 2 tones
@@ -145,7 +145,7 @@ def render_ecg(sample: Sample, name: str, plugin: Any = None) -> Image.Image:
         names = [f"lead {i + 1}" for i in range(signal.shape[0])]
     wanted = [names.index(lead) for lead in ("I", "II", "V1") if lead in names] or list(range(min(3, len(names))))
     shown = signal[wanted, : int(2.5 * rate)]  # (3, T)
-    figure = _new_figure(TILE / 100, TILE / 100)
+    figure = new_figure(TILE / 100, TILE / 100)
     for row, (lead, trace) in enumerate(zip(wanted, shown, strict=True)):
         axes = figure.add_axes((0.02, 1 - (row + 1) / len(wanted), 0.96, 1 / len(wanted)))
         axes.plot(np.arange(trace.size) / rate, trace, color="#b71c1c", linewidth=0.7)
@@ -174,7 +174,7 @@ def render_expression(sample: Sample, name: str, plugin: Any = None) -> Image.Im
     """The eight most expressed genes of a cell or spot as horizontal bars (normalised values as embedded)."""
     values, genes = _gene_names(sample, name, plugin)
     top = np.argsort(-values, kind="stable")[:8]
-    figure = _new_figure(TILE / 100, TILE / 100)
+    figure = new_figure(TILE / 100, TILE / 100)
     axes = figure.add_axes((0.42, 0.05, 0.55, 0.9))
     axes.barh(range(len(top)), values[top], color="#1565c0")
     axes.set_yticks(range(len(top)), [genes[i][:12] for i in top], fontsize=6)
