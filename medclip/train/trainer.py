@@ -415,6 +415,9 @@ class Trainer:
                 self.save(path, full_state=(model_state, optimizer_state))
             else:  # the best model: weights, card and preprocessing, for load_model (not for resuming)
                 self.card.training["best"] = dict(self.best)
-                save_model(path, self.model, self.modalities, self.card, self.criterion, model_state)
+                save_model(
+                    path, self.model, self.modalities, self.card, self.criterion, model_state,
+                    extra_json={DATA_FILE: self.provenance} if self.provenance else None,
+                )  # fmt: skip  # its training patients: evaluation recipes refuse a checkpoint without them
         if self.runtime.distributed:
             torch.distributed.barrier()
