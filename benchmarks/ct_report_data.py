@@ -37,7 +37,9 @@ FINDING_RADIUS_MM = {"nodule": (3.0, 7.0), "haemorrhage": (7.0, 16.0), "infarct"
 PREVALENCE = 0.4
 GRID_SPACING_MM = 3.0  # written voxel size: the ct plugin resamples to the config's spacing
 GRID_SHAPE = (64, 76, 64)  # 19 x 23 x 19 cm: the whole head with its skull
-INSTALL_HINT = "the benchmark's anatomy is nilearn's MNI152 template: pip install nilearn (or pip install -e .[benchmarks])"
+INSTALL_HINT = (
+    "the benchmark's anatomy is nilearn's MNI152 template: pip install nilearn (or pip install -e .[benchmarks])"
+)
 
 
 def template_folder() -> Path:
