@@ -87,6 +87,15 @@ ARMS = {
     "head": Arm("head", HEAD + VALIDATED),
     "head+mae": Arm("head+mae", HEAD + VALIDATED, mae_steps=150),
     "head+soft_label": Arm("head+soft_label", HEAD + VALIDATED, loss=SOFT_LABEL),
+    "head+resnet": Arm(  # convolutions see a 2-voxel lesion where a 48 mm ViT patch averages it away
+        "head+resnet",
+        [*HEAD, *VALIDATED, "modalities.ct.encoder=resnet", "modalities.ct.patch_size=[]", "train.lr=1e-3"],
+    ),
+    "head+resnet+soft_label": Arm(  # and the findings, not the instance, as the target
+        "head+resnet+soft_label",
+        [*HEAD, *VALIDATED, "modalities.ct.encoder=resnet", "modalities.ct.patch_size=[]", "train.lr=1e-3"],
+        loss=SOFT_LABEL,
+    ),
 }
 QUICK_ARMS = ["bundled", "head"]
 
