@@ -1,6 +1,8 @@
 """Does a CT <-> report model learn something that transfers to new patients, on CPU? (issue 13)
 
-    python benchmarks/ct_report_learning.py            # 160 patients, every arm (~25 min on 2 cores)
+    python benchmarks/ct_report_learning.py            # 160 patients, the head arms (25-30 min on a loaded 2-core box)
+    python benchmarks/ct_report_learning.py --arms bundled   # the config exactly as shipped (slow on CPU: 150 steps
+                                                             # of 64 x 64 x 48 volumes with augmentation)
     python benchmarks/ct_report_learning.py --quick    # 32 patients, 2 arms of 10 steps: a smoke run (a few minutes)
 
 Data (``benchmarks/ct_report_data.py``): head CTs from real anatomy (nilearn's MNI152 template; ``pip install
@@ -8,7 +10,7 @@ nilearn``) with planted nodules, haemorrhages and infarcts, half NIfTI and half 
 varied phrasing and negations, an explicit patient split (70 % train, 15 % val, 15 % test).
 
 Arms: medclip pretraining from the bundled ``recipes/configs/ct_report_pretrain.yaml`` with the overrides each arm
-names (the first is the config exactly as shipped, only pointed at the data), then medclip's own recipes on the
+names (``bundled`` is the config exactly as shipped, only pointed at the data), then medclip's own recipes on the
 checkpoint the run keeps (``best/`` when validation chose one): ``recipes.retrieval`` (report -> CT Recall@1 on the
 train, val and test patients, chance = 1 / patients) and ``recipes.zero_shot`` (binary, a head-CT prompt set written
 next to the data, AUROC per finding on the test patients). The ceiling: a logistic regression on each volume's HU
@@ -98,6 +100,7 @@ ARMS = {
     ),
 }
 QUICK_ARMS = ["bundled", "head"]
+FULL_ARMS = ["head", "head+soft_label", "head+resnet", "head+resnet+soft_label", "head+mae"]
 
 
 def write_prompts(folder: Path) -> Path:
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     patients = args.patients or (32 if args.quick else 160)
     steps = args.steps if args.steps is not None else (10 if args.quick else None)
-    arms = [ARMS[name] for name in (args.arms or (QUICK_ARMS if args.quick else list(ARMS)))]
+    arms = [ARMS[name] for name in (args.arms or (QUICK_ARMS if args.quick else FULL_ARMS))]
     if args.mae_steps is not None:
         arms = [Arm(arm.name, arm.overrides, args.mae_steps if arm.mae_steps else 0, arm.loss) for arm in arms]
     work = Path(args.work)
