@@ -168,6 +168,8 @@ def example_queries(
 ) -> list[dict[str, Any]]:
     """The first ``n_examples`` queries with their top hits among the evaluated targets, each hit marked."""
     count = min(cfg.n_examples, len(pairs))
+    if count <= 0:  # n_examples: 0 asks for none
+        return []
     query = pairs.embeddings[cfg.query_modality][:count]
     index = build_index("exact", pairs.embeddings[cfg.target_modality], list(pairs.studies), list(pairs.patients))
     scores, positions = index.search(query, n_hits)

@@ -438,6 +438,8 @@ class Trainer:
                 self.save(path, full_state=(model_state, optimizer_state))
             else:  # the best model: weights, card and preprocessing, for load_model (not for resuming)
                 self.card.training["best"] = dict(self.best)
-                save_model(path, self.model, self.modalities, self.card, self.criterion, model_state)
+                # its training patients too: evaluation recipes refuse a checkpoint that does not name them
+                patients = {DATA_FILE: self.provenance} if self.provenance else None
+                save_model(path, self.model, self.modalities, self.card, self.criterion, model_state, patients)
         if self.runtime.distributed:
             torch.distributed.barrier()

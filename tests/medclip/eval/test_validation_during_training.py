@@ -78,3 +78,16 @@ def test_the_validation_split_is_raised_to_a_minimum_of_patients(tmp_path, caplo
     assert sum(split == "val" for split in splits.values()) >= 20
     too_few, warning = SplitConfig(val_fraction=0.02).with_validation_patients(manifest, 100)
     assert too_few.val_fraction == pytest.approx(0.3) and "fewer than min_val_patients=100" in warning
+
+
+def test_the_best_checkpoint_records_its_training_patients_for_held_out_evaluation(small_experiment, tmp_path):
+    """Evaluation recipes refuse a checkpoint that does not say whom it trained on (no_provenance); best/ used to."""
+    from medclip.eval.hygiene import check_unseen_patients, read_data_provenance
+
+    out = tmp_path / "run"
+    main(small_experiment("train.steps=2", "train.val_every=2", out=out))
+    final, best = read_data_provenance(out / "checkpoint"), read_data_provenance(out / "best")
+    assert best is not None and best == final
+    key = best["pseudonym_key_fingerprint"]
+    record = check_unseen_patients(out / "best", {"a-patient-never-seen"}, key, allow_seen_patients=False)
+    assert record["checked"] and record["seen_patients"] == 0
