@@ -5,7 +5,12 @@ from __future__ import annotations
 from .backends import REPORT_ENCODERS, ReportBackend
 from .config import ReportConfig
 from .deid import Deidentifier, PhiSpan, deidentify
-from .deid_backends import DEID_BACKENDS, build_deidentifier, list_deid_backends, register_deid_backend
+from .deid_backends import (
+    REPORT_DEID_BACKENDS,
+    build_deidentifier,
+    list_report_deid_backends,
+    register_report_deid_backend,
+)
 from .hf_local import OfflineModelError
 from .plugin import ReportModality
 from .sections import SECTION_ALIASES, extract_sections
@@ -13,7 +18,7 @@ from .sentences import split_sentences
 from .synthetic import generate_reports
 
 __all__ = [
-    "DEID_BACKENDS",
+    "REPORT_DEID_BACKENDS",
     "REPORT_ENCODERS",
     "SECTION_ALIASES",
     "Deidentifier",
@@ -26,7 +31,7 @@ __all__ = [
     "deidentify",
     "extract_sections",
     "generate_reports",
-    "list_deid_backends",
-    "register_deid_backend",
+    "list_report_deid_backends",
+    "register_report_deid_backend",
     "split_sentences",
 ]

@@ -39,7 +39,7 @@ class ReportConfig(ModalityConfig):
             placeholders ("[NAME]", "[DATE]", ...) as soon as a report is read, before it is used or stored (rule set
             and measured recall in docs/deid.md). Turn off only for text that is already de-identified.
         deidentify_ages_over_89: also replace ages above 89 with "[AGE]" (HIPAA Safe Harbor).
-        deid_backend: what finds the identifiers (``deid_backends.DEID_BACKENDS``): "rules" (medclip's rule set, the
+        deid_backend: what finds the identifiers (``REPORT_DEID_BACKENDS``): "rules" (medclip's rule set, the
             offline default), "presidio" (Presidio + a local spaCy model; extra ``medclip[presidio]``) or
             "rules+presidio" (both: recall never below the rules'). Same placeholders whichever is chosen.
         presidio_model: the spaCy model Presidio uses: a local model directory or an installed model package name

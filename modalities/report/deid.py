@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 PLACEHOLDERS = {kind: f"[{kind}]" for kind in ("NAME", "DATE", "ID", "PHONE", "EMAIL", "ADDRESS", "AGE", "URL")}
 _ANY_DIGIT = re.compile(r"\d")
-_FILL = "\uffff"  # masks found spans so later rules cannot match inside them (a noncharacter, not a word character)
+# Masks found spans so later rules cannot match inside them (a noncharacter, not a word character).
+MASK_CHARACTER = "\uffff"
 
 # --- vocabularies --------------------------------------------------------------------------------------------------
 _MONTHS = (
@@ -692,11 +693,11 @@ RULE_NEEDS: dict[str, Needs] = {
 }
 RULES: tuple[DeidRule, ...] = tuple(dataclasses.replace(rule, needs=RULE_NEEDS[rule.name]) for rule in _RULES)
 
-_PIECE = re.compile(rf"[^{_FILL}]+")
-_EDGE = f" \t\n,;:.-{_FILL}"
+_PIECE = re.compile(rf"[^{MASK_CHARACTER}]+")
+_EDGE = f" \t\n,;:.-{MASK_CHARACTER}"
 
 
-def _unmasked_pieces(masked: str, start: int, end: int) -> list[Span]:
+def unmasked_pieces(masked: str, start: int, end: int) -> list[Span]:
     """The parts of a match not already claimed by an earlier rule, trimmed of spaces and punctuation at the edges.
 
     A line-long match ("Address: ... Phone: [PHONE]") may run over an earlier finding; only its new parts count.
@@ -711,7 +712,7 @@ def _unmasked_pieces(masked: str, start: int, end: int) -> list[Span]:
     return pieces
 
 
-def _masked(text: str, spans: Sequence[Span]) -> str:
+def masked_text(text: str, spans: Sequence[Span]) -> str:
     """``text`` with ``spans`` (one rule's findings, in order, disjoint) overwritten by the mask character.
 
     Built in one pass: re-slicing the whole text once per finding was quadratic in the number of findings.
@@ -723,7 +724,7 @@ def _masked(text: str, spans: Sequence[Span]) -> str:
         if end <= start:
             continue
         pieces.append(text[position:start])
-        pieces.append(_FILL * (end - start))
+        pieces.append(MASK_CHARACTER * (end - start))
         position = end
     pieces.append(text[position:])
     return "".join(pieces)
@@ -747,16 +748,17 @@ class Deidentifier:
 
     def find(self, text: str) -> list[PhiSpan]:
         """Every identifier in ``text``, sorted by position, non-overlapping."""
-        masked = text.replace(_FILL, "\ufffd")  # the mask character in the input would read as earlier findings
+        # the mask character in the input would read as earlier findings
+        masked = text.replace(MASK_CHARACTER, "\ufffd")
         facts = TextFacts.of(masked)
         found: list[PhiSpan] = []
         for rule in self.rules:
             if rule.needs is not None and not rule.needs.met(facts):
                 continue
-            spans = [piece for span in rule.spans(masked) for piece in _unmasked_pieces(masked, *span)]
+            spans = [piece for span in rule.spans(masked) for piece in unmasked_pieces(masked, *span)]
             found.extend(PhiSpan(start, end, rule.kind, rule.name) for start, end in spans)
             if spans:
-                masked = _masked(masked, spans)
+                masked = masked_text(masked, spans)
         return sorted(found, key=lambda span: span.start)
 
     def __call__(self, text: str) -> str:

@@ -10,7 +10,7 @@ nothing downstream (sections, sentences, tokenizer, cache) depends on the choice
   rules'.
 
 A backend is a factory ``ReportConfig -> TextDeidentifier``. A third-party package adds one with
-``register_deid_backend("name", factory)`` or the ``medclip.deid_backends`` entry-point group. Backends are built
+``register_report_deid_backend("name", factory)`` or the ``medclip.deid_backends`` entry-point group. Backends are built
 once per configuration and process (``build_deidentifier``): a spaCy model takes seconds to load.
 """
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from medclip.config import ConfigError
 from medclip.registry import Registry
 
-from .deid import _FILL, Deidentifier, PhiSpan, _masked, _unmasked_pieces
+from .deid import MASK_CHARACTER, Deidentifier, PhiSpan, masked_text, unmasked_pieces
 
 if TYPE_CHECKING:
     from .config import ReportConfig
@@ -46,17 +46,17 @@ class TextDeidentifier(Protocol):
 
 
 DeidBackendFactory = Callable[["ReportConfig"], TextDeidentifier]
-DEID_BACKENDS: Registry[DeidBackendFactory] = Registry("de-identification backend", "medclip.deid_backends")
+REPORT_DEID_BACKENDS: Registry[DeidBackendFactory] = Registry("de-identification backend", "medclip.deid_backends")
 
 
-def register_deid_backend(name: str, factory: DeidBackendFactory | None = None, *, overwrite: bool = False):
+def register_report_deid_backend(name: str, factory: DeidBackendFactory | None = None, *, overwrite: bool = False):
     """Register a backend factory (``cfg -> TextDeidentifier``) under ``name``; usable as a decorator."""
-    return DEID_BACKENDS.register(name, factory, overwrite=overwrite)
+    return REPORT_DEID_BACKENDS.register(name, factory, overwrite=overwrite)
 
 
-def list_deid_backends(pattern: str | None = None) -> list[str]:
+def list_report_deid_backends(pattern: str | None = None) -> list[str]:
     """Registered backend names, sorted; with ``pattern`` only those matching it (``"*presidio"``)."""
-    return DEID_BACKENDS.names(pattern)
+    return REPORT_DEID_BACKENDS.names(pattern)
 
 
 class CombinedDeidentifier:
@@ -72,14 +72,14 @@ class CombinedDeidentifier:
         self.identity = "+".join(identity for identity in identities if identity) or None
 
     def find(self, text: str) -> list[PhiSpan]:
-        masked = text.replace(_FILL, "\ufffd")
+        masked = text.replace(MASK_CHARACTER, "\ufffd")
         found: list[PhiSpan] = []
         for part in self.parts:
             for span in part.find(text):
-                pieces = _unmasked_pieces(masked, span.start, span.end)
+                pieces = unmasked_pieces(masked, span.start, span.end)
                 found.extend(PhiSpan(start, end, span.kind, span.rule) for start, end in pieces)
                 if pieces:
-                    masked = _masked(masked, pieces)
+                    masked = masked_text(masked, pieces)
         return sorted(found, key=lambda span: span.start)
 
     def __call__(self, text: str) -> str:
@@ -100,9 +100,9 @@ def _rules_and_presidio(cfg: ReportConfig) -> TextDeidentifier:
     return CombinedDeidentifier([_rules(cfg), _presidio(cfg)])
 
 
-register_deid_backend("rules", _rules)
-register_deid_backend("presidio", _presidio)
-register_deid_backend("rules+presidio", _rules_and_presidio)
+register_report_deid_backend("rules", _rules)
+register_report_deid_backend("presidio", _presidio)
+register_report_deid_backend("rules+presidio", _rules_and_presidio)
 
 _BUILT: dict[str, TextDeidentifier] = {}
 _BUILD_LOCK = threading.Lock()
@@ -121,7 +121,7 @@ def build_deidentifier(cfg: ReportConfig) -> TextDeidentifier:
         with _BUILD_LOCK:
             built = _BUILT.get(key)
             if built is None:
-                built = DEID_BACKENDS.get(cfg.deid_backend)(cfg)
+                built = REPORT_DEID_BACKENDS.get(cfg.deid_backend)(cfg)
                 _BUILT[key] = built
     return built
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from medclip.config import ConfigError
 
-from .deid import _FILL, Deidentifier, PhiSpan, _masked, _unmasked_pieces
+from .deid import MASK_CHARACTER, Deidentifier, PhiSpan, masked_text, unmasked_pieces
 
 # Presidio entity -> medclip placeholder type. Not requested: ORGANIZATION and NRP (institutions and nationalities are
 # kept, docs/deid.md), AGE (medclip removes only ages above 89, HIPAA Safe Harbor; the rules do that).
@@ -162,16 +162,16 @@ class PresidioDeidentifier:
             text, language="en", entities=self.entities, score_threshold=self.score_threshold
         )
         results = sorted(results, key=lambda result: (-result.score, result.start - result.end, result.start))
-        masked = text.replace(_FILL, "\ufffd")
+        masked = text.replace(MASK_CHARACTER, "\ufffd")
         found: list[PhiSpan] = []
         for result in results:
-            pieces = _unmasked_pieces(masked, result.start, result.end)
+            pieces = unmasked_pieces(masked, result.start, result.end)
             name = (result.recognition_metadata or {}).get("recognizer_name", "presidio")
             found.extend(
                 PhiSpan(start, end, PRESIDIO_KINDS[result.entity_type], f"presidio:{name}") for start, end in pieces
             )
             if pieces:
-                masked = _masked(masked, pieces)
+                masked = masked_text(masked, pieces)
         return sorted(found, key=lambda span: span.start)
 
     def __call__(self, text: str) -> str:

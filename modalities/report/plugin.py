@@ -21,7 +21,12 @@ from medclip.types import Modality, ModalityError, Sample
 from .backends import REPORT_ENCODERS, ReportBackend
 from .cleaning import clean_report_text
 from .config import ReportConfig
-from .deid_backends import DEID_BACKENDS, build_deidentifier, check_deidentification_state, deidentification_state
+from .deid_backends import (
+    REPORT_DEID_BACKENDS,
+    build_deidentifier,
+    check_deidentification_state,
+    deidentification_state,
+)
 from .hf_local import save_model_files
 from .reading import read_report, resolve_cell
 from .sections import extract_sections
@@ -53,7 +58,7 @@ class ReportModality(Modality):
         super().__init__(config)
         REPORT_ENCODERS.get(self.config.encoder)  # fail early, listing the available encoders
         if self.config.deidentify:  # fail early (unknown backend, Presidio or its spaCy model missing), not mid-run
-            DEID_BACKENDS.get(self.config.deid_backend)
+            REPORT_DEID_BACKENDS.get(self.config.deid_backend)
             build_deidentifier(self.config)
         self._tokenizer: ReportTokenizer | None = None
         self._files: Path | None = None  # the model files a checkpoint carries ("hf"), once attached

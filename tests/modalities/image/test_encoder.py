@@ -92,7 +92,8 @@ def test_every_loss_trains_the_image_encoder(loss_name):
     assert outputs["tokens"]["image"].shape == (6, 1, 16)  # a 1 x 1 ResNet map at 32 px: one patch token
     fields = {field.name for field in dataclasses.fields(LOSSES.get(loss_name).config_class)}
     options = {"weight": 1.0, **({"embed_dim": 16} if "embed_dim" in fields else {})}  # prototypes live in D = 16
-    loss = build_loss({loss_name: options})(**outputs)
+    teacher = {name: value.detach() for name, value in outputs["features"].items()}  # a frozen teacher (distill)
+    loss = build_loss({loss_name: options})(**outputs, teacher_features=teacher)
     assert torch.isfinite(loss["loss"])
     loss["loss"].backward()
     gradients = [p.grad for p in encoders["image"].parameters() if p.grad is not None]
