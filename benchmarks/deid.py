@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--show-errors", action="store_true", help="list misses, false alarms and damaged spans")
     parser.add_argument("--ages-kept", action="store_true", help="run with ages_over_89=False")
-    parser.add_argument("--backend", default="rules", choices=list_report_deid_backends(), help="de-identification backend")
+    parser.add_argument(
+        "--backend", default="rules", choices=list_report_deid_backends(), help="de-identification backend"
+    )
     parser.add_argument("--presidio-model", default="", help="spaCy model directory or installed package (Presidio)")
     parser.add_argument("--presidio-threshold", type=float, default=ReportConfig.presidio_score_threshold)
     parser.add_argument("--files", nargs="*", help="corpus file names in tests/data/deid (default: all)")
