@@ -9,17 +9,17 @@ so a saved model never needs the weights file again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from .config import ReportConfig
+from .tokenizer import SerializedTokenizer
 
 START, END = "<start_of_text>", "<end_of_text>"  # open_clip's names of CLIP's special tokens
 TOKENIZER_KEY = "medclip.tokenizer"  # medclip.weights.files.TOKENIZER
 
 
-class CLIPReportTokenizer:
+class CLIPReportTokenizer(SerializedTokenizer):
     """CLIP's tokenizer: lower-cased text, CLIP's word-splitting pattern, byte-level BPE with ``</w>`` word ends."""
 
     kind: ClassVar[str] = "clip_bpe"
@@ -56,21 +56,3 @@ class CLIPReportTokenizer:
     def fit(cls, sentences: Iterable[str], cfg: ReportConfig) -> CLIPReportTokenizer:
         """Nothing to learn: the vocabulary is the weights'."""
         return cls.from_config(cfg)
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig, files: Path | None = None) -> CLIPReportTokenizer:
-        from tokenizers import Tokenizer
-
-        if state.get("kind") != cls.kind:
-            raise ValueError(f"report tokenizer state is of kind {state.get('kind')!r}, expected {cls.kind!r}")
-        return cls(Tokenizer.from_str(state["json"]))
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tokenizer.get_vocab_size()
-
-    def encode(self, sentence: str) -> list[int]:
-        return self._tokenizer.encode(sentence, add_special_tokens=False).ids
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "json": self._tokenizer.to_str()}

@@ -41,7 +41,33 @@ class ReportTokenizer(Protocol):
         ...
 
 
-class BPEReportTokenizer:
+class SerializedTokenizer:
+    """A ``tokenizers.Tokenizer`` whose whole state is its JSON (the trained BPE, CLIP's BPE): encoding, the vocabulary
+    size and the checkpoint state (``{"kind", "json"}``) are the same for every such tokenizer; subclasses set
+    ``kind`` and read their special-token ids in ``__init__(tokenizer)``."""
+
+    kind: ClassVar[str]
+    _tokenizer: Any
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig, files: Path | None = None) -> SerializedTokenizer:
+        from tokenizers import Tokenizer
+
+        _check_kind(state, cls.kind)
+        return cls(Tokenizer.from_str(state["json"]))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size()
+
+    def encode(self, sentence: str) -> list[int]:
+        return self._tokenizer.encode(sentence, add_special_tokens=False).ids
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "json": self._tokenizer.to_str()}
+
+
+class BPEReportTokenizer(SerializedTokenizer):
     """A byte-pair-encoding (BPE) tokenizer trained on the training reports with the ``tokenizers`` library.
 
     Training on the institution's own reports (rather than downloading a general vocabulary) keeps everything
@@ -93,23 +119,6 @@ class BPEReportTokenizer:
     def from_config(cls, cfg: ReportConfig) -> BPEReportTokenizer | None:
         """None: the vocabulary only exists once fitted on data or loaded from a checkpoint."""
         return None
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], cfg: ReportConfig, files: Path | None = None) -> BPEReportTokenizer:
-        from tokenizers import Tokenizer
-
-        _check_kind(state, cls.kind)
-        return cls(Tokenizer.from_str(state["json"]))
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tokenizer.get_vocab_size()
-
-    def encode(self, sentence: str) -> list[int]:
-        return self._tokenizer.encode(sentence, add_special_tokens=False).ids
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "json": self._tokenizer.to_str()}
 
 
 class HFReportTokenizer:
