@@ -350,3 +350,27 @@ class PreprocessCache:
     def size_bytes(self) -> int:
         """Bytes of every array in this namespace (for reports and the benchmark)."""
         return sum(path.stat().st_size for path in self.folder.rglob("*.npy")) if self.folder.exists() else 0
+
+
+class OwnsPreprocessCache:
+    """Mixin of plugins whose preprocessing results are cached: ``self.cache``, the ``PreprocessCache`` of
+    ``config.cache_dir`` for ``preprocessing.fingerprint()``, opened on first use (None without a cache folder).
+
+    Opened lazily so that building a plugin (``medclip inspect``, ``--help``, loading a checkpoint) never touches the
+    cache folder; the plugin needs ``name``, ``config.cache_dir`` and ``preprocessing``.
+    """
+
+    _cache: PreprocessCache | None = None
+
+    @property
+    def cache(self) -> PreprocessCache | None:
+        """The preprocessing cache of ``config.cache_dir`` (opened on first use), or None without one."""
+        if not self.config.cache_dir:  # type: ignore[attr-defined]
+            return None
+        if self._cache is None:
+            self._cache = PreprocessCache(
+                self.config.cache_dir,  # type: ignore[attr-defined]
+                self.name,  # type: ignore[attr-defined]
+                self.preprocessing.fingerprint(),  # type: ignore[attr-defined]
+            )
+        return self._cache

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medclip.data.cache import PreprocessCache
+from medclip.data.cache import OwnsPreprocessCache
 from medclip.explain.grid import GridLayout, infer_grid
 from medclip.types import Modality, ModalityError, Sample
 
@@ -40,7 +40,7 @@ def image_preprocessing(cfg: ImageConfig) -> ImagePreprocessing:
     return ImagePreprocessing(size, float(cfg.spacing), float(cfg.pad_value), ReadOptions.from_config(cfg))
 
 
-class ImageModality(Modality):
+class ImageModality(OwnsPreprocessCache, Modality):
     """2-D images as a medclip modality (see the module docstring and docs/image.md)."""
 
     name = "image"
@@ -54,16 +54,6 @@ class ImageModality(Modality):
         super().__init__(config)
         self.config: ImageConfig
         self.preprocessing = image_preprocessing(self.config)
-        self._cache: PreprocessCache | None = None
-
-    @property
-    def cache(self) -> PreprocessCache | None:
-        """The preprocessing cache of ``config.cache_dir`` (opened on first use), or None without one."""
-        if not self.config.cache_dir:
-            return None
-        if self._cache is None:
-            self._cache = PreprocessCache(self.config.cache_dir, self.name, self.preprocessing.fingerprint())
-        return self._cache
 
     # --- manifest cell -> reference -> sample ----------------------------------------------------------------------
     def resolve(self, value: str, root: str | os.PathLike) -> os.PathLike | Mapping[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medclip.data.cache import PreprocessCache
+from medclip.data.cache import OwnsPreprocessCache
 from medclip.explain.grid import GridLayout, infer_grid
 from medclip.types import Modality, Sample
 
@@ -34,7 +34,7 @@ def _empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).new(storage).view(shape)
 
 
-class VolumeModality(Modality):
+class VolumeModality(OwnsPreprocessCache, Modality):
     """Base of the volume plugins: cache, collate, encoder and preprocessing state.
 
     Subclasses set ``name``, ``config_class`` (a ``VolumeEncoderConfig`` with a ``size``) and ``state_format``, and
@@ -49,7 +49,6 @@ class VolumeModality(Modality):
         super().__init__(config)
         self.config: VolumeEncoderConfig
         self.preprocessing = self.make_preprocessing(self.config)
-        self._cache: PreprocessCache | None = None
 
     def make_preprocessing(self, cfg: VolumeEncoderConfig) -> VolumePreprocessing:
         """The deterministic preprocessing ``cfg`` describes."""
@@ -58,15 +57,6 @@ class VolumeModality(Modality):
     def in_channels(self) -> int:
         """Input channels of the encoder (C of the collated (B, C, I, J, K) batch)."""
         raise NotImplementedError
-
-    @property
-    def cache(self) -> PreprocessCache | None:
-        """The preprocessing cache of ``config.cache_dir`` (opened on first use), or None without one."""
-        if not self.config.cache_dir:
-            return None
-        if self._cache is None:
-            self._cache = PreprocessCache(self.config.cache_dir, self.name, self.preprocessing.fingerprint())
-        return self._cache
 
     def collate(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """Stack: {name: (B, C, I, J, K) float16, f"{name}_mask": (B,) bool}; missing rows are zeros."""
