@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..types import ModalityError
 from .safe_io import regular_files, require_regular_file
 
 logger = logging.getLogger("medclip.data")
@@ -350,6 +351,20 @@ class PreprocessCache:
     def size_bytes(self) -> int:
         """Bytes of every array in this namespace (for reports and the benchmark)."""
         return sum(path.stat().st_size for path in self.folder.rglob("*.npy")) if self.folder.exists() else 0
+
+
+def check_preprocessed_with(meta: Mapping[str, Any], fingerprint_hash: str) -> None:
+    """Refuse a sample preprocessed (cached) with other settings than the ones whose hash is ``fingerprint_hash``.
+
+    Raises:
+        ModalityError: ``preprocess_mismatch``.
+    """
+    done = meta.get("preprocessed")
+    if done is not None and done != fingerprint_hash:
+        raise ModalityError(
+            "preprocess_mismatch",
+            f"the input was preprocessed with settings {done} but this model expects {fingerprint_hash}",
+        )
 
 
 class OwnsPreprocessCache:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medclip.data.cache import PreprocessCache, file_content_hash, fingerprint_digest
+from medclip.data.cache import PreprocessCache, check_preprocessed_with, file_content_hash, fingerprint_digest
 from medclip.types import ModalityError, Sample
 from modalities.volume.pipeline import study_pseudonym
 
@@ -148,12 +148,7 @@ def load_image_sample(
 
 def check_fingerprint(meta: Mapping[str, Any], preprocessing: ImagePreprocessing) -> None:
     """Refuse a sample preprocessed with other settings than ``preprocessing`` (``preprocess_mismatch``)."""
-    done = meta.get("preprocessed")
-    if done is not None and done != preprocessing.fingerprint_hash:
-        raise ModalityError(
-            "preprocess_mismatch",
-            f"the input was preprocessed with settings {done} but this model expects {preprocessing.fingerprint_hash}",
-        )
+    check_preprocessed_with(meta, preprocessing.fingerprint_hash)
 
 
 def ensure_preprocessed(array: np.ndarray, meta: Mapping[str, Any], preprocessing: ImagePreprocessing) -> np.ndarray:

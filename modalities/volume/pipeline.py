@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from medclip.data.cache import PreprocessCache
+from medclip.data.cache import PreprocessCache, check_preprocessed_with
 from medclip.data.pseudonym import KEY_ENV, KEY_FILE_ENV, Pseudonymizer
 from medclip.data.safe_io import check_decoded_size
 from medclip.types import ModalityError, Sample
@@ -155,12 +155,7 @@ def load_volume_sample(
 
 def check_fingerprint(meta: Mapping[str, Any], preprocessing: VolumePreprocessing) -> None:
     """Refuse a sample preprocessed (cached) with other settings than ``preprocessing`` (``preprocess_mismatch``)."""
-    done = meta.get("preprocessed")
-    if done is not None and done != preprocessing.fingerprint_hash:
-        raise ModalityError(
-            "preprocess_mismatch",
-            f"the input was preprocessed with settings {done} but this model expects {preprocessing.fingerprint_hash}",
-        )
+    check_preprocessed_with(meta, preprocessing.fingerprint_hash)
 
 
 def ensure_preprocessed(sample_array: np.ndarray, meta: Mapping[str, Any], preprocessing: VolumePreprocessing):
