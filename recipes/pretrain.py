@@ -241,6 +241,7 @@ def validation_for(cfg: Config, datasets: dict, modalities: dict, runtime: Runti
         return Validator(
             model, criterion, datasets["val"], train_as_evaluated, collate, cfg.train.batch_size, runtime,
             cfg.train.precision, cfg.data.num_workers, cfg.data.worker_kind, cfg.train.seed, extra_loss_inputs,
+            label_names=datasets["val"].manifest.label_names,
         )  # fmt: skip
 
     return make

@@ -26,8 +26,9 @@ def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> np.ndarray:
 
 
 def plot_training_and_validation(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Two panels: loss per step (raw, smoothed, validation loss) and mean R@1 on training / validation patients
-    with the chance level; the second panel only when the log has validation records."""
+    """Up to three panels: loss per step (raw, smoothed, validation loss); mean R@1 on training / validation
+    patients with the chance level (when the log has validation records); the label probes' held-out macro AUROC
+    per modality (when the manifest had ``label:`` columns, ``eval.validation_probe``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +36,10 @@ def plot_training_and_validation(records: Sequence[Mapping[str, Any]], path: str
 
     training = [r for r in records if r.get("loss") is not None]
     validation = [r for r in records if r.get("val/mean_R@1") is not None or r.get("val/loss") is not None]
-    panels = 2 if validation else 1
+    probes = sorted(
+        {key for r in validation for key in r if key.startswith("val/probe/") and key.endswith("/macro_auroc")}
+    )
+    panels = 1 + bool(validation) + bool(probes)
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     loss_axis = axes[0][0]
     if training:
@@ -66,8 +70,24 @@ def plot_training_and_validation(records: Sequence[Mapping[str, Any]], path: str
         axis.set_ylim(0, 1)
         axis.legend(loc="upper left")
         axis.set_title("retrieval: training vs held-out patients")
+    if probes:
+        _plot_probes(axes[0][2], validation, probes)
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _plot_probes(axis: Any, validation: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """Held-out macro AUROC of each modality's label probe per validation, with 0.5 (nothing learnt) marked."""
+    steps = [r["step"] for r in validation]
+    for key in keys:
+        modality = key.split("/")[2]
+        axis.plot(steps, [r.get(key, np.nan) for r in validation], "o-", label=modality)
+    axis.axhline(0.5, linestyle="--", color="gray", label="chance")
+    axis.set_xlabel("step")
+    axis.set_ylabel("label probe macro AUROC")
+    axis.set_ylim(0.3, 1.0)
+    axis.legend(loc="upper left")
+    axis.set_title("findings in each tower, held-out patients")

@@ -8,7 +8,10 @@ comparison, an equally large fixed subset of training rows) and reports:
 - ``val/<a>-><b>/R@1`` and ``R@5`` in both directions for every pair of modalities, on the rows that have both,
   with ``val/chance/R@k`` (= k / rows) beside them: a model at chance has learnt nothing that transfers;
 - ``train/<a>-><b>/R@1`` etc. on the training subset: a large train/validation gap is memorisation, made visible;
-- ``val/health/...``: the embedding-health scalars (modality gap, uniformity, effective rank; ``eval.diagnostics``).
+- ``val/health/...``: the embedding-health scalars (modality gap, uniformity, effective rank; ``eval.diagnostics``);
+- ``val/probe/<modality>/<finding>/auroc`` and ``val/probe/<modality>/macro_auroc`` when the manifest has
+  ``label:<finding>`` columns: a logistic regression fitted on the training subset's embeddings, scored on the
+  validation patients (``eval.validation_probe``): whether each tower carries the findings, a finer signal than R@1.
 
 Every process embeds its share of the rows; the features are gathered so all processes compute the same metrics
 (early stopping must be decided alike everywhere). The training loop knows none of this: the recipe hands it a
@@ -32,9 +35,11 @@ from ..data import is_empty_batch
 from ..data.loader import make_loader
 from ..device import autocast_context, move_to_device, outputs_to_float32
 from .retrieval import recall_at_k
+from .validation_probe import label_probe_metrics
 
 RECALL_KS = (1, 5)
 MAX_TRAIN_ROWS = 2048  # the training subset compared with validation is capped (memorisation shows long before)
+MAX_PROBE_ROWS = 512  # training rows embedded for the label probes (retrieval uses the first len(val) of them)
 
 
 class Validator:
@@ -53,6 +58,9 @@ class Validator:
         num_workers: loader workers.
         worker_kind: "process" or "thread".
         seed: fixes the training subset.
+        extra_loss_inputs: batch -> loss inputs the model's outputs lack (the EMA teacher's features).
+        label_names: the manifest's findings (``label:<finding>`` columns); when given, a larger training subset
+            (up to ``MAX_PROBE_ROWS``) is embedded and the label probes run on it.
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class Validator:
         worker_kind: str = "process",
         seed: int = 0,
         extra_loss_inputs: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+        label_names: Sequence[str] = (),
     ) -> None:
         self.model, self.criterion, self.collate = model, criterion, collate
         # Loss inputs the model's own outputs lack (the EMA teacher's features for `distill`), from the trainer.
@@ -76,9 +85,12 @@ class Validator:
         self.batch_size, self.runtime, self.precision = batch_size, runtime, precision
         self.num_workers, self.worker_kind = num_workers, worker_kind
         self.val_dataset = val_dataset
+        self.label_names = tuple(label_names)
         size = min(len(val_dataset), len(train_dataset), MAX_TRAIN_ROWS)
-        chosen = np.random.default_rng(seed).choice(len(train_dataset), size=size, replace=False) if size else []
-        self.train_subset = Subset(train_dataset, sorted(int(index) for index in chosen))
+        probe_size = max(size, min(len(train_dataset), MAX_PROBE_ROWS)) if self.label_names else size
+        order = np.random.default_rng(seed).permutation(len(train_dataset))[:probe_size]
+        self.train_subset = Subset(train_dataset, sorted(int(index) for index in order[:size]))  # retrieval, probes
+        self.probe_extra = Subset(train_dataset, sorted(int(index) for index in order[size:]))  # probes only
 
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:
@@ -86,18 +98,32 @@ class Validator:
         was_training = self.model.training
         self.model.eval()
         try:
-            val_features, val_masks, val_loss = self._embed(self.val_dataset, with_loss=True)
-            train_features, train_masks, _ = self._embed(self.train_subset, with_loss=False)
+            val_features, val_masks, val_labels, val_loss = self._embed(self.val_dataset, with_loss=True)
+            train_features, train_masks, train_labels, _ = self._embed(self.train_subset, with_loss=False)
+            extra = self._embed(self.probe_extra, with_loss=False) if len(self.probe_extra) else None
         finally:
             self.model.train(was_training)
         metrics: dict[str, float] = {"val/loss": val_loss, "val/rows": float(_rows(val_masks))}
         metrics.update(pair_recalls(val_features, val_masks, "val"))
+        # retrieval among as many training rows as there are validation rows: the same chance level
         metrics.update(pair_recalls(train_features, train_masks, "train"))
         metrics.update(_health(val_features, val_masks))
+        if self.label_names:
+            if extra is not None:  # the probes fit on every embedded training row
+                train_features, train_masks = _merge([train_features, extra[0]]), _merge([train_masks, extra[1]])
+                train_labels = np.concatenate([train_labels, extra[2]])
+            metrics.update(
+                label_probe_metrics(
+                    train_features, train_masks, train_labels, val_features, val_masks, val_labels, self.label_names
+                )
+            )
         return metrics
 
-    def _embed(self, dataset: Dataset, with_loss: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-        """Every process embeds its share of ``dataset``; returns the gathered features, presence masks, mean loss.
+    def _embed(
+        self, dataset: Dataset, with_loss: bool
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, float]:
+        """Every process embeds its share of ``dataset``; returns the gathered features, presence masks, labels
+        ((N, K), NaN = unknown; (N, 0) without label columns) and mean loss, rows in ``dataset`` order.
 
         Shares are padded to equal length (repeating a row, removed again by row number), so every process runs the
         same number of forwards: FSDP's forward is a collective that all processes must enter together.
@@ -117,6 +143,7 @@ class Validator:
         rows: list[int] = []
         features: dict[str, list[np.ndarray]] = {}
         masks: dict[str, list[np.ndarray]] = {}
+        labels: list[np.ndarray] = []
         loss_sum, loss_batches = 0.0, 0
         for batch in loader:
             if is_empty_batch(batch):  # every row failed to load; the others' forwards would wait (FSDP): rare
@@ -124,6 +151,7 @@ class Validator:
             batch = move_to_device(dict(batch), self.runtime.device)
             outputs = self._forward(batch)
             rows.extend(int(row) for row in batch["row"])
+            labels.append(_batch_labels(batch, len(batch["row"]), len(self.label_names)))  # (B, K)
             for name, value in outputs["features"].items():
                 features.setdefault(name, []).append(value.float().cpu().numpy())  # (B, D)
                 masks.setdefault(name, []).append(outputs["masks"][name].cpu().numpy().astype(bool))  # (B,)
@@ -136,6 +164,7 @@ class Validator:
             rows,
             {name: np.concatenate(parts) for name, parts in features.items()},
             {name: np.concatenate(parts) for name, parts in masks.items()},
+            np.concatenate(labels) if labels else np.zeros((0, len(self.label_names)), np.float32),
             (loss_sum, loss_batches),
         )
         gathered = _gather(local, self.runtime)
@@ -144,14 +173,23 @@ class Validator:
         keep = np.sort(first)
         merged_features = {name: value[keep] for name, value in _merge([part[1] for part in gathered]).items()}
         merged_masks = {name: value[keep] for name, value in _merge([part[2] for part in gathered]).items()}
-        total = sum(part[3][0] for part in gathered)
-        count = sum(part[3][1] for part in gathered)
-        return merged_features, merged_masks, (total / count if count else float("nan"))
+        merged_labels = np.concatenate([part[3] for part in gathered])[keep]  # (N, K)
+        total = sum(part[4][0] for part in gathered)
+        count = sum(part[4][1] for part in gathered)
+        return merged_features, merged_masks, merged_labels, (total / count if count else float("nan"))
 
     def _forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         batch = move_to_device(dict(batch), self.runtime.device)
         with autocast_context(self.precision, self.runtime.device):
             return self.model(batch)
+
+
+def _batch_labels(batch: Mapping[str, Any], rows: int, label_count: int) -> np.ndarray:
+    """The batch's (B, K) labels as float32 numpy; all NaN when the batch carries none."""
+    labels = batch.get("labels")
+    if labels is None or label_count == 0:
+        return np.full((rows, label_count), np.nan, dtype=np.float32)
+    return labels.float().cpu().numpy()  # (B, K)
 
 
 def _gather(local: Any, runtime: Any) -> list[Any]:

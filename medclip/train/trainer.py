@@ -118,6 +118,7 @@ class Trainer:
         self.validation: dict[str, float] = {}  # the last validation's metrics
         self.best: dict[str, Any] = {}  # {"metric", "value", "step"} of the best validation so far
         self.stale_validations = 0  # validations since best_metric last improved
+        self._warned_best_metric = False
         self.stopped_early = False
         # --- scale-out (parallel.py): speed options, then DDP / FSDP wrapping. FSDP replaces the parameters with
         # sharded ones, so the optimizer is built after wrapping ---
@@ -389,6 +390,19 @@ class Trainer:
         logger.log(self.step, metrics)
         metric = self.train_config.best_metric
         value = metrics.get(metric)
+        if value is None and not self._warned_best_metric and self.runtime.is_main:
+            self._warned_best_metric = True  # a misspelt or unavailable metric must not silently keep no best/
+            parts = metric.split("/")
+            related: list[str] = []
+            for depth in range(len(parts) - 1, -1, -1):  # the metrics sharing the longest leading path
+                prefix = "/".join(parts[:depth])
+                related = sorted(name for name in metrics if name.startswith(prefix))[:12]
+                if related:
+                    break
+            print(
+                f"medclip: warning: train.best_metric {metric!r} is not among this run's validation metrics, so no "
+                f"best/ checkpoint is kept (the run goes on); some that are: {', '.join(related)}"
+            )
         if value is None or not np.isfinite(value):
             return False
         if not self.best or value > self.best["value"]:

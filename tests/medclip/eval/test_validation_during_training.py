@@ -37,12 +37,19 @@ def test_validation_is_logged_with_chance_and_the_best_model_is_saved(small_expe
     assert {"val/loss", "train/mean_R@1", "val/expression->report/R@1", "val/report->expression/R@5"} <= set(first)
     assert 0 < first["val/expression-report/chance/R@1"] < 1
     assert any(key.startswith("val/health/") for key in first)
+    # the manifest's label:<cell type> columns: a probe per tower and finding, scored on the validation patients
+    probes = [key for key in first if key.startswith("val/probe/expression/") and key.endswith("/auroc")]
+    assert len(probes) >= 3 and all(0.0 <= first[key] <= 1.0 for key in probes)
+    assert 0.0 <= first["val/probe/report/macro_auroc"] <= 1.0
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["best"]["metric"] == "val/mean_R@1" and summary["best"]["step"] in (3, 6)
     assert "validation patients" in summary["memorisation"]
     best = medclip.load_model(out / "best")  # a complete model, loadable like any checkpoint
     assert best.card.training["best"]["step"] == summary["best"]["step"]
-    assert (out / "training_curve.png").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(out / "training_curve.png") as curve:  # loss, retrieval, and the label probes' panel
+        assert curve.size[0] == 1800
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving(small_experiment, tmp_path):
@@ -91,3 +98,27 @@ def test_the_best_checkpoint_records_its_training_patients_for_held_out_evaluati
     key = best["pseudonym_key_fingerprint"]
     record = check_unseen_patients(out / "best", {"a-patient-never-seen"}, key, allow_seen_patients=False)
     assert record["checked"] and record["seen_patients"] == 0
+
+
+def test_a_label_probe_can_pick_the_best_checkpoint_and_a_missing_metric_is_named(small_experiment, tmp_path, capsys):
+    chosen = pretrain(
+        small_experiment(
+            "train.steps=4",
+            "train.val_every=2",
+            "train.best_metric=val/probe/expression/macro_auroc",
+            out=tmp_path / "probe",
+        )  # fmt: skip
+    )
+    assert chosen.best["metric"] == "val/probe/expression/macro_auroc" and (tmp_path / "probe" / "best").is_dir()
+    misspelt = pretrain(
+        small_experiment(
+            "train.steps=2",
+            "train.val_every=1",
+            "train.best_metric=val/probe/ct/macro_auroc",
+            out=tmp_path / "misspelt",
+        )  # fmt: skip
+    )
+    assert not misspelt.best and not (tmp_path / "misspelt" / "best").exists()
+    printed = capsys.readouterr().out
+    assert printed.count("train.best_metric 'val/probe/ct/macro_auroc' is not among") == 1
+    assert "val/probe/expression/macro_auroc" in printed
