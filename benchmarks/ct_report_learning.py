@@ -219,6 +219,8 @@ def run_arm(arm: Arm, manifest: Path, prompts: Path, work: Path, steps: int | No
     for split in ("train", "val", "test"):
         row[f"{split}_R@1"], row[f"{split}_chance"] = retrieval_r1(checkpoint, manifest, out, split)
     row["auroc"] = zero_shot_auroc(checkpoint, manifest, prompts, out)
+    # the last validation's label probes (val patients): does each tower carry the findings at all?
+    row["probe"] = {name: result.validation.get(f"val/probe/{name}/macro_auroc") for name in ("ct", "report")}
     row["minutes"] = (time.perf_counter() - started) / 60
     return row
 
@@ -226,8 +228,9 @@ def run_arm(arm: Arm, manifest: Path, prompts: Path, work: Path, steps: int | No
 def table(rows: list[dict], baseline: dict[str, float]) -> str:
     findings = " | ".join(f"AUROC {finding}" for finding in FINDINGS)
     lines = [
-        f"| arm | steps (best) | train R@1 | val R@1 | test R@1 (chance) | {findings} | macro AUROC | minutes |",
-        "|---" * (7 + len(FINDINGS)) + "|",
+        f"| arm | steps (best) | train R@1 | val R@1 | test R@1 (chance) | {findings} | macro AUROC | "
+        "val probe AUROC ct / report | minutes |",
+        "|---" * (8 + len(FINDINGS)) + "|",
     ]
     for row in rows:
         aurocs = [row["auroc"][finding] for finding in FINDINGS]
@@ -236,15 +239,19 @@ def table(rows: list[dict], baseline: dict[str, float]) -> str:
             f"| {row['arm']} | {row['steps']}{best} | {row['train_R@1']:.3f} | {row['val_R@1']:.3f} | "
             f"{row['test_R@1']:.3f} ({row['test_chance']:.3f}) | "
             + " | ".join(f"{value:.2f}" for value in aurocs)
-            + f" | {np.mean(aurocs):.2f} | {row['minutes']:.1f} |"
+            + f" | {np.mean(aurocs):.2f} | {_probe_text(row.get('probe', {}))} | {row['minutes']:.1f} |"
         )
     values = [baseline[finding] for finding in FINDINGS]
     lines.append(
         "| HU-histogram logistic regression | - | - | - | - | "
         + " | ".join(f"{value:.2f}" for value in values)
-        + f" | {np.mean(values):.2f} | - |"
+        + f" | {np.mean(values):.2f} | - | - |"
     )
     return "\n".join(lines)
+
+
+def _probe_text(probe: dict) -> str:
+    return " / ".join("-" if probe.get(name) is None else f"{probe[name]:.2f}" for name in ("ct", "report"))
 
 
 def main(argv: list[str] | None = None) -> dict:

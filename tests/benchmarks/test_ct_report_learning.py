@@ -1,4 +1,5 @@
-"""``benchmarks/ct_report_learning.py``: its data are what they claim, and a tiny run produces the table.
+"""``benchmarks/ct_report_learning.py``: its data are what they claim, and a tiny run produces the table; so does
+``benchmarks/ct_report_ceilings.py`` (each tower trained alone on the labels) on the same data.
 
 The data check regenerates each patient from its seed and compares it with the file medclip's ct plugin reads back
 (NIfTI and DICOM halves alike), then checks every label against the planted lesion: present exactly when labelled,
@@ -22,6 +23,7 @@ pytestmark = [
 ]
 sys.path.insert(0, str(REPOSITORY / "benchmarks"))
 
+from ct_report_ceilings import main as ceilings  # noqa: E402
 from ct_report_data import FINDING_HU, FINDINGS, head_case, head_report, load_head_anatomy  # noqa: E402
 from ct_report_learning import main as benchmark  # noqa: E402
 
@@ -45,6 +47,8 @@ def test_the_run_prints_the_table_with_every_column(run):
         assert 0.0 <= row[f"{split}_R@1"] <= 1.0
         assert 0.0 < row[f"{split}_chance"] <= 1.0
     assert set(row["auroc"]) == set(FINDINGS)
+    assert set(row["probe"]) == {"ct", "report"}  # the last validation's label probes (None where not measurable)
+    assert all(value is None or 0.0 <= value <= 1.0 for value in row["probe"].values())
     lines = result["table"].splitlines()
     assert lines[0].startswith("| arm | steps") and "test R@1 (chance)" in lines[0]
     assert lines[2].startswith("| head | 2 ") and lines[3].startswith("| HU-histogram logistic regression |")
@@ -100,3 +104,16 @@ def test_reports_name_present_findings_and_negate_absent_ones():
             elif any(word in report for word in np.atleast_1d(words[finding])):
                 sentence = next(s for s in report.split(".") if any(w in s for w in np.atleast_1d(words[finding])))
                 assert "no " in sentence  # only ever mentioned negated
+
+
+def test_the_ceilings_train_every_tower_alone_on_the_same_data(run):
+    work, _ = run
+    result = ceilings(["--work", str(work), "--patients", str(PATIENTS), "--steps", "2", "--towers", "0", "2"])
+    report, resnet = result["results"]
+    assert report["tower"].startswith("report") and "histogram" not in report
+    assert resnet["tower"] == "CT ResNet, head 6 mm" and len(resnet["histogram"]) == len(FINDINGS)
+    for row in (report, resnet):
+        assert row["steps"] == 2 and len(row["held_out"]) == len(row["train"]) == len(FINDINGS)
+        assert all(np.isnan(value) or 0.0 <= value <= 1.0 for value in row["held_out"] + row["train"])
+    lines = result["table"].splitlines()
+    assert len(lines) == 4 and all(line.count("|") == lines[0].count("|") for line in lines)
