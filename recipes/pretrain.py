@@ -272,6 +272,29 @@ def memorisation_note(validation: dict[str, float]) -> str | None:
         note += ": the model recognises its training studies but not new patients (memorisation)"
     elif val < 2 * chance:
         note += ": near chance on new patients"
+    probes = probe_note(validation)
+    return f"{note}; {probes}" if probes else note
+
+
+PROBE_NEAR_CHANCE = 0.6  # a label probe's held-out macro AUROC below this: the tower carries little that transfers
+
+
+def probe_note(validation: dict[str, float]) -> str | None:
+    """The label probes' held-out macro AUROC per tower, naming the towers near chance (None without probes)."""
+    prefix, suffix = "val/probe/", "/macro_auroc"
+    towers = {
+        key[len(prefix) : -len(suffix)]: value
+        for key, value in validation.items()
+        if key.startswith(prefix) and key.endswith(suffix)
+    }
+    if not towers:
+        return None
+    note = "label probes on validation patients (macro AUROC): " + ", ".join(
+        f"{tower} {value:.2f}" for tower, value in sorted(towers.items())
+    )
+    weak = sorted(tower for tower, value in towers.items() if value < PROBE_NEAR_CHANCE)
+    if weak:
+        note += f" ({', '.join(weak)} near chance: that tower has learnt little about the findings that transfers)"
     return note
 
 

@@ -122,3 +122,18 @@ def test_a_label_probe_can_pick_the_best_checkpoint_and_a_missing_metric_is_name
     printed = capsys.readouterr().out
     assert printed.count("train.best_metric 'val/probe/ct/macro_auroc' is not among") == 1
     assert "val/probe/expression/macro_auroc" in printed
+
+
+def test_the_run_summary_names_a_tower_whose_label_probe_is_near_chance():
+    from recipes.pretrain import memorisation_note
+
+    validation = {
+        "train/mean_R@1": 0.9, "val/mean_R@1": 0.04, "val/ct-report/chance/R@1": 0.042,
+        "val/probe/ct/macro_auroc": 0.52, "val/probe/report/macro_auroc": 0.91, "val/probe/ct/nodule/auroc": 0.5,
+    }  # fmt: skip
+    note = memorisation_note(validation)
+    assert "(memorisation)" in note
+    assert "label probes on validation patients (macro AUROC): ct 0.52, report 0.91 (ct near chance" in note
+    healthy = memorisation_note({**validation, "val/probe/ct/macro_auroc": 0.8})
+    assert healthy.endswith("ct 0.80, report 0.91")
+    assert "label probes" not in memorisation_note({k: v for k, v in validation.items() if "probe" not in k})
