@@ -39,7 +39,8 @@ from .validation_probe import label_probe_metrics
 
 RECALL_KS = (1, 5)
 MAX_TRAIN_ROWS = 2048  # the training subset compared with validation is capped (memorisation shows long before)
-MAX_PROBE_ROWS = 512  # training rows embedded for the label probes (retrieval uses the first len(val) of them)
+MAX_PROBE_ROWS = 256  # training rows embedded for the label probes (retrieval uses len(val) of them) ...
+PROBE_ROWS_PER_VAL_ROW = 4  # ... and at most 4 per validation row: the probes must not dominate a validation's cost
 
 
 class Validator:
@@ -60,7 +61,7 @@ class Validator:
         seed: fixes the training subset.
         extra_loss_inputs: batch -> loss inputs the model's outputs lack (the EMA teacher's features).
         label_names: the manifest's findings (``label:<finding>`` columns); when given, a larger training subset
-            (up to ``MAX_PROBE_ROWS``) is embedded and the label probes run on it.
+            (up to ``MAX_PROBE_ROWS``, 4 per validation row) is embedded and the label probes run on it.
     """
 
     def __init__(
@@ -87,7 +88,8 @@ class Validator:
         self.val_dataset = val_dataset
         self.label_names = tuple(label_names)
         size = min(len(val_dataset), len(train_dataset), MAX_TRAIN_ROWS)
-        probe_size = max(size, min(len(train_dataset), MAX_PROBE_ROWS)) if self.label_names else size
+        probe_rows = min(len(train_dataset), MAX_PROBE_ROWS, PROBE_ROWS_PER_VAL_ROW * len(val_dataset))
+        probe_size = max(size, probe_rows) if self.label_names else size
         order = np.random.default_rng(seed).permutation(len(train_dataset))[:probe_size]
         self.train_subset = Subset(train_dataset, sorted(int(index) for index in order[:size]))  # retrieval, probes
         self.probe_extra = Subset(train_dataset, sorted(int(index) for index in order[size:]))  # probes only
