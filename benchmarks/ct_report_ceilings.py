@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct_report_data import FINDINGS, write_head_dataset  # noqa: E402
-from ct_report_learning import BUNDLED, HEAD  # noqa: E402
+from ct_report_learning import BUNDLED, HEAD, logistic_auroc  # noqa: E402
 
 NATIVE = ["modalities.ct.spacing=[3.0,3.0,3.0]", "modalities.ct.size=[64,80,64]"]  # the data's own voxel size
 HISTOGRAM_EDGES = np.linspace(0.01, 0.99, 50)  # windowed values in (0, 1): saturated air and bone fall outside
@@ -119,24 +119,13 @@ def supervised_auroc(plugin, samples, labels, train, held_out, steps, lr, seed=0
 
 def histogram_auroc(samples, labels, train, held_out) -> list[float]:
     """Logistic regression on each HU window's histogram of the preprocessed tensors: AUROC per finding."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from medclip.eval.metrics import auroc
-
     features = np.stack(
         [
             np.concatenate([np.log1p(np.histogram(channel, bins=HISTOGRAM_EDGES)[0]) for channel in volume])
             for volume in (np.asarray(sample["ct"], dtype=np.float32) for sample in samples)
         ]
     )  # (N, channels * bins)
-    scores = []
-    for index in range(labels.shape[1]):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
-        model.fit(features[train], labels[train, index])
-        scores.append(model.predict_proba(features[held_out])[:, 1])
-    return [float(value) for value in auroc(labels[held_out], np.stack(scores, axis=1))]
+    return [float(value) for value in logistic_auroc(features, labels, train, held_out)]
 
 
 def main(argv: list[str] | None = None) -> dict:

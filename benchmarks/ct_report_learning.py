@@ -126,21 +126,29 @@ def histogram_features(manifest: Path) -> tuple[np.ndarray, dict[str, np.ndarray
     return np.stack(features), labels, np.array([row["split"] for row in rows])
 
 
-def histogram_baseline(manifest: Path) -> dict[str, float]:
-    """Logistic regression on HU histograms, train patients -> test patients: AUROC per finding (the ceiling)."""
+def logistic_auroc(features: np.ndarray, labels: np.ndarray, fit: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """A standardised, strongly regularised logistic regression per finding, fitted on the ``fit`` rows and scored
+    on the ``score`` rows: (K,) AUROC. features (N, F), labels (N, K) 0/1, fit / score (N,) bool."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    features, labels, split = histogram_features(manifest)
-    scores = {}
-    for finding in FINDINGS:
+    from medclip.eval.metrics import auroc
+
+    scores = []
+    for index in range(labels.shape[1]):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
-        model.fit(features[split == "train"], labels[finding][split == "train"])
-        test = split == "test"
-        scores[finding] = float(roc_auc_score(labels[finding][test], model.predict_proba(features[test])[:, 1]))
-    return scores
+        model.fit(features[fit], labels[fit, index])
+        scores.append(model.predict_proba(features[score])[:, 1])
+    return auroc(labels[score], np.stack(scores, axis=1))  # (K,)
+
+
+def histogram_baseline(manifest: Path) -> dict[str, float]:
+    """Logistic regression on HU histograms, train patients -> test patients: AUROC per finding (the ceiling)."""
+    features, labels, split = histogram_features(manifest)
+    matrix = np.stack([labels[finding] for finding in FINDINGS], axis=1)  # (N, K)
+    values = logistic_auroc(features, matrix, split == "train", split == "test")
+    return {finding: float(value) for finding, value in zip(FINDINGS, values, strict=True)}
 
 
 def pretrain_config(arm: Arm, manifest: Path, out: Path, cache: Path, steps: int | None, extra: list[str]):

@@ -281,12 +281,9 @@ PROBE_NEAR_CHANCE = 0.6  # a label probe's held-out macro AUROC below this: the 
 
 def probe_note(validation: dict[str, float]) -> str | None:
     """The label probes' held-out macro AUROC per tower, naming the towers near chance (None without probes)."""
-    prefix, suffix = "val/probe/", "/macro_auroc"
-    towers = {
-        key[len(prefix) : -len(suffix)]: value
-        for key, value in validation.items()
-        if key.startswith(prefix) and key.endswith(suffix)
-    }
+    from medclip.eval.validation_probe import macro_aurocs
+
+    towers = macro_aurocs(validation)
     if not towers:
         return None
     note = "label probes on validation patients (macro AUROC): " + ", ".join(

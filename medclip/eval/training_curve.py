@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .validation_probe import macro_aurocs
+
 SMOOTHING = 0.9  # exponential moving average weight of the smoothed loss
 
 
@@ -36,9 +38,7 @@ def plot_training_and_validation(records: Sequence[Mapping[str, Any]], path: str
 
     training = [r for r in records if r.get("loss") is not None]
     validation = [r for r in records if r.get("val/mean_R@1") is not None or r.get("val/loss") is not None]
-    probes = sorted(
-        {key for r in validation for key in r if key.startswith("val/probe/") and key.endswith("/macro_auroc")}
-    )
+    probes = sorted({modality for r in validation for modality in macro_aurocs(r)})
     panels = 1 + bool(validation) + bool(probes)
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     loss_axis = axes[0][0]
@@ -79,12 +79,12 @@ def plot_training_and_validation(records: Sequence[Mapping[str, Any]], path: str
     return path
 
 
-def _plot_probes(axis: Any, validation: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+def _plot_probes(axis: Any, validation: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> None:
     """Held-out macro AUROC of each modality's label probe per validation, with 0.5 (nothing learnt) marked."""
     steps = [r["step"] for r in validation]
-    for key in keys:
-        modality = key.split("/")[2]
-        axis.plot(steps, [r.get(key, np.nan) for r in validation], "o-", label=modality)
+    per_record = [macro_aurocs(r) for r in validation]
+    for modality in modalities:
+        axis.plot(steps, [probes.get(modality, np.nan) for probes in per_record], "o-", label=modality)
     axis.axhline(0.5, linestyle="--", color="gray", label="chance")
     axis.set_xlabel("step")
     axis.set_ylabel("label probe macro AUROC")

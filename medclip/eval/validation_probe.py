@@ -28,6 +28,18 @@ from .probe import probe_pipeline
 PROBE_C = 0.1  # strong L2: a few hundred training rows against 64-768 embedding dimensions
 MIN_CLASS_ROWS = 2  # training positives and negatives a finding needs before it is probed
 MAX_ITER = 2000
+PREFIX = "val/probe"
+MACRO = "macro_auroc"
+
+
+def macro_aurocs(metrics: Mapping[str, float], prefix: str = PREFIX) -> dict[str, float]:
+    """modality -> its probes' held-out macro AUROC, read back from a validation's metrics (empty without probes)."""
+    head, tail = f"{prefix}/", f"/{MACRO}"
+    return {
+        key[len(head) : -len(tail)]: value
+        for key, value in metrics.items()
+        if key.startswith(head) and key.endswith(tail)
+    }
 
 
 def label_probe_metrics(
@@ -38,7 +50,7 @@ def label_probe_metrics(
     val_masks: Mapping[str, np.ndarray],
     val_labels: np.ndarray,
     label_names: Sequence[str],
-    prefix: str = "val/probe",
+    prefix: str = PREFIX,
     seed: int = 0,
 ) -> dict[str, float]:
     """Held-out AUROC of a logistic-regression probe per modality and finding (see the module docstring).
@@ -70,7 +82,7 @@ def label_probe_metrics(
                 metrics[f"{prefix}/{modality}/{finding}/auroc"] = value
                 scores.append(value)
         if scores:
-            metrics[f"{prefix}/{modality}/macro_auroc"] = float(np.mean(scores))
+            metrics[f"{prefix}/{modality}/{MACRO}"] = float(np.mean(scores))
     return metrics
 
 
